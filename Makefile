@@ -1,0 +1,48 @@
+# Two commands on a fresh machine (both create or reuse the virtualenv at .venv):
+#   make demo   install, then run the whole demo DAG on CPU, offline (config/demo.yaml)
+#   make test   install, then run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU torch. On a machine whose pip has no local torch wheel, use e.g.
+#   make demo TORCH_SPEC="torch==2.13.0 --index-url <your CPU wheel index>"
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= cpu,test
+CORES ?= 2
+PORT ?= 5000
+RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: install demo test test-fast dry-run mlflow-ui clean-results
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(RUN) snakemake --configfile config/demo.yaml --cores $(CORES)
+	@cat results/table.md
+	@echo ""
+	@echo "Chart: results/table.png    MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))"
+
+test: install
+	$(RUN) $(BIN)/python -m pytest -q -ra tests
+
+test-fast: install
+	$(RUN) $(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+dry-run: install
+	$(RUN) snakemake -n --configfile config/config.yaml
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/results/mlflow/mlflow.db --host 127.0.0.1 --port $(PORT)
+
+clean-results:
+	rm -rf results .snakemake

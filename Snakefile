@@ -1,0 +1,36 @@
+"""EMPO reproduction workflow: data -> models -> evaluation -> results table, all in MLflow.
+
+This file only validates the config, includes the rule files and names the targets.
+    snakemake --cores 2 --configfile config/demo.yaml      # the embedded CPU demo
+    snakemake --profile slurm                              # the paper table on a cluster
+    snakemake -R results/eval/<model>/<method>/<benchmark>/metrics.json   # rerun one eval
+"""
+
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, workflow.basedir)
+
+if not workflow.overwrite_configfiles:
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+    table,
+
+
+rule all:
+    input:
+        table_outputs(),
+    default_target: True

@@ -1,0 +1,306 @@
+"""Validated configuration and the per-job specs derived from it.
+
+The JSON schema in `workflow/schemas/config.schema.yaml` is the single source of keys, types,
+defaults and their documentation. This module validates a config against it (errors name the
+key and the file), fills the defaults, checks cross-references (a benchmark that is not a
+dataset, ...), and resolves what one job needs into a plain JSON-able "spec" dict. The
+Snakefile passes that spec to `python -m pipelines.<stage>`, so a stage never re-reads the
+config, and Snakemake reruns a job whose spec changed (params are a rerun trigger).
+
+Import cost matters: the Snakefile imports this on every parse (dry-runs must stay fast),
+so only yaml and jsonschema are imported here.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+#: Methods that need no training stage. Trained methods come with a training backend.
+UNTRAINED_METHOD = "base"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and the dotted key in the message."""
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+def _defaults_filling_validator() -> type:
+    """A Draft 2020-12 validator that fills `default`s while it validates.
+
+    A dict default is a per-key default: a partial user object (say `decoding: {n: 4}`)
+    keeps its keys and gets the missing ones from the default.
+    """
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def fill_then_validate(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" not in subschema:
+                    continue
+                default = subschema["default"]
+                if name not in instance:
+                    instance[name] = copy.deepcopy(default)
+                elif isinstance(default, dict) and isinstance(instance[name], dict):
+                    for key, value in default.items():
+                        instance[name].setdefault(key, copy.deepcopy(value))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": fill_then_validate})
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line per schema error, naming the offending key rather than its parent."""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - allowed)
+        if unknown and error.schema.get("additionalProperties") is False:
+            keys = ", ".join(f"'{_dotted([*error.absolute_path, key])}'" for key in unknown)
+            known = ", ".join(sorted(allowed))
+            return f"unknown key {keys} (allowed here: {known})"
+    if error.validator == "required":
+        return f"'{_dotted(error.absolute_path)}': {error.message}"
+    return f"'{_dotted(error.absolute_path)}': {error.message}"
+
+
+def merge_configs(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge `update` into a copy of `base` (what Snakemake does with several config files)."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def validate_config(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """Return a validated copy of `config` with defaults filled; raise ConfigError otherwise.
+
+    `source` names where the config came from (file names) for the error message.
+    """
+    if not isinstance(config, dict) or not config:
+        raise ConfigError(f"{source}: the configuration is empty or not a mapping")
+    resolved = copy.deepcopy(config)
+    validator = _defaults_filling_validator()(load_schema())
+    errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = "\n".join(f"  - {_describe(error)}" for error in errors[:20])
+        raise ConfigError(f"invalid configuration in {source}:\n{lines}")
+    problems = list(_cross_reference_problems(resolved))
+    if problems:
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        raise ConfigError(f"invalid configuration in {source}:\n{lines}")
+    return resolved
+
+
+def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
+    """Checks the schema cannot express: names that must refer to other entries."""
+    datasets = config["datasets"]
+    benchmarks = config["evaluation"]["benchmarks"]
+    for position, benchmark in enumerate(benchmarks):
+        if benchmark not in datasets:
+            yield (f"'evaluation.benchmarks.{position}': unknown benchmark '{benchmark}' "
+                   f"(not a key of 'datasets': {', '.join(sorted(datasets))})")
+        elif datasets[benchmark]["role"] != "benchmark":
+            yield f"'evaluation.benchmarks.{position}': dataset '{benchmark}' has role '{datasets[benchmark]['role']}', not 'benchmark'"
+    for benchmark in config["evaluation"]["per_benchmark"]:
+        if benchmark not in benchmarks:
+            yield f"'evaluation.per_benchmark.{benchmark}': '{benchmark}' is not in 'evaluation.benchmarks'"
+    for benchmark in benchmarks:
+        decoding = resolved_decoding(config, benchmark)
+        if decoding["temperature"] == 0 and decoding["n"] != 1:
+            yield (f"'evaluation.decoding' for benchmark '{benchmark}': greedy decoding "
+                   f"(temperature 0) gives identical samples; set n: 1 or a temperature > 0")
+    for name, model in config["models"].items():
+        source = model["source"]
+        if source["kind"] == "demo" and source["corpus"] not in datasets:
+            yield f"'models.{name}.source.corpus': unknown dataset '{source['corpus']}'"
+        for method in model["methods"]:
+            if method not in available_methods(config):
+                yield (f"'models.{name}.methods': unknown method '{method}' "
+                       f"(available: {', '.join(available_methods(config))})")
+        for method, scores in model["published"].items():
+            for benchmark in scores:
+                if benchmark not in datasets:
+                    yield f"'models.{name}.published.{method}.{benchmark}': unknown benchmark '{benchmark}'"
+
+
+def available_methods(config: dict[str, Any]) -> list[str]:
+    """Methods a model can list: the untrained model, plus trained methods once a backend exists."""
+    return [UNTRAINED_METHOD]
+
+
+def load_config(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """Read, deep-merge (later files win) and validate config files."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        merged = merge_configs(merged, data)
+    return validate_config(merged, source=", ".join(map(str, paths)))
+
+
+# ----------------------------------------------------------------------------------------
+# Resolution: what one job needs, as plain JSON-able dicts.
+
+
+def resolved_decoding(config: dict[str, Any], benchmark: str) -> dict[str, Any]:
+    evaluation = config["evaluation"]
+    return {**evaluation["decoding"], **evaluation["per_benchmark"].get(benchmark, {})}
+
+
+def resolved_prompt(config: dict[str, Any], model: str) -> dict[str, Any]:
+    return {**config["evaluation"]["prompt"], **config["models"][model].get("prompt", {})}
+
+
+def resolved_resources(config: dict[str, Any], stage: str, model: str | None = None,
+                       dataset: str | None = None) -> dict[str, Any]:
+    resources = dict(config["resources"][stage])
+    if model is not None:
+        resources.update(config["models"][model]["resources"].get(stage, {}))
+    if dataset is not None:
+        resources.update(config["datasets"][dataset].get("resources", {}))
+    return resources
+
+
+def results_path(config: dict[str, Any], *parts: str) -> str:
+    return str(Path(config["results_dir"], *parts))
+
+
+def eval_targets(config: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Every (model, method, benchmark) the config asks for, in table order."""
+    return [
+        (model, method, benchmark)
+        for model, spec in config["models"].items()
+        for method in spec["methods"]
+        for benchmark in config["evaluation"]["benchmarks"]
+    ]
+
+
+def data_job_spec(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    return {"name": dataset, **copy.deepcopy(config["datasets"][dataset])}
+
+
+def model_job_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
+    spec = config["models"][model]
+    return {"name": model, "source": copy.deepcopy(spec["source"]), "dtype": spec["dtype"],
+            "system_prompt": resolved_prompt(config, model)["system_prompt"]}
+
+
+def eval_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str) -> dict[str, Any]:
+    evaluation = config["evaluation"]
+    return {
+        "model": model,
+        "method": method,
+        "benchmark": benchmark,
+        "engine": evaluation["engine"],
+        "batch_size": evaluation["batch_size"],
+        "dtype": config["models"][model]["dtype"],
+        "prompt": resolved_prompt(config, model),
+        "decoding": resolved_decoding(config, benchmark),
+        "pass_at_k": list(evaluation["pass_at_k"]),
+        "grading": dict(config["grading"]),
+        "gpus": resolved_resources(config, "eval", model=model)["gpus"],
+    }
+
+
+def report_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """What the table needs: rows, columns, published numbers and their citation."""
+    return {
+        "benchmarks": list(config["evaluation"]["benchmarks"]),
+        "rows": [
+            {"model": model, "method": method,
+             "published": spec["published"].get(method, {})}
+            for model, spec in config["models"].items()
+            for method in spec["methods"]
+        ],
+        "published_only": [
+            {"model": model, "method": method, "published": scores}
+            for model, spec in config["models"].items()
+            for method, scores in spec["published"].items()
+            if method not in spec["methods"]
+        ],
+        "reference": dict(config["reference"]),
+    }
+
+
+def tracking_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """The mlflow section plus where the workflow's parent-run record lives."""
+    return {**config["mlflow"], "results_dir": config["results_dir"]}
+
+
+def to_json(spec: dict[str, Any]) -> str:
+    """Canonical JSON (sorted keys) so an unchanged spec never looks changed to Snakemake."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------------------
+# Documentation: the README's configuration reference is generated from the schema.
+
+
+def _schema_rows(node: dict[str, Any], path: str, schema: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
+    for ref in [node.get("$ref")] + [part.get("$ref") for part in node.get("allOf", [])]:
+        if ref:
+            target = schema["$defs"][ref.split("/")[-1]]
+            node = {**target, **{k: v for k, v in node.items() if k not in ("$ref", "allOf")},
+                    "properties": target.get("properties", {})}
+    kind = node.get("enum") and " \\| ".join(map(str, node["enum"])) or node.get("type", "object")
+    if isinstance(kind, list):
+        kind = " \\| ".join(map(str, kind))
+    default = json.dumps(node["default"]) if "default" in node else ""
+    description = " ".join(str(node.get("description", "")).split())
+    if path:
+        yield path, str(kind), default, description
+    for name, child in node.get("properties", {}).items():
+        yield from _schema_rows(child, f"{path}.{name}" if path else name, schema)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from _schema_rows(extra, f"{path}.<name>", schema)
+
+
+def schema_reference() -> str:
+    """Markdown table of every config key: type, default, meaning."""
+    schema = load_schema()
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for path, kind, default, description in _schema_rows(schema, "", schema):
+        lines.append(f"| `{path}` | {kind} | {f'`{default}`' if default else ''} | {description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--reference"]:
+        print(schema_reference())
+    else:
+        for config_file in sys.argv[1:] or ["config/config.yaml"]:
+            load_config([config_file])
+            print(f"{config_file}: valid")

@@ -1,0 +1,419 @@
+"""Evaluation stage: one (model, method, benchmark) -> generations.jsonl + metrics.json.
+
+Protocol. Every knob that moves published numbers is explicit in the job spec and recorded in
+metrics.json: prompt format (the model's chat template or plain text, system prompt),
+decoding (temperature, top_p, n, seed, max_new_tokens, stop strings), engine, dtype and the
+grader with its version. The model's own generation_config sampling defaults (Qwen ships
+temperature/top_p/repetition_penalty there) are deliberately NOT applied: the config is the
+protocol.
+
+Resume. Items are cut into fixed chunks of `batch_size` by index. Each finished chunk is
+appended, generated and graded, to `generations.partial.jsonl`; chunk k is sampled with seed
+`seed + k` (hf) or each item with `seed + index` (vllm), so a resumed run produces what an
+uninterrupted one would. A restarted job keeps the complete chunks, drops a torn one, and
+continues. On completion the partial file becomes `generations.jsonl`. The partial file is not
+a declared Snakemake output, so Snakemake does not delete it when a job fails or is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipelines.data import read_canonical
+from pipelines.metrics import summarize
+from pipelines.provenance import file_sha256, fingerprint, git_commit, package_versions
+
+LOG = logging.getLogger(__name__)
+
+
+class EvalError(RuntimeError):
+    """An evaluation that cannot run as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled response and how generation ended."""
+
+    text: str
+    prompt_tokens: int
+    response_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
+
+
+class Engine(Protocol):
+    tokenizer: Any
+
+    def generate(self, prompts: Sequence[str], decoding: Mapping[str, Any],
+                 item_seeds: Sequence[int]) -> list[list[Completion]]:
+        """n completions per prompt, in prompt order."""
+
+
+def render_prompt(messages: Sequence[Mapping[str, str]], tokenizer: Any,
+                  prompt: Mapping[str, Any]) -> str:
+    """The model input text for one canonical prompt, per the configured prompt format."""
+    if prompt["format"] == "plain":
+        return "\n\n".join(m["content"] for m in messages if m["role"] == "user")
+    if not getattr(tokenizer, "chat_template", None):
+        raise EvalError("prompt.format is 'chat' but the model's tokenizer has no chat template; "
+                        "set prompt.format: plain for this model (models.<name>.prompt)")
+    conversation = [dict(m) for m in messages]
+    if prompt.get("system_prompt") is not None:
+        conversation = [{"role": "system", "content": prompt["system_prompt"]},
+                        *[m for m in conversation if m["role"] != "system"]]
+    return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Text before the first stop string (vLLM's convention: the stop string is excluded)."""
+    positions = [text.find(stop) for stop in stops if stop and stop in text]
+    if not positions:
+        return text, False
+    return text[:min(positions)], True
+
+
+class HFEngine:
+    """transformers `generate`, batched with left padding; CPU or one GPU."""
+
+    def __init__(self, model_path: str, dtype: str, threads: int | None = None):
+        import torch
+
+        from pipelines.models import load_model_and_tokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto" and self.device == "cpu":
+            dtype = "float32"
+        self.model, self.tokenizer = load_model_and_tokenizer(model_path, dtype=dtype, device=self.device)
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        self.eos_ids = sorted(eos_ids)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def generate(self, prompts: Sequence[str], decoding: Mapping[str, Any],
+                 item_seeds: Sequence[int]) -> list[list[Completion]]:
+        import torch
+        from transformers import GenerationConfig
+
+        n = decoding["n"]
+        sampling = decoding["temperature"] > 0
+        config = GenerationConfig(
+            max_new_tokens=decoding["max_new_tokens"], do_sample=sampling,
+            temperature=decoding["temperature"] if sampling else None,
+            top_p=decoding["top_p"] if sampling else None, top_k=None,
+            num_return_sequences=n, eos_token_id=self.eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=list(decoding["stop"]) or None,
+        )
+        torch.manual_seed(item_seeds[0])
+        encoded = self.tokenizer(list(prompts), return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, generation_config=config,
+                                         tokenizer=self.tokenizer)
+        prompt_width = encoded["input_ids"].shape[1]
+        prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        results: list[list[Completion]] = []
+        for position in range(len(prompts)):
+            completions = []
+            for sample in range(n):
+                new_tokens = output[position * n + sample, prompt_width:].tolist()
+                completions.append(self._completion(new_tokens, int(prompt_lengths[position]), decoding))
+            results.append(completions)
+        return results
+
+    def _completion(self, new_tokens: list[int], prompt_tokens: int,
+                    decoding: Mapping[str, Any]) -> Completion:
+        end = next((i for i, token in enumerate(new_tokens) if token in self.eos_ids), None)
+        if end is not None:
+            kept, finish = new_tokens[:end], "stop"
+            length = end + 1
+        else:
+            pad = self.tokenizer.pad_token_id
+            kept = new_tokens
+            while kept and kept[-1] == pad and pad not in self.eos_ids:
+                kept = kept[:-1]
+            length = len(kept)
+            finish = "length" if length >= decoding["max_new_tokens"] else "stop"
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, decoding["stop"])
+        if stopped:
+            finish = "stop"
+        return Completion(text=text, prompt_tokens=prompt_tokens, response_tokens=length,
+                          finish_reason=finish)
+
+
+class VLLMEngine:
+    """vLLM's offline `LLM` API on GPU; tensor parallelism = the GPUs the job was given."""
+
+    def __init__(self, model_path: str, dtype: str, tensor_parallel_size: int, seed: int):
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise EvalError("evaluation.engine is 'vllm' but vllm is not installed in this "
+                            "environment (envs/eval-vllm.yaml); use engine: hf on CPU") from error
+        self.llm = LLM(model=model_path, dtype=dtype, seed=seed,
+                       tensor_parallel_size=max(1, tensor_parallel_size))
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: Sequence[str], decoding: Mapping[str, Any],
+                 item_seeds: Sequence[int]) -> list[list[Completion]]:
+        from vllm import SamplingParams
+
+        greedy = decoding["temperature"] == 0
+        params = [
+            SamplingParams(n=decoding["n"], temperature=decoding["temperature"],
+                           top_p=1.0 if greedy else decoding["top_p"],
+                           max_tokens=decoding["max_new_tokens"],
+                           stop=list(decoding["stop"]) or None, seed=seed)
+            for seed in item_seeds
+        ]
+        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        return [
+            [Completion(text=o.text, prompt_tokens=len(request.prompt_token_ids),
+                        response_tokens=len(o.token_ids),
+                        finish_reason="length" if o.finish_reason == "length" else "stop")
+             for o in request.outputs]
+            for request in outputs
+        ]
+
+
+def make_engine(spec: Mapping[str, Any], model_path: str, threads: int | None) -> Engine:
+    if spec["engine"] == "vllm":
+        return VLLMEngine(model_path, spec["dtype"], spec.get("gpus", 1), spec["decoding"]["seed"])
+    return HFEngine(model_path, spec["dtype"], threads=threads)
+
+
+class GenerationStore:
+    """Append-only record of finished chunks, resumable after a crash or a kill."""
+
+    def __init__(self, final_path: Path, run_fingerprint: str):
+        self.final_path = final_path
+        self.partial_path = final_path.with_name(final_path.stem + ".partial.jsonl")
+        self.meta_path = final_path.with_name(final_path.stem + ".partial.meta.json")
+        self.run_fingerprint = run_fingerprint
+
+    def load(self, expected: Mapping[int, set[tuple[int, int]]]) -> dict[int, list[dict[str, Any]]]:
+        """Complete chunks already on disk; anything torn or foreign is set aside, not lost."""
+        if not self.partial_path.exists():
+            return {}
+        meta = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
+        if meta.get("fingerprint") != self.run_fingerprint:
+            stale = self.partial_path.with_name(f"{self.partial_path.name}.stale-{int(time.time())}")
+            LOG.warning("%s was produced by another protocol/model/dataset; moved to %s and "
+                        "starting over", self.partial_path, stale.name)
+            self.partial_path.replace(stale)
+            return {}
+        chunks: dict[int, list[dict[str, Any]]] = {}
+        torn_lines = 0
+        with open(self.partial_path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    torn_lines += 1
+                    continue
+                chunks.setdefault(int(record["chunk"]), []).append(record)
+        complete = {
+            chunk: records for chunk, records in chunks.items()
+            if chunk in expected and {(r["index"], r["sample"]) for r in records} == expected[chunk]
+            and len(records) == len(expected[chunk])
+        }
+        dropped = sum(len(r) for c, r in chunks.items() if c not in complete)
+        if torn_lines or dropped:
+            LOG.warning("resume: dropped %d torn line(s) and %d record(s) of incomplete chunks",
+                        torn_lines, dropped)
+            self._rewrite([r for chunk in sorted(complete) for r in complete[chunk]])
+        return complete
+
+    def _rewrite(self, records: list[dict[str, Any]]) -> None:
+        tmp = self.partial_path.with_name(self.partial_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.partial_path)
+
+    def start(self) -> None:
+        self.final_path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.meta_path.exists() or not self.partial_path.exists():
+            self.meta_path.write_text(json.dumps({"fingerprint": self.run_fingerprint}))
+            self.partial_path.touch()
+
+    def append_chunk(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """One write + fsync per chunk, so a kill tears at most the chunk being written."""
+        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        with open(self.partial_path, "a", encoding="utf-8") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def finalize(self) -> None:
+        self.partial_path.replace(self.final_path)
+        self.meta_path.unlink(missing_ok=True)
+
+
+def protocol_of(spec: Mapping[str, Any], grader_version: str) -> dict[str, Any]:
+    """Everything about how a number was produced except the model and the data."""
+    return {
+        "engine": spec["engine"],
+        "dtype": spec["dtype"],
+        "prompt": dict(spec["prompt"]),
+        "decoding": dict(spec["decoding"]),
+        "grader": {"name": "math-verify", "version": grader_version,
+                   "timeout_seconds": spec["grading"]["timeout_seconds"],
+                   "answer": "last \\boxed{} / \\fbox{}, gold wrapped in \\boxed{}"},
+        "chunk_size": spec["batch_size"],
+    }
+
+
+def chunk_items(count: int, chunk_size: int) -> list[range]:
+    return [range(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
+
+
+def write_json_atomic(payload: Mapping[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+    tmp.replace(path)
+
+
+def run_evaluation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_path: Path,
+                   metrics_path: Path, generations_path: Path, tracker: Any = None,
+                   threads: int | None = None, engine: Engine | None = None) -> dict[str, Any]:
+    """Generate (resuming), grade, summarize and write both outputs; return metrics.json."""
+    from tqdm import tqdm
+
+    from pipelines import grading
+
+    started = time.time()
+    rows = read_canonical(data_path)
+    dataset_digest = file_sha256(data_path)
+    decoding = spec["decoding"]
+    n = decoding["n"]
+    protocol = protocol_of(spec, grading.MATH_VERIFY_VERSION)
+    run_fingerprint = fingerprint({"protocol": protocol, "model": manifest, "data": dataset_digest})
+    chunks = chunk_items(len(rows), spec["batch_size"])
+    expected = {k: {(i, s) for i in chunk for s in range(n)} for k, chunk in enumerate(chunks)}
+    store = GenerationStore(generations_path, run_fingerprint)
+    done = store.load(expected)
+    store.start()
+    todo = [k for k in range(len(chunks)) if k not in done]
+    if done:
+        LOG.info("resuming: %d of %d chunks already generated and graded", len(done), len(chunks))
+    items_done = sum(len(chunks[k]) for k in done)
+    correct_so_far = sum(bool(r["correct"]) for records in done.values() for r in records)
+
+    with grading.GradingPool(workers=spec["grading"]["workers"],
+                             timeout_seconds=spec["grading"]["timeout_seconds"]) as pool:
+        if todo:
+            engine = engine or make_engine(spec, manifest["path"], threads)
+            progress = tqdm(total=len(rows), initial=items_done, unit="item",
+                            desc=f"{spec['model']}/{spec['method']}/{spec['benchmark']}",
+                            mininterval=2.0)
+            for k in todo:
+                chunk_rows = [rows[i] for i in chunks[k]]
+                prompts = [render_prompt(row["prompt"], engine.tokenizer, spec["prompt"])
+                           for row in chunk_rows]
+                seeds = ([decoding["seed"] + k] * len(prompts) if spec["engine"] == "hf"
+                         else [decoding["seed"] + i for i in chunks[k]])
+                completions = engine.generate(prompts, decoding, seeds)
+                golds = [row["reward_model"]["ground_truth"] for row in chunk_rows]
+                flat = [(i, s, prompt, gold, c)
+                        for i, prompt, gold, samples in zip(chunks[k], prompts, golds, completions)
+                        for s, c in enumerate(samples)]
+                grades = pool.grade_many([f[4].text for f in flat], [f[3] for f in flat])
+                records = [
+                    {"index": i, "sample": s, "chunk": k, "prompt": prompt, "response": c.text,
+                     "extracted": g.extracted, "gold": gold, "correct": g.correct,
+                     "grader_timeout": g.timed_out, "prompt_tokens": c.prompt_tokens,
+                     "response_tokens": c.response_tokens, "finish_reason": c.finish_reason}
+                    for (i, s, prompt, gold, c), g in zip(flat, grades)
+                ]
+                store.append_chunk(records)
+                done[k] = records
+                items_done += len(chunks[k])
+                correct_so_far += sum(r["correct"] for r in records)
+                progress.update(len(chunks[k]))
+                if tracker is not None:
+                    tracker.log_metrics({"items_done": items_done,
+                                         "running_accuracy": correct_so_far / (items_done * n)},
+                                        step=items_done)
+            progress.close()
+        records = [r for k in sorted(done) for r in done[k]]
+        summary = summarize(records, n=n, ks=spec["pass_at_k"],
+                            cluster=lambda answers: grading.cluster_answers(answers, pool=pool))
+
+    result = {
+        "model": spec["model"], "method": spec["method"], "benchmark": spec["benchmark"],
+        "accuracy": summary["metrics"]["accuracy"],
+        "metrics": summary["metrics"],
+        "counts": summary["counts"],
+        "protocol": protocol,
+        "protocol_id": fingerprint(protocol, length=8),
+        "model_manifest": dict(manifest),
+        "dataset": {"path": str(data_path), "sha256": dataset_digest, "rows": len(rows)},
+        "generations": str(generations_path),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "duration_seconds": round(time.time() - started, 2),
+        "mlflow_run_id": getattr(tracker, "run_id", None),
+    }
+    metrics_tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+    write_json_atomic(result, metrics_tmp)
+    store.finalize()
+    metrics_tmp.replace(metrics_path)
+    LOG.info("%s/%s on %s: accuracy %.4f over %d items (%d samples, %d no answer, %d grader timeouts)",
+             spec["model"], spec["method"], spec["benchmark"], result["accuracy"],
+             summary["counts"]["items"], summary["counts"]["samples"],
+             summary["counts"]["no_answer"], summary["counts"]["grader_timeouts"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.evaluate` — one model (and method) on one benchmark."""
+    from pipelines import tracking
+    from pipelines.models import read_manifest
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser.add_argument("--model-manifest", required=True, type=Path)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--metrics", required=True, type=Path)
+    parser.add_argument("--generations", required=True, type=Path)
+    parser.add_argument("--tracking", default=None)
+    parser.add_argument("--log-file", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = json.loads(args.spec)
+    manifest = read_manifest(args.model_manifest)
+    name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}"
+    with tracking.job_run(tracking.tracking_from_json(args.tracking), "eval", name, spec,
+                          log_file=args.log_file) as tracker:
+        tracker.set_tags({"model": spec["model"], "method": spec["method"],
+                          "benchmark": spec["benchmark"]})
+        result = run_evaluation(spec, manifest, args.data, args.metrics, args.generations,
+                                tracker=tracker, threads=args.threads)
+        tracker.log_metrics({**result["metrics"], **{f"count.{k}": v for k, v in result["counts"].items()}})
+        tracker.set_tags({"protocol_id": result["protocol_id"]})
+        tracker.log_artifact(args.metrics, "eval")
+        tracker.log_artifact(args.generations, "eval")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

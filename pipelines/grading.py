@@ -1,0 +1,358 @@
+"""The one grader: answer extraction, normalisation, math-verify equivalence, hard time bound.
+
+Every stage that needs "is this answer right?" or "are these two answers the same?" imports
+this module: evaluation, the results table's maj@n, and the reward core of the trainers.
+
+Facts this design rests on (FIELD_NOTES 4, math-verify 0.9):
+- the gold must be parsed wrapped in `\\boxed{}`; raw golds fail to self-match;
+- several boxes are merged into a set, so we extract the LAST box ourselves first;
+- math-verify's own timeouts are `signal.alarm` based and soft: big-integer work such as
+  `(10^{10^{10}})!` runs tens of seconds past them. Only killing a process bounds a grade, so
+  every math-verify call runs in a worker process that is killed at its deadline; the item
+  then counts as wrong and as a timeout. Inside the worker, math-verify's signal timeouts are
+  disabled (the kill is the bound and the alarm would only add a second, softer one).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from multiprocessing.connection import Connection, wait
+
+DEFAULT_TIMEOUT_SECONDS = 5.0
+MATH_VERIFY_VERSION = metadata.version("math-verify")
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def _box_starts(text: str) -> list[int]:
+    starts = []
+    for command in _BOX_COMMANDS:
+        position = text.find(command)
+        while position != -1:
+            after = position + len(command)
+            if after >= len(text) or not text[after].isalpha():  # not \boxedfoo
+                starts.append(position)
+            position = text.find(command, after)
+    return sorted(starts)
+
+
+def _braced_content(text: str, open_index: int) -> str | None:
+    """Content of the brace group opening at `open_index`; None if it never closes. Linear."""
+    depth = 0
+    index = open_index
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == "\\" and index + 1 < length and text[index + 1] in "{}":
+            index += 2  # escaped brace: literal, does not count
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_index + 1:index]
+        index += 1
+    return None
+
+
+def extract_answer(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (brace-matched), or `\\boxed 5`.
+
+    None when there is no box or the last box never closes.
+    """
+    if not text:
+        return None
+    starts = _box_starts(text)
+    if not starts:
+        return None
+    start = starts[-1]
+    command = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
+    index = start + len(command)
+    while index < len(text) and text[index] == " ":
+        index += 1
+    if index < len(text) and text[index] == "{":
+        content = _braced_content(text, index)
+        return None if content is None else content.strip()
+    if index > start + len(command):  # `\boxed 5`: one token up to `$` or whitespace
+        token = re.match(r"[^\s$]+", text[index:])
+        return token.group(0) if token else None
+    return None
+
+
+_E_NOTATION = re.compile(r"(?<![\w\\.])(\d+(?:\.\d+)?|\.\d+)[eE]([+-]?\d+)(?![\w.])")
+_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+
+
+def normalize_answer(answer: str) -> str:
+    """Surface normalisation applied to predictions and golds alike.
+
+    Strips whitespace, one outer `$...$`/`$$...$$`/`\\(...\\)`/`\\[...\\]`, a trailing period;
+    rewrites e-notation (`4.5e33` -> `4.5\\times 10^{33}`), which math-verify would read as
+    4.5 * e * 33.
+    """
+    text = answer.strip()
+    for left, right in _WRAPPERS:
+        if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
+            inner = text[len(left):-len(right)]
+            if left == "$" and "$" in inner:
+                continue  # `$a$ and $b$`: not one wrapper
+            text = inner.strip()
+            break
+    if text.endswith(".") and not text.endswith("..."):
+        text = text[:-1].rstrip()
+    return _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times 10^{{{int(m.group(2))}}}", text)
+
+
+def _verify_in_process(prediction: str, gold: str) -> bool:
+    """math-verify on normalised, boxed strings, in THIS process (no time bound: workers only)."""
+    from math_verify import parse, verify
+
+    gold_parsed = parse("\\boxed{" + normalize_answer(gold) + "}", parsing_timeout=None)
+    prediction_parsed = parse("\\boxed{" + normalize_answer(prediction) + "}", parsing_timeout=None)
+    if not gold_parsed or not prediction_parsed:
+        return False
+    return bool(verify(gold_parsed, prediction_parsed, timeout_seconds=None))
+
+
+def _fast_equal(prediction: str, gold: str) -> bool:
+    return normalize_answer(prediction) == normalize_answer(gold)
+
+
+def _worker_loop(connection: Connection) -> None:
+    """Grade (prediction, gold) pairs sent over the pipe until told to stop."""
+    import logging
+
+    # math-verify warns on every call that its own timeout is off: the kill is our bound.
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        prediction, gold = message
+        try:
+            connection.send((_verify_in_process(prediction, gold), None))
+        except Exception as error:  # noqa: BLE001 - any parser failure is a wrong answer
+            connection.send((False, f"{type(error).__name__}: {error}"[:300]))
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """Outcome of grading one response against one gold answer."""
+
+    correct: bool
+    extracted: str | None
+    timed_out: bool = False
+    error: str | None = None
+
+
+class _Worker:
+    def __init__(self, context) -> None:
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker_loop, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join()
+        self.connection.close()
+
+    def stop(self) -> None:
+        try:
+            self.connection.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.connection.close()
+
+
+def _context():
+    """forkserver: workers fork from a clean server with math-verify preloaded, not from a
+    parent that may hold torch threads (fork after torch can deadlock)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["math_verify", "pipelines.grading"])
+    return context
+
+
+class GradingPool:
+    """Worker processes with a hard per-item deadline; results in input order."""
+
+    def __init__(self, workers: int | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        self.size = max(1, workers or os.cpu_count() or 1)
+        self.timeout_seconds = timeout_seconds
+        self.timeouts = 0
+        self._context = _context()
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> "GradingPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
+
+    def _ensure_workers(self, needed: int) -> None:
+        while len(self._workers) < min(self.size, needed):
+            self._workers.append(_Worker(self._context))
+
+    def equivalent_many(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, bool]]:
+        """(equivalent, timed_out) per (prediction, gold) pair."""
+        return [(r[0], r[1]) for r in self._run(pairs)]
+
+    def _run(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, bool, str | None]]:
+        results: list[tuple[bool, bool, str | None] | None] = [None] * len(pairs)
+        pending: deque[int] = deque()
+        for index, (prediction, gold) in enumerate(pairs):
+            if _fast_equal(prediction, gold):
+                results[index] = (True, False, None)
+            else:
+                pending.append(index)
+        if not pending:
+            return results  # type: ignore[return-value]
+        self._ensure_workers(len(pending))
+        idle = list(range(len(self._workers)))
+        busy: dict[int, tuple[int, float]] = {}  # worker slot -> (item, deadline)
+        while pending or busy:
+            while idle and pending:
+                slot, item = idle.pop(), pending.popleft()
+                self._workers[slot].connection.send(pairs[item])
+                busy[slot] = (item, time.monotonic() + self.timeout_seconds)
+            next_deadline = min(deadline for _, deadline in busy.values())
+            ready = wait([self._workers[s].connection for s in busy],
+                         timeout=max(0.0, next_deadline - time.monotonic()))
+            for slot in [s for s in busy if self._workers[s].connection in ready]:
+                item, _ = busy.pop(slot)
+                try:
+                    equivalent, error = self._workers[slot].connection.recv()
+                    results[item] = (bool(equivalent), False, error)
+                except (EOFError, OSError):  # the worker died (e.g. out of memory)
+                    results[item] = (False, False, "grader process died")
+                    self._replace(slot)
+                idle.append(slot)
+            now = time.monotonic()
+            for slot in [s for s, (_, deadline) in busy.items() if deadline <= now]:
+                item, _ = busy.pop(slot)
+                results[item] = (False, True, f"timed out after {self.timeout_seconds} s")
+                self.timeouts += 1
+                self._replace(slot)
+                idle.append(slot)
+        return results  # type: ignore[return-value]
+
+    def _replace(self, slot: int) -> None:
+        self._workers[slot].kill()
+        self._workers[slot] = _Worker(self._context)
+
+    def grade_many(self, responses: Sequence[str], golds: Sequence[str],
+                   progress: bool = False) -> list[GradeResult]:
+        """Extract each response's answer and compare it with its gold."""
+        if len(responses) != len(golds):
+            raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
+        extracted = [extract_answer(r) for r in responses]
+        todo = [i for i, answer in enumerate(extracted) if answer is not None]
+        outcomes: dict[int, tuple[bool, bool, str | None]] = {}
+        batches = [todo[i:i + 256] for i in range(0, len(todo), 256)]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="answer", desc="grading", mininterval=2.0)
+        for batch in batches:
+            for index, outcome in zip(batch, self._run([(extracted[i], golds[i]) for i in batch])):
+                outcomes[index] = outcome
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+        return [
+            GradeResult(correct=False, extracted=None) if index not in outcomes else
+            GradeResult(correct=outcomes[index][0], extracted=extracted[index],
+                        timed_out=outcomes[index][1], error=outcomes[index][2])
+            for index in range(len(responses))
+        ]
+
+
+_shared_pool: GradingPool | None = None
+_shared_lock = threading.Lock()
+
+
+def _shared(timeout_seconds: float) -> GradingPool:
+    global _shared_pool
+    if _shared_pool is None:
+        _shared_pool = GradingPool(workers=1, timeout_seconds=timeout_seconds)
+        atexit.register(_shared_pool.close)
+    _shared_pool.timeout_seconds = timeout_seconds
+    return _shared_pool
+
+
+def grade_detailed(response: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> GradeResult:
+    with _shared_lock:
+        return _shared(timeout_seconds).grade_many([response], [gold])[0]
+
+
+def grade(response: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> bool:
+    """Is the last boxed answer of `response` equivalent to `gold`? Returns within the bound."""
+    return grade_detailed(response, gold, timeout_seconds).correct
+
+
+def is_equivalent(prediction: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> bool:
+    """Are two extracted answers the same mathematical object? Timeouts count as no."""
+    with _shared_lock:
+        return _shared(timeout_seconds).equivalent_many([(prediction, gold)])[0][0]
+
+
+def grade_batch(responses: Sequence[str], golds: Sequence[str], workers: int | None = None,
+                timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, progress: bool = False) -> list[GradeResult]:
+    with GradingPool(workers=workers, timeout_seconds=timeout_seconds) as pool:
+        return pool.grade_many(responses, golds, progress=progress)
+
+
+def cluster_answers(answers: Sequence[str | None], pool: GradingPool | None = None,
+                    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> list[int | None]:
+    """Equivalence classes of answers: a cluster id per answer (0, 1, ... by first appearance).
+
+    Identical normalised strings share a cluster without any math-verify call; each new
+    distinct answer is compared only with the existing clusters' representatives (their first
+    member), in order, and joins the first equivalent one. None answers get None.
+    """
+    normalised = [None if a is None else normalize_answer(a) for a in answers]
+    cluster_of_string: dict[str, int] = {}
+    representatives: list[str] = []
+    for text, answer in zip(normalised, answers):
+        if text is None or text in cluster_of_string:
+            continue
+        assigned = None
+        if representatives:
+            pairs = [(answer, representative) for representative in representatives]
+            if pool is not None:
+                verdicts = pool.equivalent_many(pairs)
+            else:
+                with _shared_lock:
+                    verdicts = _shared(timeout_seconds).equivalent_many(pairs)
+            assigned = next((cid for cid, (same, _) in enumerate(verdicts) if same), None)
+        if assigned is None:
+            assigned = len(representatives)
+            representatives.append(answer)  # type: ignore[arg-type]
+        cluster_of_string[text] = assigned
+    return [None if text is None else cluster_of_string[text] for text in normalised]

@@ -1,0 +1,291 @@
+"""Model stage: one local Hugging Face model directory per configured model.
+
+Three sources: a hub snapshot (the real `huggingface_hub` client; it works offline from a
+pre-filled cache), an existing local directory (validated, not copied), or the demo model,
+built offline and deterministically: a byte-level BPE tokenizer trained on the training
+prompts plus a tiny random Qwen2. The stage writes a manifest (`model.json`: path, source,
+revision, digests) that evaluation reads, so a rebuilt or re-downloaded model changes the
+fingerprint that guards resumed evaluations.
+
+Tokenizer pitfall (FIELD_NOTES 9): with transformers 5, AutoTokenizer on a qwen2 folder returns
+Qwen2Tokenizer, which re-applies Qwen's own normalizer and pre-tokenizer. The demo tokenizer is
+trained with exactly that pipeline, so encodings do not change after a reload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pipelines.provenance import file_sha256
+
+LOG = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+#: Qwen-style chat template; `default_system` is filled in per model (None = no system turn).
+CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' -}}"
+    "{%- set rest = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- if DEFAULT_SYSTEM -%}{{- '<|im_start|>system\\n' + DEFAULT_SYSTEM + '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- set rest = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in rest -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+class ModelSourceError(RuntimeError):
+    """A model that cannot be obtained or is not a usable Hugging Face directory."""
+
+
+@dataclass(frozen=True)
+class DemoModelSpec:
+    """Architecture and seed of the offline demo model (a tiny random Qwen2)."""
+
+    seed: int = 0
+    """Seed of the weights (torch) — same seed and corpus, byte-identical files."""
+    vocab_size: int = 512
+    """BPE vocabulary size, special tokens included."""
+    hidden_size: int = 64
+    """Model width."""
+    num_layers: int = 2
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    num_kv_heads: int = 2
+    """Key/value heads (grouped-query attention, as in Qwen2)."""
+    intermediate_size: int = 128
+    """MLP width."""
+    max_position_embeddings: int = 1024
+    """Longest prompt + response the model accepts."""
+    system_prompt: str | None = None
+    """Default system message of the chat template (Qwen2.5-Math ships one); None = none."""
+
+    @classmethod
+    def from_source(cls, source: dict[str, Any], system_prompt: str | None = None) -> "DemoModelSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in source.items() if k in known}, system_prompt=system_prompt)
+
+
+def qwen2_tokenizer_pipeline():
+    """An untrained tokenizer with Qwen2Tokenizer's normalizer, pre-tokenizer and decoder."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    tokenizer = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="",
+                              fuse_unk=False, byte_fallback=False))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def train_demo_tokenizer(corpus: Sequence[str], vocab_size: int):
+    """Byte-level BPE on the corpus; every byte is in the alphabet, so any text encodes."""
+    from tokenizers import pre_tokenizers, trainers
+
+    tokenizer = qwen2_tokenizer_pipeline()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    return tokenizer
+
+
+def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpec) -> dict[str, Any]:
+    """Build the demo model offline and deterministically; return its manifest."""
+    import torch
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    if not corpus:
+        raise ModelSourceError("the demo model needs a non-empty corpus to train its tokenizer")
+    output_dir = Path(output_dir)
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    backend = train_demo_tokenizer(corpus, spec.vocab_size)
+    template = CHAT_TEMPLATE.replace("DEFAULT_SYSTEM", json.dumps(spec.system_prompt or ""))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", unk_token=None,
+                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer.chat_template = template
+    tokenizer.model_max_length = spec.max_position_embeddings
+    ids = {token: backend.token_to_id(token) for token in SPECIAL_TOKENS}
+
+    torch.manual_seed(spec.seed)
+    config = Qwen2Config(
+        vocab_size=backend.get_vocab_size(), hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings, tie_word_embeddings=True,
+        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"], dtype="float32",
+    )
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]])
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    _tag_qwen2_tokenizer(output_dir)
+    validate_model_dir(output_dir)
+    digests = {name: file_sha256(output_dir / name)
+               for name in ("model.safetensors", "tokenizer.json", "config.json")}
+    return {"kind": "demo", "path": str(output_dir.resolve()),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "spec": asdict(spec), "tokenizer_vocab_size": backend.get_vocab_size(),
+            "corpus_size": len(corpus), "sha256": digests}
+
+
+def _tag_qwen2_tokenizer(output_dir: Path) -> None:
+    """Record Qwen2Tokenizer as the class, as a real Qwen checkpoint does."""
+    path = output_dir / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "Qwen2Tokenizer"
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def validate_model_dir(path: Path) -> None:
+    """A directory evaluation can load: config, tokenizer and weights present and parseable."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelSourceError(f"model directory not found: {path}")
+    missing = []
+    config = path / "config.json"
+    if not config.is_file():
+        missing.append("config.json")
+    else:
+        try:
+            json.loads(config.read_text())
+        except ValueError as error:
+            raise ModelSourceError(f"{config} is not valid JSON: {error}") from error
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        missing.append("a tokenizer (tokenizer.json or tokenizer_config.json)")
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or *.bin)")
+    if missing:
+        raise ModelSourceError(f"{path} is not a usable Hugging Face model directory: missing "
+                               + ", ".join(missing))
+
+
+def resolve_local_model(path: Path) -> dict[str, Any]:
+    validate_model_dir(Path(path))
+    return {"kind": "local", "path": str(Path(path).resolve()),
+            "sha256": {"config.json": file_sha256(Path(path) / "config.json")}}
+
+
+def download_hub_model(hub_id: str, revision: str | None,
+                       allow_patterns: Sequence[str] | None = None) -> dict[str, Any]:
+    """Snapshot a hub model into the Hugging Face cache (HF_HOME; served from it when offline).
+
+    The cache, not results/, holds the weights: a 7B model is not copied per project, and a
+    cluster's shared HF_HOME is reused.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        snapshot = snapshot_download(repo_id=hub_id, revision=revision,
+                                     allow_patterns=list(allow_patterns or HUB_ALLOW_PATTERNS))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
+        raise ModelSourceError(
+            f"could not download model '{hub_id}' (revision {revision or 'default'}): "
+            f"{type(error).__name__}: {error}. Without network access, pre-download it into the "
+            f"Hugging Face cache (HF_HOME) or use source: {{kind: local, path: ...}}") from error
+    snapshot_path = Path(snapshot)
+    validate_model_dir(snapshot_path)
+    return {"kind": "hub", "hub_id": hub_id, "revision": revision,
+            "resolved_revision": snapshot_path.name, "path": str(snapshot_path.resolve()),
+            "sha256": {"config.json": file_sha256(snapshot_path / "config.json")}}
+
+
+def load_model_and_tokenizer(path: str | Path, dtype: str = "float32", device: str = "cpu"):
+    """Model + tokenizer ready for batched generation (left padding)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    return model, tokenizer
+
+
+def write_manifest(manifest: dict[str, Any], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, path)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(f"cannot read model manifest {path}: {error}") from error
+    if "path" not in manifest:
+        raise ModelSourceError(f"model manifest {path} has no 'path'")
+    return manifest
+
+
+def prepare_model(spec: dict[str, Any], output: Path, corpus_files: Sequence[str]) -> dict[str, Any]:
+    """The model of one config entry, as a manifest (see module docstring)."""
+    source = spec["source"]
+    if source["kind"] == "hub":
+        return download_hub_model(source["hub_id"], source.get("revision"))
+    if source["kind"] == "local":
+        return resolve_local_model(Path(source["path"]))
+    from pipelines.data import read_canonical
+
+    corpus = [row["prompt"][-1]["content"] for file in corpus_files for row in read_canonical(file)]
+    demo = DemoModelSpec.from_source(source, system_prompt=spec.get("system_prompt"))
+    return build_demo_model(output.parent / "hf", corpus, demo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.models` — one model to results/models/<model>/base/model.json."""
+    from pipelines import tracking
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser.add_argument("--output", required=True, type=Path, help="manifest path")
+    parser.add_argument("--corpus", nargs="*", default=[], help="canonical parquet(s) for the demo tokenizer")
+    parser.add_argument("--tracking", default=None)
+    parser.add_argument("--log-file", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = json.loads(args.spec)
+    corpus_files = [c for c in args.corpus if c]
+    with tracking.job_run(tracking.tracking_from_json(args.tracking), "model", spec["name"], spec,
+                          log_file=args.log_file) as tracker:
+        manifest = prepare_model(spec, args.output, corpus_files)
+        write_manifest(manifest, args.output)
+        LOG.info("model %s ready at %s", spec["name"], manifest["path"])
+        if "num_parameters" in manifest:
+            tracker.log_metrics({"num_parameters": manifest["num_parameters"]})
+        tracker.set_tags({"model.path": manifest["path"], "model.kind": manifest["kind"]})
+        tracker.log_artifact(args.output, "model")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

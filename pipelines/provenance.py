@@ -1,0 +1,60 @@
+"""What produced a number: package versions, git commit, fingerprints of specs and files.
+
+Recorded in every metrics.json and every MLflow run, because published numbers in this field
+move with the grader version and the evaluation protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Packages whose versions change numbers (or the way they are produced).
+TRACKED_PACKAGES = (
+    "math-verify", "latex2sympy2_extended", "sympy", "transformers", "tokenizers", "torch",
+    "vllm", "verl", "trl", "datasets", "mlflow", "snakemake",
+)
+
+
+def package_versions(packages: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed version per package; packages that are not installed are left out."""
+    versions = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """HEAD commit of the project (with `-dirty` when the work tree has changes), or `unknown`."""
+    cwd = repo or Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def fingerprint(obj: Any, length: int = 10) -> str:
+    """Short stable hash of a JSON-able object (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

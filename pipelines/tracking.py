@@ -1,0 +1,269 @@
+"""The only module that talks to MLflow.
+
+Layout in MLflow: one experiment per config; one *parent* run per workflow invocation (opened
+by the Snakefile's `onstart`, closed by `onsuccess`/`onerror`); one *child* run per job,
+holding the job's resolved spec as params, package versions and git commit, its metrics and
+its files as artifacts.
+
+The sqlite store is created here, in a single process, before any job runs: several processes
+creating a new sqlite store at once corrupt it (FIELD_NOTES 8). Files under `results/` are the
+source of truth: a tracking failure inside a job is logged and counted, never allowed to fail a
+job whose outputs are already written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipelines.provenance import git_commit, package_versions
+
+LOG = logging.getLogger(__name__)
+
+WORKFLOW_RUN_FILE = "workflow_run.json"
+MAX_PARAM_LENGTH = 6000
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """MLFLOW_TRACKING_URI wins over the config; relative sqlite paths become absolute."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def workflow_run_file(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "mlflow" / WORKFLOW_RUN_FILE
+
+
+def ensure_experiment(tracking: Mapping[str, Any]) -> str:
+    """Create the store (sqlite: file and schema) and the experiment if missing; return its id.
+
+    Call from one process only, before parallel jobs start.
+    """
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking["tracking_uri"])
+    sqlite_file = _sqlite_path(uri)
+    if sqlite_file is not None:
+        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(tracking["experiment"])
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if sqlite_file is not None:
+        artifact_dir = Path(tracking["artifact_root"]).resolve()
+        artifact_dir.mkdir(parents=True, exist_ok=True)
+        artifact_location = artifact_dir.as_uri()
+    return client.create_experiment(tracking["experiment"], artifact_location=artifact_location)
+
+
+def start_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path,
+                       config_files: list[str], command: str) -> str | None:
+    """Open the parent run of this workflow invocation and record it in results/mlflow/."""
+    if not tracking.get("enabled", True):
+        return None
+    import mlflow
+
+    experiment_id = ensure_experiment(tracking)
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking["tracking_uri"]))
+    run = client.create_run(
+        experiment_id,
+        run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        tags={"pipeline.kind": "workflow", "git_commit": git_commit(), "snakemake.command": command,
+              "config_files": ",".join(config_files)},
+    )
+    run_id = run.info.run_id
+    for name, version in package_versions().items():
+        client.log_param(run_id, f"version.{name}", version)
+    for config_file in config_files:
+        if Path(config_file).is_file():
+            client.log_artifact(run_id, config_file, artifact_path="config")
+    record = workflow_run_file(results_dir)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id,
+                                  "tracking_uri": resolve_tracking_uri(tracking["tracking_uri"]),
+                                  "started": time.time()}, indent=2))
+    LOG.info("MLflow parent run %s in experiment '%s'", run_id, tracking["experiment"])
+    return run_id
+
+
+def end_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path, status: str,
+                     log_file: str | None = None) -> None:
+    """Close the parent run (FINISHED or FAILED), attaching Snakemake's own log."""
+    record = workflow_run_file(results_dir)
+    if not tracking.get("enabled", True) or not record.is_file():
+        return
+    import mlflow
+
+    run_id = json.loads(record.read_text())["run_id"]
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking["tracking_uri"]))
+    if log_file and Path(log_file).is_file():
+        client.log_artifact(run_id, log_file, artifact_path="snakemake")
+    for name in ("table.md", "table.csv", "table.png", "table.json"):
+        path = Path(results_dir) / name
+        if path.is_file():
+            client.log_artifact(run_id, str(path), artifact_path="table")
+    client.set_terminated(run_id, status=status)
+
+
+def flatten_params(spec: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested spec -> `a.b.c` keys with string values (lists as JSON), within MLflow's limits."""
+    flat: dict[str, str] = {}
+    for key, value in spec.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            flat[name] = text[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def metric_name(name: str) -> str:
+    """MLflow-legal metric name: `pass@4` -> `pass_at_4` (MLflow rejects `@` and most symbols)."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name.replace("@", "_at_"))
+
+
+class JobTracker:
+    """Logging handle of one job's child run. Every call is best-effort (files are the truth)."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+        self.failures = 0
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def _call(self, what: str, function, *args, **kwargs) -> None:
+        if not self.active:
+            return
+        try:
+            function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - MLflow raises many types; none may kill a job
+            self.failures += 1
+            LOG.warning("MLflow %s failed (%s: %s); the result files are unaffected",
+                        what, type(error).__name__, error)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        self._call("log_params", mlflow.log_params, flatten_params(params))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        numeric = {metric_name(k): float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._call("log_metrics", mlflow.log_metrics, numeric, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        if Path(path).exists():
+            log = mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact
+            self._call("log_artifact", log, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        import mlflow
+
+        self._call("set_tags", mlflow.set_tags, dict(tags))
+
+    def log_dataset(self, frame, name: str, source: str, digest: str, context: str) -> None:
+        """Record a dataset as an MLflow dataset input (rows, digest, source)."""
+        import mlflow
+
+        def log() -> None:
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
+            mlflow.log_input(dataset, context=context)
+
+        self._call("log_input", log)
+
+
+@contextmanager
+def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
+            spec: Mapping[str, Any], log_file: str | None = None) -> Iterator[JobTracker]:
+    """Child run of one job under the workflow's parent run (if one is open).
+
+    The job's params (its resolved spec), package versions and the git commit are logged on
+    entry; the job log is attached on exit; the run ends FAILED if the job raised.
+    """
+    if not tracking or not tracking.get("enabled", True):
+        yield JobTracker(None)
+        return
+    tracker = JobTracker(None)
+    try:
+        import mlflow
+
+        uri = resolve_tracking_uri(tracking["tracking_uri"])
+        mlflow.set_tracking_uri(uri)
+        record = workflow_run_file(tracking.get("results_dir", "results"))
+        parent = json.loads(record.read_text()) if record.is_file() else {}
+        if parent.get("tracking_uri") not in (None, uri):
+            parent = {}  # a record of another store: do not nest under a foreign run id
+        experiment_id = parent.get("experiment_id") or ensure_experiment(tracking)
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}:{name}",
+                               parent_run_id=parent.get("run_id"),
+                               tags={"pipeline.stage": stage, "pipeline.job": name,
+                                     "git_commit": git_commit()})
+        tracker = JobTracker(run.info.run_id)
+    except Exception as error:  # noqa: BLE001 - tracking must not stop the job itself
+        LOG.warning("MLflow run could not be started (%s: %s); continuing without tracking",
+                    type(error).__name__, error)
+        yield tracker
+        return
+    tracker.log_params({**spec, "version": package_versions()})
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    finally:
+        if log_file:
+            tracker.log_artifact(log_file, "logs")
+        tracker._call("end_run", mlflow.end_run, status=status)
+        if tracker.failures:
+            LOG.warning("%d MLflow call(s) failed in this job; see warnings above", tracker.failures)
+
+
+def tracking_from_json(text: str | None) -> dict[str, Any] | None:
+    return json.loads(text) if text else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.tracking start|end` — the Snakefile's onstart/onsuccess/onerror hooks."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("action", choices=["start", "end"])
+    parser.add_argument("--tracking", required=True, help="JSON of the config's mlflow section")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--config-files", nargs="*", default=[])
+    parser.add_argument("--command", default=" ".join(sys.argv))
+    parser.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
+    parser.add_argument("--log-file", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tracking = json.loads(args.tracking)
+    if args.action == "start":
+        start_workflow_run(tracking, args.results_dir, args.config_files, args.command)
+    else:
+        end_workflow_run(tracking, args.results_dir, args.status, args.log_file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Config validation: defaults filled from the schema, errors naming the key and the file."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import config as cfg
+from tests.conftest import REPO_ROOT
+
+
+def _demo() -> dict:
+    return yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
+
+
+def _write(tmp_path: Path, data: dict, name: str = "bad.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_demo_and_paper_configs_validate():
+    demo = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
+    paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
+    assert demo["evaluation"]["engine"] == "hf"
+    assert paper["evaluation"]["engine"] == "vllm"
+    assert len(cfg.eval_targets(paper)) >= 15
+
+
+def test_defaults_come_from_the_schema_and_partial_objects_keep_their_keys():
+    resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
+    decoding = resolved["evaluation"]["decoding"]
+    assert decoding["max_new_tokens"] == 48  # given
+    assert decoding["n"] == 1 and decoding["stop"] == []  # filled from the schema default
+    assert resolved["grading"]["timeout_seconds"] == 5
+    assert resolved["models"]["tiny-qwen2"]["methods"] == ["base"]
+
+
+def test_per_benchmark_decoding_overrides_only_its_benchmark():
+    resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
+    assert cfg.resolved_decoding(resolved, "arith_hard")["n"] == 4
+    assert cfg.resolved_decoding(resolved, "arith_hard")["max_new_tokens"] == 48
+    assert cfg.resolved_decoding(resolved, "arith_easy")["n"] == 1
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["models"]["tiny-qwen2"].update(dtyp="float32"), "'models.tiny-qwen2.dtyp'"),
+        (lambda c: c["models"]["tiny-qwen2"].update(dtype="float8"), "'models.tiny-qwen2.dtype'"),
+        (lambda c: c["evaluation"]["decoding"].update(max_new_tokens="many"),
+         "'evaluation.decoding.max_new_tokens'"),
+        (lambda c: c["evaluation"]["benchmarks"].append("gsm8k"), "unknown benchmark 'gsm8k'"),
+        (lambda c: c["evaluation"]["benchmarks"].append("arith_train"), "has role 'train'"),
+        (lambda c: c["models"]["tiny-qwen2"].update(methods=["empo_typo"]), "unknown method 'empo_typo'"),
+        (lambda c: c["models"]["tiny-qwen2"]["source"].update(corpus="nowhere"),
+         "'models.tiny-qwen2.source.corpus'"),
+        (lambda c: c["evaluation"]["per_benchmark"].update(arith_easy={"n": 4}), "greedy decoding"),
+        (lambda c: c["datasets"]["arith_easy"]["source"].pop("path"), "'datasets.arith_easy.source'"),
+        (lambda c: c.update(mlfow={}), "unknown key 'mlfow'"),
+        (lambda c: c["models"]["tiny-qwen2"].update(published={"base": {"nope": 1.0}}),
+         "unknown benchmark 'nope'"),
+    ],
+)
+def test_bad_config_names_key_and_file(tmp_path, mutate, expected):
+    data = copy.deepcopy(_demo())
+    mutate(data)
+    path = _write(tmp_path, data)
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.load_config([path])
+    assert str(path) in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_missing_and_malformed_files_are_named(tmp_path):
+    with pytest.raises(cfg.ConfigError, match="not found: .*absent.yaml"):
+        cfg.load_config([tmp_path / "absent.yaml"])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("models: [unclosed\n")
+    with pytest.raises(cfg.ConfigError, match="broken.yaml: not valid YAML"):
+        cfg.load_config([broken])
+
+
+def test_later_files_override_earlier_ones(tmp_path):
+    override = _write(tmp_path, {"evaluation": {"decoding": {"max_new_tokens": 7}}}, "override.yaml")
+    merged = cfg.load_config([REPO_ROOT / "config" / "demo.yaml", override])
+    assert merged["evaluation"]["decoding"]["max_new_tokens"] == 7
+    assert merged["evaluation"]["decoding"]["temperature"] == 0.0
+
+
+def test_job_specs_are_canonical_json():
+    resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
+    spec = cfg.eval_job_spec(resolved, "tiny-qwen2", "base", "arith_hard")
+    text = cfg.to_json(spec)
+    assert json.loads(text) == spec
+    assert text == cfg.to_json(json.loads(text))  # stable: an unchanged spec never triggers a rerun
+    assert spec["decoding"]["n"] == 4 and spec["gpus"] == 0
+
+
+def test_report_spec_lists_published_rows_that_are_not_run():
+    paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
+    spec = cfg.report_spec(paper)
+    measured = {(r["model"], r["method"]) for r in spec["rows"]}
+    assert ("qwen2.5-math-1.5b", "base") in measured
+    assert spec["rows"][0]["published"]["math500"] == 66.4
+    assert all((r["model"], r["method"]) not in measured for r in spec["published_only"])

@@ -1,0 +1,137 @@
+"""End to end: the real `snakemake` on the demo config, the MLflow store it fills, a forced
+rerun of one eval updating the table, and bad configs refused before any job runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+EASY = "results/eval/tiny-qwen2/base/arith_easy/metrics.json"
+
+
+def _copy_workflow(destination: Path) -> Path:
+    for name in ("Snakefile", "workflow", "pipelines", "config", "envs"):
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run([str(BIN / "snakemake"), "--cores", "2", *args], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def _runs(workdir: Path) -> list[dict]:
+    with sqlite3.connect(workdir / "results" / "mlflow" / "mlflow.db") as db:
+        rows = db.execute("SELECT run_uuid, name, status FROM runs").fetchall()
+        tags = db.execute("SELECT run_uuid, key, value FROM tags").fetchall()
+        metrics = db.execute("SELECT run_uuid, key FROM latest_metrics").fetchall()
+    runs = {uuid: {"id": uuid, "name": name, "status": status, "tags": {}, "metrics": set()}
+            for uuid, name, status in rows}
+    for uuid, key, value in tags:
+        runs[uuid]["tags"][key] = value
+    for uuid, key in metrics:
+        runs[uuid]["metrics"].add(key)
+    return list(runs.values())
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    workdir = _copy_workflow(tmp_path_factory.mktemp("demo"))
+    started = time.time()
+    _snakemake(workdir, "--configfile", "config/demo.yaml")
+    print(f"demo DAG took {time.time() - started:.1f} s")
+    return workdir
+
+
+def test_demo_produces_the_table_and_traceable_cells(demo_run):
+    markdown = (demo_run / "results" / "table.md").read_text()
+    assert "| tiny-qwen2 | base | measured |" in markdown
+    assert "## Protocols" in markdown and "math-verify" in markdown
+    table = json.loads((demo_run / "results" / "table.json").read_text())
+    for benchmark, cell in table["rows"][0]["cells"].items():
+        metrics = json.loads((demo_run / cell["metrics_path"]).read_text())
+        assert metrics["benchmark"] == benchmark
+        assert cell["value"] == pytest.approx(100 * metrics["accuracy"])
+        assert cell["protocol_id"] == metrics["protocol_id"]
+    hard = json.loads((demo_run / "results/eval/tiny-qwen2/base/arith_hard/metrics.json").read_text())
+    assert {"mean@4", "maj@4", "pass@2", "pass@4"} <= set(hard["metrics"])
+    generations = (demo_run / "results/eval/tiny-qwen2/base/arith_hard/generations.jsonl").read_text().splitlines()
+    assert len(generations) == 16 * 4
+    summary = json.loads((demo_run / "results/data/arith_train.summary.json").read_text())
+    assert summary["missing_answer"] == 1 and summary["rows_out"] == 240
+    assert (demo_run / "results" / "table.png").stat().st_size > 5000
+
+
+def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
+    runs = _runs(demo_run)
+    parents = [r for r in runs if r["tags"].get("pipeline.kind") == "workflow"]
+    assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
+    children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["id"]]
+    stages = sorted(r["tags"]["pipeline.stage"] for r in children)
+    assert stages == ["data", "data", "data", "eval", "eval", "model", "table"]
+    assert all(r["status"] == "FINISHED" for r in children)
+    evals = [r for r in children if r["tags"]["pipeline.stage"] == "eval"]
+    assert all({"accuracy", "running_accuracy", "count.items"} <= r["metrics"] for r in evals)
+    assert any({"mean_at_4", "maj_at_4", "pass_at_2"} <= r["metrics"] for r in evals)
+    artifacts = demo_run / "results" / "mlflow" / "artifacts"
+    for run in evals:
+        assert (artifacts / run["id"] / "artifacts" / "eval" / "generations.jsonl").is_file()
+        assert (artifacts / run["id"] / "artifacts" / "logs").is_dir()
+
+
+def test_forced_rerun_of_one_eval_updates_the_table(demo_run):
+    before = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]
+    table_mtime = (demo_run / "results" / "table.md").stat().st_mtime
+    _snakemake(demo_run, "--configfile", "config/demo.yaml", "-f", EASY)
+    _snakemake(demo_run, "--configfile", "config/demo.yaml")
+    after = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]
+    assert after["arith_easy"]["mlflow_run_id"] != before["arith_easy"]["mlflow_run_id"]
+    assert after["arith_hard"]["mlflow_run_id"] == before["arith_hard"]["mlflow_run_id"]
+    assert after["arith_easy"]["value"] == before["arith_easy"]["value"]  # greedy is deterministic
+    assert (demo_run / "results" / "table.md").stat().st_mtime > table_mtime
+    stages = [r["tags"].get("pipeline.stage") for r in _runs(demo_run)]
+    assert stages.count("data") == 3 and stages.count("model") == 1  # nothing upstream redone
+    assert stages.count("eval") == 3 and stages.count("table") == 2
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    workdir = _copy_workflow(tmp_path)
+    config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
+    config["evaluation"]["decoding"]["temprature"] = 0.7
+    (workdir / "config" / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake(workdir, "--configfile", "config/bad.yaml", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "config/bad.yaml" in output and "'evaluation.decoding.temprature'" in output
+    assert not (workdir / "results").exists()
+
+
+def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
+    workdir = _copy_workflow(tmp_path)
+    result = _snakemake(workdir, "-n", "--configfile", "config/config.yaml")
+    counts = dict(line.split()[:2] for line in result.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert int(counts["eval"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py

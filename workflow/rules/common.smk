@@ -1,0 +1,83 @@
+# Shared by all rule files: the validated config, output paths and input functions.
+# Kept light (yaml + jsonschema only) so that a dry-run of the full paper table stays fast.
+
+from pipelines import config as cfg
+
+
+CONFIG = cfg.validate_config(
+    config, source=", ".join(map(str, workflow.configfiles)) or "the --config overrides"
+)
+RESULTS = CONFIG["results_dir"]
+TRACKING_JSON = cfg.to_json(cfg.tracking_spec(CONFIG))
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    method=r"[a-z0-9_]+",
+    benchmark=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def resource(stage, key, model=None, dataset=None):
+    """An input function returning one resource of a stage (model/dataset overrides applied)."""
+
+    def lookup(wildcards):
+        return cfg.resolved_resources(
+            CONFIG,
+            stage,
+            model=wildcards.get("model", model),
+            dataset=wildcards.get("dataset", dataset),
+        )[key]
+
+    return lookup
+
+
+def dataset_path(name):
+    return f"{RESULTS}/data/{name}.parquet"
+
+
+def model_manifest(model, method):
+    return f"{RESULTS}/models/{model}/{method}/model.json"
+
+
+def eval_metrics(model, method, benchmark):
+    return f"{RESULTS}/eval/{model}/{method}/{benchmark}/metrics.json"
+
+
+def all_eval_metrics():
+    return [eval_metrics(*target) for target in cfg.eval_targets(CONFIG)]
+
+
+def table_outputs():
+    return [f"{RESULTS}/table.{suffix}" for suffix in ("md", "csv", "json", "png")]
+
+
+def demo_corpus(wildcards):
+    """The demo model's tokenizer is trained on a dataset; other sources need no input."""
+    source = CONFIG["models"][wildcards.model]["source"]
+    return [dataset_path(source["corpus"])] if source["kind"] == "demo" else []
+
+
+def tracking_hook(action, *extra):
+    """Open/close the workflow's MLflow parent run in one process, before/after all jobs."""
+    import subprocess
+
+    command = ["python", "-m", "pipelines.tracking", action, "--tracking", TRACKING_JSON,
+               "--results-dir", RESULTS, *extra]
+    subprocess.run(command, check=True)
+
+
+onstart:
+    tracking_hook(
+        "start",
+        "--config-files", *map(str, workflow.configfiles),
+        "--command", " ".join(sys.argv),
+    )
+
+
+onsuccess:
+    tracking_hook("end", "--status", "FINISHED", "--log-file", str(log or ""))
+
+
+onerror:
+    tracking_hook("end", "--status", "FAILED", "--log-file", str(log or ""))

@@ -1,0 +1,21 @@
+# One job per dataset: load (hub or local file) -> canonical (verl) schema parquet.
+
+
+rule data:
+    output:
+        parquet=f"{RESULTS}/data/{{dataset}}.parquet",
+        summary=f"{RESULTS}/data/{{dataset}}.summary.json",
+    log:
+        f"{RESULTS}/logs/data/{{dataset}}.log",
+    params:
+        spec=lambda w: cfg.to_json(cfg.data_job_spec(CONFIG, w.dataset)),
+    threads: 1
+    resources:
+        mem_mb=resource("data", "mem_mb"),
+        runtime=resource("data", "runtime"),
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "python -m pipelines.data --spec {params.spec:q} --output {output.parquet:q}"
+        " --summary {output.summary:q} --tracking {TRACKING_JSON:q} --log-file {log:q}"
+        " > {log:q} 2>&1"

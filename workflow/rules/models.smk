@@ -1,0 +1,23 @@
+# One job per model: a hub snapshot, a validated local directory, or the offline demo build.
+# The output is a manifest (path, source, revision, digests) that evaluation reads.
+
+
+rule model:
+    input:
+        corpus=demo_corpus,
+    output:
+        f"{RESULTS}/models/{{model}}/base/model.json",
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
+    params:
+        spec=lambda w: cfg.to_json(cfg.model_job_spec(CONFIG, w.model)),
+    threads: 1
+    resources:
+        mem_mb=resource("model", "mem_mb"),
+        runtime=resource("model", "runtime"),
+    conda:
+        "../../envs/models.yaml"
+    shell:
+        "python -m pipelines.models --spec {params.spec:q} --output {output:q}"
+        " --corpus {input.corpus:q} --tracking {TRACKING_JSON:q} --log-file {log:q}"
+        " > {log:q} 2>&1"
