@@ -98,7 +98,8 @@ def normalize_answer(answer: str) -> str:
 
     Strips whitespace, one outer `$...$`/`$$...$$`/`\\(...\\)`/`\\[...\\]`, a trailing period;
     rewrites e-notation (`4.5e33` -> `4.5\\times 10^{33}`), which math-verify would read as
-    4.5 * e * 33.
+    4.5 * e * 33; closes braces left open (68 Minerva golds are truncated at their first `}`,
+    e.g. `\\frac{2 \\pi c^{2`: closed, they parse, and an answer of exactly that prefix matches).
     """
     text = answer.strip()
     for left, right in _WRAPPERS:
@@ -110,7 +111,21 @@ def normalize_answer(answer: str) -> str:
             break
     if text.endswith(".") and not text.endswith("..."):
         text = text[:-1].rstrip()
-    return _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times 10^{{{int(m.group(2))}}}", text)
+    text = _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times 10^{{{int(m.group(2))}}}", text)
+    return text + "}" * _unclosed_braces(text)
+
+
+def _unclosed_braces(text: str) -> int:
+    depth = 0
+    previous = ""
+    for char in text:
+        if previous != "\\":
+            if char == "{":
+                depth += 1
+            elif char == "}" and depth > 0:
+                depth -= 1
+        previous = char if previous != "\\" else ""
+    return depth
 
 
 def _verify_in_process(prediction: str, gold: str) -> bool:

@@ -1,0 +1,127 @@
+"""Model stage: the offline demo build, local directories, and the real hub client offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines import models
+from tests.conftest import REPO_ROOT
+
+CORPUS = [json.loads(line)["problem"] for line in
+          (REPO_ROOT / "config" / "demo_data" / "arith_train.jsonl").read_text().splitlines()]
+MATHS = ["What is $x^2$ if x = 3? Put it in \\boxed{}.", "π ≈ 3.14159, \\frac{1}{2} + 0.5 = 1",
+         "Let's think step by step and output the final answer within \\boxed{}."]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("demo-model")
+    spec = models.DemoModelSpec(seed=0, system_prompt="Reason, then box.")
+    return models.build_demo_model(root / "a", CORPUS, spec)
+
+
+def test_build_is_deterministic_and_seeded(built, tmp_path):
+    again = models.build_demo_model(tmp_path / "b", CORPUS, models.DemoModelSpec(seed=0, system_prompt="Reason, then box."))
+    assert again["sha256"] == built["sha256"]
+    other = models.build_demo_model(tmp_path / "c", CORPUS, models.DemoModelSpec(seed=1))
+    assert other["sha256"]["model.safetensors"] != built["sha256"]["model.safetensors"]
+    assert other["sha256"]["tokenizer.json"] == built["sha256"]["tokenizer.json"]
+    assert 10_000 < built["num_parameters"] < 1_000_000
+
+
+def test_reloaded_tokenizer_encodes_like_the_trained_one(built):
+    from transformers import AutoTokenizer
+
+    reloaded = AutoTokenizer.from_pretrained(built["path"])
+    assert type(reloaded).__name__ == "Qwen2Tokenizer"
+    trained = models.train_demo_tokenizer(CORPUS, models.DemoModelSpec().vocab_size)
+    for text in MATHS + CORPUS[:20]:
+        assert reloaded(text, add_special_tokens=False)["input_ids"] == trained.encode(text).ids
+        assert reloaded.decode(reloaded(text)["input_ids"]) == text
+
+
+def test_chat_template_uses_the_default_system_prompt_unless_given(built):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(built["path"])
+    user = [{"role": "user", "content": "1+1?"}]
+    text = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+    assert text == ("<|im_start|>system\nReason, then box.<|im_end|>\n"
+                    "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n")
+    own = tokenizer.apply_chat_template([{"role": "system", "content": "S"}, *user], tokenize=False,
+                                        add_generation_prompt=False)
+    assert own == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n"
+    assert tokenizer.encode("<|im_end|>", add_special_tokens=False) == [tokenizer.eos_token_id]
+
+
+def test_batched_left_padded_generation(built):
+    import torch
+
+    model, tokenizer = models.load_model_and_tokenizer(built["path"], dtype="float32")
+    assert tokenizer.padding_side == "left"
+    batch = tokenizer(["What is 1 + 1?", "Compute $3 \\times 4$. Be brief please.", "Hi"],
+                      return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        output = model.generate(**batch, max_new_tokens=16, do_sample=False)
+    assert output.shape[0] == 3 and output.shape[1] <= batch["input_ids"].shape[1] + 16
+    assert model.generation_config.eos_token_id == [tokenizer.eos_token_id, tokenizer.pad_token_id]
+
+
+def test_local_directories_are_validated(built, tmp_path):
+    assert models.resolve_local_model(Path(built["path"]))["path"] == built["path"]
+    broken = tmp_path / "broken"
+    shutil.copytree(built["path"], broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(models.ModelSourceError, match="missing weights"):
+        models.resolve_local_model(broken)
+    (broken / "config.json").unlink()
+    with pytest.raises(models.ModelSourceError, match="missing config.json, weights"):
+        models.resolve_local_model(broken)
+    with pytest.raises(models.ModelSourceError, match="not found"):
+        models.resolve_local_model(tmp_path / "absent")
+
+
+def _download_offline(hub_id: str, cache: Path) -> subprocess.CompletedProcess:
+    """The real hub client in a fresh process, offline, against a given cache."""
+    code = ("import json, sys; from pipelines.models import download_hub_model, ModelSourceError\n"
+            f"try: print(json.dumps(download_hub_model({hub_id!r}, None)))\n"
+            "except ModelSourceError as e: print('ERROR', e); sys.exit(3)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent),
+           "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_hub_download_works_offline_from_a_filled_cache(built, tmp_path):
+    cache = tmp_path / "hub"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--org--tiny"
+    shutil.copytree(built["path"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    result = _download_offline("org/tiny", cache)
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads(result.stdout.strip().splitlines()[-1])
+    assert manifest["kind"] == "hub" and manifest["resolved_revision"] == commit
+    assert Path(manifest["path"]) == (repo / "snapshots" / commit).resolve()
+
+
+def test_hub_download_offline_without_cache_names_the_model(tmp_path):
+    result = _download_offline("nobody/absent-model", tmp_path / "hub")
+    assert result.returncode == 3
+    assert "could not download model 'nobody/absent-model'" in result.stdout
+    assert "kind: local" in result.stdout
+
+
+def test_manifest_round_trip_and_bad_manifest(tmp_path, built):
+    models.write_manifest(built, tmp_path / "m" / "model.json")
+    assert models.read_manifest(tmp_path / "m" / "model.json") == built
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(models.ModelSourceError, match="no 'path'"):
+        models.read_manifest(tmp_path / "bad.json")

@@ -1,0 +1,73 @@
+"""Pins that change numbers agree everywhere; the demo's shipped data is what the generator writes."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from pipelines import synthetic
+from tests.conftest import REPO_ROOT
+
+NUMBER_CHANGING = ("math-verify", "transformers", "torch", "vllm", "tokenizers", "trl", "mlflow",
+                   "datasets", "huggingface-hub", "snakemake")
+
+
+def _pins(requirements: list[str]) -> dict[str, str]:
+    pins = {}
+    for requirement in requirements:
+        match = re.match(r"^([A-Za-z0-9_.-]+)(\[[^\]]*\])?==([^;\s]+)", requirement.strip())
+        if match:
+            pins[match.group(1).lower()] = match.group(3)
+    return pins
+
+
+def test_environment_files_pin_the_same_versions_as_pyproject():
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    declared: dict[str, str] = _pins(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        for name, version in _pins(extra).items():
+            assert declared.setdefault(name, version) == version, f"{name} pinned twice differently"
+    for env_file in sorted((REPO_ROOT / "envs").glob("*.yaml")):
+        env = yaml.safe_load(env_file.read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+        for name, version in _pins(pip).items():
+            assert name in declared, f"{env_file.name}: {name} is not declared in pyproject.toml"
+            assert declared[name] == version, f"{env_file.name}: {name}=={version}, pyproject {declared[name]}"
+    for name in ("math-verify", "transformers", "torch", "vllm"):
+        assert name in declared, f"{name} must be pinned exactly"
+
+
+def test_every_rule_names_a_conda_environment_that_exists_and_a_log():
+    for rules in (REPO_ROOT / "workflow" / "rules").glob("*.smk"):
+        text = rules.read_text()
+        for name in re.findall(r'"\.\./\.\./(envs/[^"]+)"', text):
+            assert (REPO_ROOT / name).is_file(), f"{rules.name} names missing {name}"
+        for rule_body in re.split(r"\nrule ", text)[1:]:
+            assert "\n    log:" in rule_body, f"{rules.name}: rule {rule_body.split(':')[0]} has no log"
+
+
+def test_shipped_demo_data_equals_the_generator_output(tmp_path):
+    synthetic.write_demo_files(tmp_path)
+    for name in synthetic.DEMO_FILES:
+        assert (tmp_path / name).read_text() == (REPO_ROOT / "config" / "demo_data" / name).read_text(), (
+            f"config/demo_data/{name} differs from `python -m pipelines.synthetic config/demo_data`")
+
+
+def test_synthetic_answers_are_right():
+    for row in synthetic.arithmetic_problems(200, seed=3, max_operand=30):
+        question, answer = row["problem"], row["answer"]
+        numbers = [int(n) for n in re.findall(r"\d+", question)]
+        if "+" in question:
+            assert int(answer) == numbers[0] + numbers[1]
+        elif "times" in question:
+            assert int(answer) == numbers[0] * numbers[1]
+        elif "-" in question:
+            assert int(answer) == numbers[0] - numbers[1]
+        else:
+            from fractions import Fraction
+
+            value = Fraction(numbers[0], numbers[1])
+            expected = str(value.numerator) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+            assert answer == expected
