@@ -102,7 +102,7 @@ def describe_protocol(protocol: Mapping[str, Any]) -> str:
     system = prompt.get("system_prompt")
     prompt_text = "model chat template" if prompt["format"] == "chat" else "plain text"
     if prompt["format"] == "chat":
-        prompt_text += f", system prompt {json.dumps(system)}" if system is not None else ", template's default system prompt"
+        prompt_text += f', system prompt "{system}"' if system is not None else ", template's default system prompt"
     stops = f", stop {json.dumps(decoding['stop'])}" if decoding["stop"] else ""
     return (f"{protocol['engine']} engine ({protocol['dtype']}), {sampling}, max {decoding['max_new_tokens']} "
             f"new tokens{stops}; prompt: {prompt_text}; grader: {grader['name']} {grader['version']} "
@@ -186,8 +186,8 @@ def plot_table(table: Mapping[str, Any], path: Path) -> None:
             if value is not None:
                 axes.plot([x - width / 2, x + width / 2], [value, value], color="black", linewidth=2)
         for x, value in zip(xs, measured):
-            if value is None:
-                axes.text(x, 0.5, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+            label = "n/a" if value is None else f"{value:.1f}"
+            axes.text(x, (value or 0.0) + 0.5, label, ha="center", va="bottom", fontsize=7)
     axes.set_xticks(range(len(columns)), columns)
     axes.set_ylabel("score (%)")
     axes.set_ylim(0, 100)
