@@ -69,8 +69,11 @@ def grade_in_one_process(responses: list[str], targets: list[str]) -> list[bool]
     verdicts = []
     for response, gold in zip(responses, targets):
         answer = grading.extract_answer(response)
-        verdicts.append(answer is not None and (grading._fast_equal(answer, gold)
-                                                or grading._verify_in_process(answer, gold)))
+        if answer is None:
+            verdicts.append(False)
+            continue
+        fast = grading._fast_verdict(answer, gold)
+        verdicts.append(fast if fast is not None else grading._verify_in_process(answer, gold))
     return verdicts
 
 

@@ -16,6 +16,7 @@ Facts this design rests on (FIELD_NOTES 4, math-verify 0.9):
 from __future__ import annotations
 
 import atexit
+import functools
 import multiprocessing
 import os
 import re
@@ -128,19 +129,75 @@ def _unclosed_braces(text: str) -> int:
     return depth
 
 
+@functools.lru_cache(maxsize=65536)
+def _parse_boxed(normalised: str) -> tuple:
+    """math-verify parse of one normalised answer, cached: a worker sees the same answers across
+    groups and steps (the reward core clusters 16 answers per prompt), so each is parsed once."""
+    from math_verify import parse
+
+    return tuple(parse("\\boxed{" + normalised + "}", parsing_timeout=None))
+
+
 def _verify_in_process(prediction: str, gold: str) -> bool:
     """math-verify on normalised, boxed strings, in THIS process (no time bound: workers only)."""
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    gold_parsed = parse("\\boxed{" + normalize_answer(gold) + "}", parsing_timeout=None)
-    prediction_parsed = parse("\\boxed{" + normalize_answer(prediction) + "}", parsing_timeout=None)
+    gold_parsed = _parse_boxed(normalize_answer(gold))
+    prediction_parsed = _parse_boxed(normalize_answer(prediction))
     if not gold_parsed or not prediction_parsed:
         return False
-    return bool(verify(gold_parsed, prediction_parsed, timeout_seconds=None))
+    if _numbers_clearly_differ(gold_parsed[0], prediction_parsed[0]):
+        return False
+    return bool(verify(list(gold_parsed), list(prediction_parsed), timeout_seconds=None))
 
 
-def _fast_equal(prediction: str, gold: str) -> bool:
-    return normalize_answer(prediction) == normalize_answer(gold)
+def _numbers_clearly_differ(gold: object, prediction: object) -> bool:
+    """Two constant real expressions more than 0.1% apart: math-verify's verdict is certainly
+    False (numbers equal only within 6 decimals; constants that differ numerically cannot be
+    symbolically equal), so skip its simplification machinery. Percentages (which math-verify
+    compares specially), sets, relations, symbols, factorials and huge powers are left to it."""
+    import sympy
+
+    values = []
+    for expr in (gold, prediction):
+        if not isinstance(expr, sympy.Expr) or not expr.is_number or expr.has(sympy.UnevaluatedExpr):
+            return False
+        if expr.has(sympy.factorial) or any(
+                isinstance(p, sympy.Pow) and p.exp.is_number and abs(p.exp) > 64 for p in expr.atoms(sympy.Pow)):
+            return False
+        try:
+            value = complex(expr.evalf(15))
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+            return False
+        if value.imag != 0 or value.real != value.real:
+            return False
+        values.append(value.real)
+    a, b = values
+    return abs(a - b) > 1e-3 * max(1.0, abs(a), abs(b))
+
+
+_PLAIN_INTEGER = re.compile(r"-?\d+")
+_PLAIN_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?|-?\.\d+")
+
+
+def _fast_verdict(prediction: str, gold: str) -> bool | None:
+    """The verdict where math-verify's is certain without running it, else None.
+
+    Identical normalised strings are equivalent; two plain integers are equivalent exactly
+    when equal (math-verify compares them as sympy Integers); two plain decimals more than
+    0.1% apart are not. Integers are most maths answers,
+    so this spares most parses and verifications in the reward core and the evaluator.
+    """
+    prediction, gold = normalize_answer(prediction), normalize_answer(gold)
+    if prediction == gold:
+        return True
+    if _PLAIN_INTEGER.fullmatch(prediction) and _PLAIN_INTEGER.fullmatch(gold):
+        return int(prediction) == int(gold)
+    if _PLAIN_DECIMAL.fullmatch(prediction) and _PLAIN_DECIMAL.fullmatch(gold):
+        a, b = float(prediction), float(gold)
+        if abs(a - b) > 1e-3 * max(1.0, abs(a), abs(b)):
+            return False  # plain numbers 0.1% apart: never equal within math-verify's 6 decimals
+    return None
 
 
 def _worker_loop(connection: Connection) -> None:
@@ -240,10 +297,11 @@ class GradingPool:
         results: list[tuple[bool, bool, str | None] | None] = [None] * len(pairs)
         pending: deque[int] = deque()
         for index, (prediction, gold) in enumerate(pairs):
-            if _fast_equal(prediction, gold):
-                results[index] = (True, False, None)
-            else:
+            verdict = _fast_verdict(prediction, gold)
+            if verdict is None:
                 pending.append(index)
+            else:
+                results[index] = (verdict, False, None)
         if not pending:
             return results  # type: ignore[return-value]
         self._ensure_workers(len(pending))

@@ -108,7 +108,7 @@ def test_pool_keeps_order_and_matches_in_process_grading():
     answers = ["1", "0.5", "\\frac{1}{2}", "x^2", "2x", "\\sqrt{2}", "1.4142", "10", "-3", "\\pi"]
     golds = ["1", "\\frac{1}{2}", "0.5", "x^{2}", "x+x", "2^{1/2}", "\\sqrt{2}", "10.0", "3", "\\pi"]
     responses = [f"Reasoning {i}... \\boxed{{{a}}}" for i, a in enumerate(answers)] * 5
-    expected = [grading._fast_equal(a, g) or grading._verify_in_process(a, g) for a, g in zip(answers, golds)] * 5
+    expected = [grading._fast_verdict(a, g) if grading._fast_verdict(a, g) is not None else grading._verify_in_process(a, g) for a, g in zip(answers, golds)] * 5
     with grading.GradingPool(workers=2) as pool:
         results = pool.grade_many(responses, golds * 5)
     assert [r.correct for r in results] == expected
@@ -145,3 +145,25 @@ def test_every_real_ground_truth_grades_correct_as_a_model_answer(shared_data, n
         results = pool.grade_many(responses, golds)
     wrong = [(g, r) for g, r in zip(golds, results) if not r.correct]
     assert not wrong, f"{len(wrong)} of {len(golds)} {name} golds do not self-grade, e.g. {wrong[:3]}"
+
+
+def test_integer_shortcut_agrees_with_math_verify():
+    pairs = [("12", "12"), ("12", "13"), ("-3", "3"), ("007", "7"), ("100", "1000"), ("0", "-0"),
+             ("123456789", "123456788"), ("0.25", "0.5"), ("12.5", "12"), ("-0.5", "0.5")]
+    for prediction, gold in pairs:
+        assert grading._fast_verdict(prediction, gold) == grading._verify_in_process(prediction, gold), (prediction, gold)
+    assert grading._fast_verdict("12.0", "12") is None  # close numbers: math-verify decides
+    assert grading._fast_verdict("0.1234567", "0.1234568") is None
+
+
+def test_numeric_shortcut_agrees_with_math_verify():
+    from math_verify import parse, verify
+
+    pairs = [("0.5", "\\frac{1}{2}"), ("0.5", "0.6"), ("\\frac{1}{3}", "0.333333"), ("1.6", "1.62"),
+             ("2.5", "\\frac{5}{2}"), ("100", "99.99"), ("3.14159", "\\pi"), ("50\\%", "0.5"), ("10^{3}", "1000"),
+             ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"), ("\\sqrt{2}", "1.5"), ("2\\pi", "6.28"),
+             ("\\frac{\\sqrt{3}}{2}", "0.866"), ("x+1", "2"), ("5!", "120"), ("\\{1,2\\}", "3")]
+    for prediction, gold in pairs:
+        reference = verify(parse("\\boxed{" + gold + "}", parsing_timeout=None),
+                           parse("\\boxed{" + prediction + "}", parsing_timeout=None), timeout_seconds=None)
+        assert grading._verify_in_process(prediction, gold) == reference, (prediction, gold)

@@ -1,0 +1,111 @@
+"""EMPO reward speed: the reward core vs all-pairs verification, in the same run.
+
+Builds G-completion groups from real answers (MATH500 golds when ../shared/data/empo-math is
+present, else a built-in list): per group, copies of a "consensus" answer, equivalent rewrites
+of it (fraction <-> decimal, spacing, \\dfrac), distractors, and responses without an answer.
+  baseline: every ordered pair verified with fresh math-verify parses, reward_i = #{j: a_j == a_i}/G
+            (what the authors' release does), in this process;
+  core:     `pipelines.rewards.empo_rewards` with ONE grading worker (no parallelism): distinct
+            answers parsed once (cached across groups), identical normalised strings merged
+            without math-verify, new answers compared with cluster representatives only.
+Checks that both give identical rewards. Target: >= 10x.
+    python benchmarks/rewards.py [--groups 256] [--group-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.grading import REASONING, golds, rewrite, wrong  # noqa: E402
+from pipelines import grading  # noqa: E402
+from pipelines.rewards import empo_rewards  # noqa: E402
+
+
+def build_groups(groups: int, size: int, seed: int = 0) -> list[list[str]]:
+    rng = random.Random(seed)
+    answers = golds()
+    result = []
+    for index in range(groups):
+        consensus = answers[index % len(answers)]
+        others = [answers[(index + k) % len(answers)] for k in (1, 2)]
+        group = []
+        for _ in range(size):
+            roll = rng.random()
+            if roll < 0.35:
+                answer = consensus
+            elif roll < 0.6:
+                answer = rewrite(consensus, rng)
+            elif roll < 0.8:
+                answer = rng.choice([wrong(consensus), *others])
+            else:
+                answer = None
+            tail = "I am not sure." if answer is None else f"So the answer is \\boxed{{{answer}}}."
+            group.append(REASONING * rng.randint(1, 2) + tail)
+        result.append(group)
+    return result
+
+
+def all_pairs_rewards(completions: list[str]) -> list[float]:
+    from math_verify import parse, verify
+
+    answers = [grading.extract_answer(c) for c in completions]
+    size = len(completions)
+    rewards = []
+    for i, answer in enumerate(answers):
+        if answer is None:
+            rewards.append(1.0 / size)
+            continue
+        agree = 1
+        for j, other in enumerate(answers):
+            if j == i or other is None:
+                continue
+            gold = parse("\\boxed{" + grading.normalize_answer(other) + "}", parsing_timeout=None)
+            mine = parse("\\boxed{" + grading.normalize_answer(answer) + "}", parsing_timeout=None)
+            agree += bool(gold and mine and verify(gold, mine, timeout_seconds=None))
+        rewards.append(agree / size)
+    return rewards
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--groups", type=int, default=256)
+    parser.add_argument("--group-size", type=int, default=16)
+    args = parser.parse_args()
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    groups = build_groups(args.groups, args.group_size)
+    all_pairs_rewards(groups[0][:2])  # imports outside the timed region
+
+    started = time.perf_counter()
+    baseline = [all_pairs_rewards(group) for group in groups]
+    baseline_seconds = time.perf_counter() - started
+
+    with grading.GradingPool(workers=1) as pool:
+        pool.equivalent_many([("1", "2")])  # start the worker
+        started = time.perf_counter()
+        core = [empo_rewards(group, pool=pool) for group in groups]
+        core_seconds = time.perf_counter() - started
+
+    completions = args.groups * args.group_size
+    print(f"{args.groups} groups x {args.group_size} completions ({completions} completions)")
+    print(f"all-pairs baseline: {baseline_seconds:8.2f} s ({completions / baseline_seconds:8.1f} completions/s)")
+    print(f"reward core:        {core_seconds:8.2f} s ({completions / core_seconds:8.1f} completions/s)")
+    print(f"speed-up: {baseline_seconds / core_seconds:.1f}x (target >= 10x, one grading process)")
+    mismatched = [i for i, (a, b) in enumerate(zip(baseline, core))
+                  if any(abs(x - y) > 1e-12 for x, y in zip(a, b))]
+    if mismatched:
+        print(f"MISMATCH in {len(mismatched)} groups, e.g. group {mismatched[0]}: "
+              f"{baseline[mismatched[0]]} vs {core[mismatched[0]]}")
+        return 1
+    print("rewards identical in every group")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The reward core every trainer shares (TRL here, verl on clusters): pure Python, no torch.
+
+Label-free rewards look at a *group* (the G completions of one prompt):
+- `empo_rewards`: each completion gets the fraction of the group whose final answer is
+  equivalent to its own (semantic-entropy minimisation, EMPO);
+- `majority_rewards`: 1 if the completion agrees with the group's majority answer (TTRL).
+Baselines and the supervised reference look at one completion at a time:
+`supervised_rewards` (matches the gold), `format_rewards` (has a boxed answer),
+`random_rewards` ("spurious rewards"). `score_group` adds the group diagnostics trainers log
+and applies the entropy filter.
+
+Answers come from `pipelines.grading.extract_answer` and equivalence from the grading
+module, so rewards share the grader's normalisation and its hard time bound.
+"""
+
+from pipelines.rewards.core import (
+    EMPTY_POLICIES,
+    METHOD_REWARDS,
+    GroupDiagnostics,
+    GroupScore,
+    cluster_group,
+    empo_rewards,
+    format_rewards,
+    group_diagnostics,
+    majority_rewards,
+    passes_entropy_filter,
+    random_rewards,
+    score_group,
+    supervised_rewards,
+)
+
+__all__ = [
+    "EMPTY_POLICIES", "METHOD_REWARDS", "GroupDiagnostics", "GroupScore", "cluster_group",
+    "empo_rewards", "format_rewards", "group_diagnostics", "majority_rewards",
+    "passes_entropy_filter", "random_rewards", "score_group", "supervised_rewards",
+]
