@@ -132,6 +132,23 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         if decoding["temperature"] == 0 and decoding["n"] != 1:
             yield (f"'evaluation.decoding' for benchmark '{benchmark}': greedy decoding "
                    f"(temperature 0) gives identical samples; set n: 1 or a temperature > 0")
+    training = config["training"]
+    if training["methods"]:
+        train_set = training.get("dataset")
+        if train_set is None:
+            yield "'training.dataset': required when 'training.methods' is set"
+        elif train_set not in datasets:
+            yield f"'training.dataset': unknown dataset '{train_set}'"
+        elif datasets[train_set]["role"] != "train":
+            yield f"'training.dataset': dataset '{train_set}' has role '{datasets[train_set]['role']}', not 'train'"
+    for method in training["methods"]:
+        settings = resolved_trainer(config, method)
+        low_high = settings.get("entropy_filter")
+        if low_high is not None and low_high[0] > low_high[1]:
+            yield f"'training.methods.{method}.entropy_filter': low {low_high[0]} > high {low_high[1]}"
+        if settings["prompts_per_step"] % settings["mini_batch_prompts"]:
+            yield (f"'training.methods.{method}': prompts_per_step ({settings['prompts_per_step']}) must be a "
+                   f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
     for name, model in config["models"].items():
         source = model["source"]
         if source["kind"] == "demo" and source["corpus"] not in datasets:
@@ -147,8 +164,14 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
 
 
 def available_methods(config: dict[str, Any]) -> list[str]:
-    """Methods a model can list: the untrained model, plus trained methods once a backend exists."""
-    return [UNTRAINED_METHOD]
+    """Methods a model can list: the untrained model and every configured training method."""
+    return [UNTRAINED_METHOD, *config["training"]["methods"]]
+
+
+def trained_targets(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (model, method) that needs a training job."""
+    return [(model, method) for model, spec in config["models"].items()
+            for method in spec["methods"] if method != UNTRAINED_METHOD]
 
 
 def load_config(paths: Sequence[str | Path]) -> dict[str, Any]:
@@ -191,6 +214,11 @@ def resolved_resources(config: dict[str, Any], stage: str, model: str | None = N
     return resources
 
 
+def resolved_trainer(config: dict[str, Any], method: str) -> dict[str, Any]:
+    training = config["training"]
+    return {**training["defaults"], **training["methods"][method]}
+
+
 def results_path(config: dict[str, Any], *parts: str) -> str:
     return str(Path(config["results_dir"], *parts))
 
@@ -213,6 +241,13 @@ def model_job_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
     spec = config["models"][model]
     return {"name": model, "source": copy.deepcopy(spec["source"]), "dtype": spec["dtype"],
             "system_prompt": resolved_prompt(config, model)["system_prompt"]}
+
+
+def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
+    return {"model": model, "method": method, "dataset": config["training"]["dataset"],
+            "trainer": resolved_trainer(config, method),
+            "gpus": resolved_resources(config, "train", model=model)["gpus"],
+            "grading": dict(config["grading"])}
 
 
 def eval_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str) -> dict[str, Any]:

@@ -230,8 +230,13 @@ class GradeResult:
     error: str | None = None
 
 
+class GradingError(RuntimeError):
+    """The grader itself is broken (not an answer that is wrong or slow)."""
+
+
 class _Worker:
     def __init__(self, context) -> None:
+        self.answered = 0
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_worker_loop, args=(child,), daemon=True)
         self.process.start()
@@ -317,11 +322,19 @@ class GradingPool:
                          timeout=max(0.0, next_deadline - time.monotonic()))
             for slot in [s for s in busy if self._workers[s].connection in ready]:
                 item, _ = busy.pop(slot)
+                worker = self._workers[slot]
                 try:
-                    equivalent, error = self._workers[slot].connection.recv()
+                    equivalent, error = worker.connection.recv()
+                    worker.answered += 1
                     results[item] = (bool(equivalent), False, error)
-                except (EOFError, OSError):  # the worker died (e.g. out of memory)
-                    results[item] = (False, False, "grader process died")
+                except (EOFError, OSError):  # the worker died
+                    worker.process.join(timeout=5)
+                    if worker.answered == 0 and (worker.process.exitcode or 0) > 0:
+                        raise GradingError(
+                            f"a grading worker exited with code {worker.process.exitcode} before grading "
+                            "anything: it could not start (workers re-import the main module: a script "
+                            "must guard its code with `if __name__ == '__main__':`)") from None
+                    results[item] = (False, False, "grader process died")  # e.g. killed for memory
                     self._replace(slot)
                 idle.append(slot)
             now = time.monotonic()

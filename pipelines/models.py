@@ -75,6 +75,12 @@ class DemoModelSpec:
     """Longest prompt + response the model accepts."""
     system_prompt: str | None = None
     """Default system message of the chat template (Qwen2.5-Math ships one); None = none."""
+    warm_start_steps: int = 0
+    """Supervised steps on (prompt, 'The answer is \\boxed{gold}.') before saving. A random model
+    never emits a boxed answer, so every label-free reward would be equal and RL would have
+    no signal; a short warm start gives it the format and varied answers."""
+    warm_start_learning_rate: float = 3e-3
+    """AdamW learning rate of the warm start."""
 
     @classmethod
     def from_source(cls, source: dict[str, Any], system_prompt: str | None = None) -> "DemoModelSpec":
@@ -111,7 +117,50 @@ def train_demo_tokenizer(corpus: Sequence[str], vocab_size: int):
     return tokenizer
 
 
-def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpec) -> dict[str, Any]:
+def warm_start(model, tokenizer, examples: Sequence[tuple[str, str]], spec: DemoModelSpec) -> list[float]:
+    """Teach the answer format: cross-entropy on 'The answer is \\boxed{answer}.' responses only.
+
+    Returns the loss per step (logged by the model stage). Deterministic on CPU.
+    """
+    import torch
+
+    if not examples or spec.warm_start_steps == 0:
+        return []
+    generator = torch.Generator().manual_seed(spec.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.warm_start_learning_rate)
+    encoded = []
+    for prompt, answer in examples:
+        prefix = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True)
+        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        target_ids = tokenizer(f"The answer is \\boxed{{{answer}}}.<|im_end|>", add_special_tokens=False)["input_ids"]
+        encoded.append((prefix_ids, target_ids))
+    losses = []
+    model.train()
+    batch_size = 16
+    for _ in range(spec.warm_start_steps):
+        picks = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
+        width = max(len(encoded[i][0]) + len(encoded[i][1]) for i in picks)
+        ids = torch.full((batch_size, width), tokenizer.pad_token_id)
+        labels = torch.full((batch_size, width), -100)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, index in enumerate(picks):
+            prefix_ids, target_ids = encoded[index]
+            sequence = prefix_ids + target_ids
+            ids[row, :len(sequence)] = torch.tensor(sequence)
+            labels[row, len(prefix_ids):len(sequence)] = torch.tensor(target_ids)
+            mask[row, :len(sequence)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpec,
+                     warm_start_examples: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Build the demo model offline and deterministically; return its manifest."""
     import torch
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -144,6 +193,7 @@ def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpe
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]])
+    losses = warm_start(model, tokenizer, warm_start_examples, spec)
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
     _tag_qwen2_tokenizer(output_dir)
@@ -153,7 +203,7 @@ def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpe
     return {"kind": "demo", "path": str(output_dir.resolve()),
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "spec": asdict(spec), "tokenizer_vocab_size": backend.get_vocab_size(),
-            "corpus_size": len(corpus), "sha256": digests}
+            "corpus_size": len(corpus), "warm_start_loss": losses, "sha256": digests}
 
 
 def _tag_qwen2_tokenizer(output_dir: Path) -> None:
@@ -256,9 +306,11 @@ def prepare_model(spec: dict[str, Any], output: Path, corpus_files: Sequence[str
         return resolve_local_model(Path(source["path"]))
     from pipelines.data import read_canonical
 
-    corpus = [row["prompt"][-1]["content"] for file in corpus_files for row in read_canonical(file)]
+    rows = [row for file in corpus_files for row in read_canonical(file)]
+    corpus = [row["prompt"][-1]["content"] for row in rows]
+    examples = [(row["prompt"][-1]["content"], row["reward_model"]["ground_truth"]) for row in rows]
     demo = DemoModelSpec.from_source(source, system_prompt=spec.get("system_prompt"))
-    return build_demo_model(output.parent / "hf", corpus, demo)
+    return build_demo_model(output.parent / "hf", corpus, demo, warm_start_examples=examples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -282,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         LOG.info("model %s ready at %s", spec["name"], manifest["path"])
         if "num_parameters" in manifest:
             tracker.log_metrics({"num_parameters": manifest["num_parameters"]})
+        for step, loss in enumerate(manifest.get("warm_start_loss", [])):
+            tracker.log_metrics({"warm_start_loss": loss}, step=step)
         tracker.set_tags({"model.path": manifest["path"], "model.kind": manifest["kind"]})
         tracker.log_artifact(args.output, "model")
     return 0

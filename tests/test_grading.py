@@ -167,3 +167,19 @@ def test_numeric_shortcut_agrees_with_math_verify():
         reference = verify(parse("\\boxed{" + gold + "}", parsing_timeout=None),
                            parse("\\boxed{" + prediction + "}", parsing_timeout=None), timeout_seconds=None)
         assert grading._verify_in_process(prediction, gold) == reference, (prediction, gold)
+
+
+def test_a_grader_that_cannot_start_fails_loudly(tmp_path):
+    """A script without a main guard makes workers crash at start-up: that must raise, not
+    silently grade everything wrong."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(REPO_ROOT)!r})\nfrom pipelines import grading\n"
+                      "print(grading.grade('\\\\boxed{0.5}', '\\\\frac{1}{2}'))\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "GradingError" in result.stderr and "__main__" in result.stderr

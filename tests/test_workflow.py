@@ -68,7 +68,8 @@ def demo_run(tmp_path_factory) -> Path:
 
 def test_demo_produces_the_table_and_traceable_cells(demo_run):
     markdown = (demo_run / "results" / "table.md").read_text()
-    assert "| tiny-qwen2 | base | measured |" in markdown
+    for method in ("base", "empo", "grpo"):
+        assert f"| tiny-qwen2 | {method} | measured |" in markdown
     assert "## Protocols" in markdown and "math-verify" in markdown
     table = json.loads((demo_run / "results" / "table.json").read_text())
     for benchmark, cell in table["rows"][0]["cells"].items():
@@ -91,11 +92,18 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
     children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["id"]]
     stages = sorted(r["tags"]["pipeline.stage"] for r in children)
-    assert stages == ["data", "data", "data", "eval", "eval", "model", "table"]
+    assert stages == ["data", "data", "data"] + ["eval"] * 6 + ["model", "table", "train", "train"]
     assert all(r["status"] == "FINISHED" for r in children)
     evals = [r for r in children if r["tags"]["pipeline.stage"] == "eval"]
     assert all({"accuracy", "running_accuracy", "count.items"} <= r["metrics"] for r in evals)
     assert any({"mean_at_4", "maj_at_4", "pass_at_2"} <= r["metrics"] for r in evals)
+    trains = [r for r in children if r["tags"]["pipeline.stage"] == "train"]
+    assert all({"reward", "group/semantic_entropy", "group/majority_ratio", "learning_rate",
+                "tokens_per_second"} <= r["metrics"] for r in trains)
+    with sqlite3.connect(demo_run / "results" / "mlflow" / "mlflow.db") as db:
+        steps = db.execute("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_uuid = ? AND key = 'reward'",
+                           (trains[0]["id"],)).fetchone()[0]
+    assert steps == 24  # one point per optimizer step: a curve, not a number
     artifacts = demo_run / "results" / "mlflow" / "artifacts"
     for run in evals:
         assert (artifacts / run["id"] / "artifacts" / "eval" / "generations.jsonl").is_file()
@@ -114,7 +122,8 @@ def test_forced_rerun_of_one_eval_updates_the_table(demo_run):
     assert (demo_run / "results" / "table.md").stat().st_mtime > table_mtime
     stages = [r["tags"].get("pipeline.stage") for r in _runs(demo_run)]
     assert stages.count("data") == 3 and stages.count("model") == 1  # nothing upstream redone
-    assert stages.count("eval") == 3 and stages.count("table") == 2
+    assert stages.count("train") == 2
+    assert stages.count("eval") == 7 and stages.count("table") == 2
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -135,3 +144,4 @@ def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
     counts = dict(line.split()[:2] for line in result.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert int(counts["eval"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py
+    assert int(counts["train"]) == 6

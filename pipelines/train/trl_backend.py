@@ -1,0 +1,230 @@
+"""Single-machine RL with TRL's GRPOTrainer (CPU, one GPU, or one multi-GPU node via accelerate).
+
+Batch semantics follow the paper's verl runs, so one config means the same on both backends:
+`prompts_per_step` prompts are rolled out per step with `num_generations` completions each,
+and the policy is updated once per `mini_batch_prompts` of them (paper: 256 prompts x 16,
+mini-batch 32, i.e. 8 updates per rollout step). `max_steps` and `save_steps` count rollout
+steps. In TRL terms: generation_batch_size = prompts_per_step x G, one optimizer step =
+mini_batch_prompts x G completions, TRL max_steps = max_steps x updates per rollout.
+
+Checkpoints go to results/train/<model>/<method>/checkpoint-N (not Snakemake outputs, so they
+survive a killed job); a restarted job resumes from the newest complete one. The final policy
+is written in Hugging Face format to results/models/<model>/<method>/hf with a manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipelines.provenance import file_sha256
+
+LOG = logging.getLogger(__name__)
+
+CURVE_METRICS = ("reward", "group/semantic_entropy", "group/majority_ratio", "group/majority_vs_gold_accuracy")
+
+
+def updates_per_step(trainer: dict[str, Any]) -> int:
+    return trainer["prompts_per_step"] // trainer["mini_batch_prompts"]
+
+
+def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, use_cpu: bool,
+                   report_to: list[str]) -> dict[str, Any]:
+    """GRPOConfig keyword arguments for our trainer settings (pure: testable without TRL)."""
+    generations = trainer["num_generations"]
+    mini_batch_completions = trainer["mini_batch_prompts"] * generations
+    if mini_batch_completions % world_size:
+        raise ValueError(f"mini_batch_prompts x num_generations = {mini_batch_completions} completions "
+                         f"cannot be split over {world_size} processes")
+    updates = updates_per_step(trainer)
+    gspo = trainer["loss"] == "gspo"
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": trainer["learning_rate"],
+        "num_generations": generations,
+        "per_device_train_batch_size": mini_batch_completions // world_size,
+        "gradient_accumulation_steps": 1,
+        "generation_batch_size": trainer["prompts_per_step"] * generations,
+        "max_steps": trainer["max_steps"] * updates,
+        "save_steps": trainer["save_steps"] * updates,
+        "max_completion_length": trainer["max_completion_length"],
+        "temperature": trainer["temperature"],
+        "top_p": 1.0,
+        "beta": trainer["beta"],
+        "epsilon": trainer["epsilon"],
+        "epsilon_high": trainer["epsilon_high"],
+        "loss_type": "grpo",
+        "importance_sampling_level": "sequence" if gspo else "token",
+        "seed": trainer["seed"],
+        "bf16": bool(trainer["bf16"]) and not use_cpu,
+        "use_cpu": use_cpu,
+        "gradient_checkpointing": False,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_only_model": False,
+        "report_to": report_to,
+        "shuffle_dataset": True,
+        "disable_tqdm": False,
+        "remove_unused_columns": False,
+        "lr_scheduler_type": "constant",
+    }
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """Newest checkpoint-N with its trainer state written (a kill mid-save leaves none)."""
+    candidates = []
+    for path in output_dir.glob("checkpoint-*"):
+        suffix = path.name.split("-")[-1]
+        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+            candidates.append((int(suffix), path))
+    return max(candidates)[1] if candidates else None
+
+
+def _step_metrics_callback():
+    """A TrainerCallback adding tokens/s and the rollout step to every log line."""
+    from transformers import TrainerCallback
+
+    class StepMetrics(TrainerCallback):
+        def __init__(self):
+            self.last = None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs is None:
+                return
+            now = time.perf_counter()
+            tokens = logs.get("num_tokens")
+            if tokens is not None and self.last is not None and now > self.last[0]:
+                logs["tokens_per_second"] = (tokens - self.last[1]) / (now - self.last[0])
+            if tokens is not None:
+                self.last = (now, tokens)
+
+    return StepMetrics()
+
+
+def plot_curves(log_history: list[dict[str, Any]], path: Path) -> None:
+    """Training curves people look at first: reward up, semantic entropy down."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [m for m in CURVE_METRICS if any(m in entry for entry in log_history)]
+    if not present:
+        return
+    figure, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.2), squeeze=False)
+    for axis, metric in zip(axes[0], present):
+        points = [(e["step"], e[metric]) for e in log_history if metric in e and "step" in e]
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
+        axis.set_title(metric, fontsize=9)
+        axis.set_xlabel("optimizer step")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def train(spec: dict[str, Any], base_path: str, data_path: Path, checkpoint_dir: Path,
+          final_dir: Path, tracker: Any = None) -> dict[str, Any]:
+    """Run (or resume) GRPO/GSPO training; return the trained model's manifest."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from pipelines.data import read_canonical
+    from pipelines.train.rewards_adapter import GroupRewardFunction
+
+    trainer_settings = spec["trainer"]
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cpu = not torch.cuda.is_available()
+    active = tracker is not None and getattr(tracker, "active", False)
+    arguments = grpo_arguments(trainer_settings, checkpoint_dir, world_size, use_cpu,
+                               ["mlflow"] if active else [])
+    # TRL's MLflowCallback logs into the active run, i.e. this job's child run (setting
+    # MLFLOW_RUN_ID as well would make it try to start that run a second time).
+    rows = read_canonical(data_path)
+    dataset = datasets.Dataset.from_list([{"prompt": row["prompt"], "reward_model": row["reward_model"]}
+                                          for row in rows])
+    tokenizer = AutoTokenizer.from_pretrained(base_path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32 if use_cpu else "auto")
+    reward = GroupRewardFunction(
+        spec["method"], trainer_settings["reward"], trainer_settings["num_generations"],
+        empty_policy=trainer_settings["empty_policy"], entropy_filter=trainer_settings["entropy_filter"],
+        seed=trainer_settings["seed"], grading_workers=spec["grading"]["workers"],
+        grading_timeout=spec["grading"]["timeout_seconds"])
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**arguments),
+                          train_dataset=dataset, processing_class=tokenizer)
+    # First in line, so the MLflow callback already sees the tokens/s it adds to each log.
+    trainer.callback_handler.callbacks.insert(0, _step_metrics_callback())
+    resume = last_complete_checkpoint(checkpoint_dir)
+    if resume is not None:
+        LOG.info("resuming from %s", resume)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    finally:
+        reward.close()
+    if trainer.accelerator.is_main_process:
+        final_dir.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(final_dir))
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(final_dir))
+        (checkpoint_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        plot_curves(trainer.state.log_history, checkpoint_dir / "curves.png")
+    return {
+        "kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],
+        "backend": "trl", "trainer": trainer_settings, "global_step": trainer.state.global_step,
+        "rollout_steps": math.ceil(trainer.state.global_step / updates_per_step(trainer_settings)),
+        "resumed_from": str(resume) if resume else None,
+        "sha256": {name: file_sha256(final_dir / name) for name in ("model.safetensors", "config.json")
+                   if (final_dir / name).is_file()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.train` — one (model, method) to results/models/<model>/<method>/."""
+    from pipelines import tracking
+    from pipelines.models import read_manifest, write_manifest
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser.add_argument("--base-manifest", required=True, type=Path)
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--checkpoints", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path, help="manifest of the trained model")
+    parser.add_argument("--tracking", default=None)
+    parser.add_argument("--log-file", default=None)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    spec = json.loads(args.spec)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    base = read_manifest(args.base_manifest)
+    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    name = f"{spec['model']}/{spec['method']}"
+    main_process = int(os.environ.get("RANK", "0")) == 0  # one MLflow run and one manifest per job
+    tracking_config = tracking.tracking_from_json(args.tracking) if main_process else None
+    with tracking.job_run(tracking_config, "train", name, spec, log_file=args.log_file) as tracker:
+        tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "trl"})
+        manifest = train(spec, base["path"], args.data, args.checkpoints, args.output.parent / "hf", tracker)
+        if not main_process:
+            return 0
+        manifest["base"] = base
+        write_manifest(manifest, args.output)
+        tracker.log_artifact(args.checkpoints / "curves.png", "train")
+        tracker.log_artifact(args.checkpoints / "log_history.json", "train")
+        tracker.log_artifact(args.output, "model")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

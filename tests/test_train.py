@@ -1,0 +1,164 @@
+"""TRL backend: argument mapping, a real GRPOTrainer run on CPU, resume after SIGKILL, and the
+reward adapter with a group split across two processes (torchrun, gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.data import prepare_dataset
+from pipelines.models import DemoModelSpec, build_demo_model, write_manifest
+from pipelines.rewards import score_group
+from pipelines.train import trl_backend
+from pipelines.train.rewards_adapter import GroupRewardFunction
+from tests.conftest import REPO_ROOT
+
+DEMO_DATA = REPO_ROOT / "config" / "demo_data"
+TRAINER = {"reward": "empo", "loss": "gspo", "empty_policy": "singleton", "entropy_filter": None,
+           "learning_rate": 1e-3, "num_generations": 4, "prompts_per_step": 4, "mini_batch_prompts": 2,
+           "max_steps": 2, "max_completion_length": 12, "temperature": 1.0, "epsilon": 3e-4,
+           "epsilon_high": 4e-4, "beta": 0.0, "save_steps": 1, "seed": 0, "bf16": True}
+
+
+def test_paper_batch_semantics_map_to_trl():
+    paper = {**TRAINER, "num_generations": 16, "prompts_per_step": 256, "mini_batch_prompts": 32,
+             "max_steps": 192, "save_steps": 20, "max_completion_length": 3072}
+    args = trl_backend.grpo_arguments(paper, Path("/ckpt"), world_size=8, use_cpu=False, report_to=[])
+    assert args["generation_batch_size"] == 256 * 16
+    assert args["per_device_train_batch_size"] * 8 == 32 * 16
+    assert args["max_steps"] == 192 * 8 and args["save_steps"] == 20 * 8
+    assert args["importance_sampling_level"] == "sequence" and args["loss_type"] == "grpo"
+    assert (args["epsilon"], args["epsilon_high"], args["beta"]) == (3e-4, 4e-4, 0.0)
+    assert args["bf16"] is True
+    cpu = trl_backend.grpo_arguments({**TRAINER, "loss": "grpo"}, Path("/c"), 1, use_cpu=True, report_to=[])
+    assert cpu["bf16"] is False and cpu["use_cpu"] is True and cpu["importance_sampling_level"] == "token"
+    with pytest.raises(ValueError, match="cannot be split over 3 processes"):
+        trl_backend.grpo_arguments(TRAINER, Path("/c"), 3, use_cpu=True, report_to=[])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("train")
+    data_spec = {"name": "arith_train", "role": "train", "format": "columns",
+                 "source": {"kind": "file", "path": str(DEMO_DATA / "arith_train.jsonl")},
+                 "columns": {"question": "problem", "answer": "answer"},
+                 "instruction": "Put the final answer within \\boxed{}.", "limit": 64, "max_invalid_fraction": 0.01}
+    prepare_dataset(data_spec, root / "train.parquet")
+    rows = [json.loads(line) for line in (DEMO_DATA / "arith_train.jsonl").read_text().splitlines()][:64]
+    manifest = build_demo_model(root / "base", [r["problem"] for r in rows],
+                                DemoModelSpec(seed=0, warm_start_steps=60),
+                                warm_start_examples=[(r["problem"], r["answer"]) for r in rows])
+    write_manifest(manifest, root / "base.json")
+    return {"root": root, "data": root / "train.parquet", "base": manifest}
+
+
+def _spec(**trainer) -> dict:
+    return {"model": "tiny", "method": "empo", "dataset": "arith_train", "trainer": {**TRAINER, **trainer},
+            "gpus": 0, "grading": {"workers": 1, "timeout_seconds": 5}}
+
+
+def test_real_grpo_trainer_two_steps_on_cpu(setup, tmp_path):
+    manifest = trl_backend.train(_spec(), setup["base"]["path"], setup["data"], tmp_path / "ckpt",
+                                 tmp_path / "final")
+    assert manifest["global_step"] == 4 and manifest["rollout_steps"] == 2  # 2 updates per rollout step
+    history = json.loads((tmp_path / "ckpt" / "log_history.json").read_text())
+    logged = {key for entry in history for key in entry}
+    assert {"reward", "group/semantic_entropy", "group/num_clusters", "group/majority_ratio",
+            "group/filtered_fraction", "group/majority_vs_gold_accuracy", "learning_rate",
+            "clip_ratio/region_mean"} <= logged
+    assert (tmp_path / "ckpt" / "curves.png").stat().st_size > 5000
+    from pipelines.models import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer(manifest["path"])
+    assert sum(p.numel() for p in model.parameters()) == setup["base"]["num_parameters"]
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(setup, tmp_path):
+    spec = _spec(max_steps=4, mini_batch_prompts=4)
+    checkpoints, output = tmp_path / "ckpt", tmp_path / "models" / "model.json"
+    command = [sys.executable, "-m", "pipelines.train", "--spec", json.dumps(spec),
+               "--base-manifest", str(setup["root"] / "base.json"), "--data", str(setup["data"]),
+               "--checkpoints", str(checkpoints), "--output", str(output)]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if (checkpoints / "checkpoint-2" / "trainer_state.json").is_file():
+            break
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not output.exists(), "the job was killed before finishing"
+    done = trl_backend.last_complete_checkpoint(checkpoints)
+    assert done is not None and int(done.name.split("-")[1]) >= 2
+
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=600)
+    manifest = json.loads(output.read_text())
+    assert manifest["resumed_from"] is not None and manifest["global_step"] == 4
+    assert int(Path(manifest["resumed_from"]).name.split("-")[1]) >= 2
+
+
+GROUPS = [["\\boxed{1}", "\\boxed{1}", "\\boxed{2}", "none"],
+          ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}", "\\boxed{1/2}"],
+          ["\\boxed{7}", "\\boxed{8}", "\\boxed{9}", "\\boxed{7.0}"]]
+
+
+def test_adapter_scores_groups_like_the_core():
+    reward = GroupRewardFunction("empo", "empo", num_generations=4)
+    try:
+        prompts = [[{"role": "user", "content": f"q{g}"}] for g in range(3) for _ in range(4)]
+        completions = [[{"role": "assistant", "content": c}] for group in GROUPS for c in group]
+        logged = {}
+        got = reward(prompts, completions, log_metric=lambda k, v: logged.setdefault(k, v),
+                     reward_model=[{"ground_truth": "1"}] * 12)
+        expected = [r for group in GROUPS for r in score_group(group, "empo").rewards]
+        assert got == pytest.approx(expected)
+        assert logged["group/num_clusters"] == pytest.approx((2 + 2 + 3) / 3)
+        with pytest.raises(ValueError, match="share one prompt"):
+            reward(prompts[1:] + prompts[:1], completions)
+    finally:
+        reward.close()
+
+
+def test_adapter_gathers_a_group_split_across_two_processes(tmp_path):
+    """torchrun, 2 CPU processes (gloo): rank 0 holds completions 0-5, rank 1 holds 6-11, so
+    the second group is split; both ranks must return the single-process rewards."""
+    script = tmp_path / "split.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, sys
+        import torch.distributed as dist
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from pipelines.train.rewards_adapter import GroupRewardFunction
+        def main():
+            dist.init_process_group("gloo")
+            rank = dist.get_rank()
+            groups = {GROUPS!r}
+            prompts = [f"q{{g}}" for g in range(3) for _ in range(4)]
+            completions = [c for group in groups for c in group]
+            mine = slice(0, 6) if rank == 0 else slice(6, 12)
+            reward = GroupRewardFunction("empo", "empo", num_generations=4)
+            out = reward(prompts[mine], completions[mine])
+            reward.close()
+            with open({str(tmp_path)!r} + f"/rank{{rank}}.json", "w") as handle:
+                json.dump(out, handle)
+            dist.destroy_process_group()
+
+        if __name__ == "__main__":  # grading workers re-import the main module
+            main()
+    """))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29517", str(script)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    combined = json.loads((tmp_path / "rank0.json").read_text()) + json.loads((tmp_path / "rank1.json").read_text())
+    expected = [r for group in GROUPS for r in score_group(group, "empo").rewards]
+    assert combined == pytest.approx(expected)
