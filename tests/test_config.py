@@ -37,7 +37,11 @@ def test_defaults_come_from_the_schema_and_partial_objects_keep_their_keys():
     assert decoding["max_new_tokens"] == 48  # given
     assert decoding["n"] == 1 and decoding["stop"] == []  # filled from the schema default
     assert resolved["grading"]["timeout_seconds"] == 5
-    assert resolved["models"]["tiny-qwen2"]["methods"] == ["base"]
+    paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
+    assert paper["models"]["qwen2.5-math-1.5b-instruct"]["methods"] == ["base"]  # schema default
+    assert cfg.resolved_trainer(resolved, "empo")["reward"] == "empo"
+    assert cfg.resolved_trainer(resolved, "grpo")["max_steps"] == 24  # from training.defaults
+    assert cfg.resolved_trainer(resolved, "grpo")["epsilon"] == 3e-4  # from the schema default
 
 
 def test_per_benchmark_decoding_overrides_only_its_benchmark():
@@ -64,6 +68,11 @@ def test_per_benchmark_decoding_overrides_only_its_benchmark():
         (lambda c: c.update(mlfow={}), "unknown key 'mlfow'"),
         (lambda c: c["models"]["tiny-qwen2"].update(published={"base": {"nope": 1.0}}),
          "unknown benchmark 'nope'"),
+        (lambda c: c["training"].update(dataset="arith_easy"), "has role 'benchmark', not 'train'"),
+        (lambda c: c["training"]["methods"]["empo"].update(entropy_filter=[0.9, 0.3]), "low 0.9 > high 0.3"),
+        (lambda c: c["training"]["methods"]["empo"].update(reward="entropy"), "'training.methods.empo.reward'"),
+        (lambda c: c["training"]["methods"].update(base={"reward": "empo"}), "'training.methods'"),
+        (lambda c: c["training"]["defaults"].update(mini_batch_prompts=3), "multiple of mini_batch_prompts"),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path, mutate, expected):
@@ -99,6 +108,8 @@ def test_job_specs_are_canonical_json():
     assert json.loads(text) == spec
     assert text == cfg.to_json(json.loads(text))  # stable: an unchanged spec never triggers a rerun
     assert spec["decoding"]["n"] == 4 and spec["gpus"] == 0
+    train = cfg.train_job_spec(resolved, "tiny-qwen2", "empo")
+    assert train["dataset"] == "arith_train" and train["trainer"]["num_generations"] == 8
 
 
 def test_report_spec_lists_published_rows_that_are_not_run():

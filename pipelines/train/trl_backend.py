@@ -65,7 +65,6 @@ def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, u
         "seed": trainer["seed"],
         "bf16": bool(trainer["bf16"]) and not use_cpu,
         "use_cpu": use_cpu,
-        "gradient_checkpointing": False,
         "logging_steps": 1,
         "save_strategy": "steps",
         "save_only_model": False,
