@@ -16,7 +16,6 @@ the job fails rather than silently evaluating on a different set.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.provenance import file_sha256
 
 LOG = logging.getLogger(__name__)
@@ -232,17 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.data` — one dataset to results/data/<name>.parquet."""
     from pipelines import tracking
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser = stage_parser(main.__doc__)
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--summary", required=True, type=Path)
-    parser.add_argument("--tracking", default=None, help="JSON of the mlflow config")
-    parser.add_argument("--log-file", default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = json.loads(args.spec)
-    with tracking.job_run(tracking.tracking_from_json(args.tracking), "data", spec["name"], spec,
-                          log_file=args.log_file) as tracker:
+    args, spec, tracking_config = parse_stage_args(parser, argv)
+    with tracking.job_run(tracking_config, "data", spec["name"], spec, log_file=args.log_file) as tracker:
         report = prepare_dataset(spec, args.output)
         digest = file_sha256(args.output)
         summary = {**asdict(report), "digest": digest, "path": str(args.output)}

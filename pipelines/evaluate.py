@@ -17,7 +17,6 @@ a declared Snakemake output, so Snakemake does not delete it when a job fails or
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.data import read_canonical
 from pipelines.metrics import summarize
 from pipelines.provenance import file_sha256, fingerprint, git_commit, package_versions
@@ -388,22 +388,16 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import tracking
     from pipelines.models import read_manifest
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser = stage_parser(main.__doc__)
     parser.add_argument("--model-manifest", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--metrics", required=True, type=Path)
     parser.add_argument("--generations", required=True, type=Path)
-    parser.add_argument("--tracking", default=None)
-    parser.add_argument("--log-file", default=None)
     parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = json.loads(args.spec)
+    args, spec, tracking_config = parse_stage_args(parser, argv)
     manifest = read_manifest(args.model_manifest)
     name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}"
-    with tracking.job_run(tracking.tracking_from_json(args.tracking), "eval", name, spec,
-                          log_file=args.log_file) as tracker:
+    with tracking.job_run(tracking_config, "eval", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"],
                           "benchmark": spec["benchmark"]})
         result = run_evaluation(spec, manifest, args.data, args.metrics, args.generations,

@@ -14,7 +14,6 @@ trained with exactly that pipeline, so encodings do not change after a reload.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.provenance import file_sha256
 
 LOG = logging.getLogger(__name__)
@@ -317,18 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.models` — one model to results/models/<model>/base/model.json."""
     from pipelines import tracking
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser = stage_parser(main.__doc__)
     parser.add_argument("--output", required=True, type=Path, help="manifest path")
     parser.add_argument("--corpus", nargs="*", default=[], help="canonical parquet(s) for the demo tokenizer")
-    parser.add_argument("--tracking", default=None)
-    parser.add_argument("--log-file", default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = json.loads(args.spec)
+    args, spec, tracking_config = parse_stage_args(parser, argv)
     corpus_files = [c for c in args.corpus if c]
-    with tracking.job_run(tracking.tracking_from_json(args.tracking), "model", spec["name"], spec,
-                          log_file=args.log_file) as tracker:
+    with tracking.job_run(tracking_config, "model", spec["name"], spec, log_file=args.log_file) as tracker:
         manifest = prepare_model(spec, args.output, corpus_files)
         write_manifest(manifest, args.output)
         LOG.info("model %s ready at %s", spec["name"], manifest["path"])

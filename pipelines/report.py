@@ -9,7 +9,6 @@ in this field move with the protocol.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -17,6 +16,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pipelines.cli import parse_stage_args, stage_parser
 
 LOG = logging.getLogger(__name__)
 
@@ -213,17 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.report` — table.md/csv/json/png from metrics.json files."""
     from pipelines import tracking
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--spec", required=True)
+    parser = stage_parser(main.__doc__)
     parser.add_argument("--metrics", nargs="+", required=True)
     parser.add_argument("--out-dir", required=True, type=Path)
-    parser.add_argument("--tracking", default=None)
-    parser.add_argument("--log-file", default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = json.loads(args.spec)
-    with tracking.job_run(tracking.tracking_from_json(args.tracking), "table", "table", spec,
-                          log_file=args.log_file) as tracker:
+    args, spec, tracking_config = parse_stage_args(parser, argv)
+    with tracking.job_run(tracking_config, "table", "table", spec, log_file=args.log_file) as tracker:
         table = write_report(spec, args.metrics, args.out_dir)
         for row in table["rows"]:
             prefix = f"{row['model']}/{row['method']}"

@@ -241,10 +241,6 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
             LOG.warning("%d MLflow call(s) failed in this job; see warnings above", tracker.failures)
 
 
-def tracking_from_json(text: str | None) -> dict[str, Any] | None:
-    return json.loads(text) if text else None
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.tracking start|end` — the Snakefile's onstart/onsuccess/onerror hooks."""
     parser = argparse.ArgumentParser(description=main.__doc__)

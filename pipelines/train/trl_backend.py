@@ -14,7 +14,6 @@ is written in Hugging Face format to results/models/<model>/<method>/hf with a m
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.provenance import file_sha256
 
 LOG = logging.getLogger(__name__)
@@ -191,18 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import tracking
     from pipelines.models import read_manifest, write_manifest
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser = stage_parser(main.__doc__)
     parser.add_argument("--base-manifest", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--checkpoints", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path, help="manifest of the trained model")
-    parser.add_argument("--tracking", default=None)
-    parser.add_argument("--log-file", default=None)
     parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    spec = json.loads(args.spec)
+    args, spec, tracking_config = parse_stage_args(parser, argv)
     if args.threads:
         import torch
 
@@ -211,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args.checkpoints.mkdir(parents=True, exist_ok=True)
     name = f"{spec['model']}/{spec['method']}"
     main_process = int(os.environ.get("RANK", "0")) == 0  # one MLflow run and one manifest per job
-    tracking_config = tracking.tracking_from_json(args.tracking) if main_process else None
-    with tracking.job_run(tracking_config, "train", name, spec, log_file=args.log_file) as tracker:
+    with tracking.job_run(tracking_config if main_process else None, "train", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "trl"})
         manifest = train(spec, base["path"], args.data, args.checkpoints, args.output.parent / "hf", tracker)
         if not main_process:

@@ -1,0 +1,27 @@
+"""What every stage's command line shares: the job spec, the tracking config, the log file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from typing import Any
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def stage_parser(description: str | None) -> argparse.ArgumentParser:
+    """A parser with the options the Snakefile passes to every stage."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
+    parser.add_argument("--tracking", default=None, help="JSON of the config's mlflow section")
+    parser.add_argument("--log-file", default=None, help="the job log, attached to its MLflow run")
+    return parser
+
+
+def parse_stage_args(parser: argparse.ArgumentParser, argv: list[str] | None
+                     ) -> tuple[argparse.Namespace, dict[str, Any], dict[str, Any] | None]:
+    """Parsed arguments, the decoded spec and tracking config; logging set up for the job log."""
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    return args, json.loads(args.spec), json.loads(args.tracking) if args.tracking else None
