@@ -429,14 +429,20 @@ def cluster_answers(answers: Sequence[str | None], pool: GradingPool | None = No
         if text is None or text in cluster_of_string:
             continue
         assigned = None
-        if representatives:
-            pairs = [(answer, representative) for representative in representatives]
+        # Representatives in order, as many at a time as there are workers, stopping at the
+        # first equivalent one: most new answers match an early (large) cluster.
+        step = pool.size if pool is not None else 1
+        for start in range(0, len(representatives), step):
+            pairs = [(answer, rep) for rep in representatives[start:start + step]]
             if pool is not None:
                 verdicts = pool.equivalent_many(pairs)
             else:
                 with _shared_lock:
                     verdicts = _shared(timeout_seconds).equivalent_many(pairs)
-            assigned = next((cid for cid, (same, _) in enumerate(verdicts) if same), None)
+            match = next((offset for offset, (same, _) in enumerate(verdicts) if same), None)
+            if match is not None:
+                assigned = start + match
+                break
         if assigned is None:
             assigned = len(representatives)
             representatives.append(answer)  # type: ignore[arg-type]
