@@ -80,14 +80,16 @@ def main() -> int:
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     groups = build_groups(args.groups, args.group_size)
-    all_pairs_rewards(groups[0][:2])  # imports outside the timed region
+    import pipelines.grading_warmup  # noqa: F401 - warm this process as the worker is warmed
+
+    all_pairs_rewards(groups[0][:2])
 
     started = time.perf_counter()
     baseline = [all_pairs_rewards(group) for group in groups]
     baseline_seconds = time.perf_counter() - started
 
     with grading.GradingPool(workers=1) as pool:
-        pool.equivalent_many([("1", "2")])  # start the worker
+        pool.equivalent_many([("x^2", "x^{2}")])  # start the worker (no shortcut decides this pair)
         started = time.perf_counter()
         core = [empo_rewards(group, pool=pool) for group in groups]
         core_seconds = time.perf_counter() - started

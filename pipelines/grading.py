@@ -260,10 +260,11 @@ class _Worker:
 
 
 def _context():
-    """forkserver: workers fork from a clean server with math-verify preloaded, not from a
-    parent that may hold torch threads (fork after torch can deadlock)."""
+    """forkserver: workers fork from a clean server with math-verify preloaded and warmed up
+    (pipelines.grading_warmup), not from a parent that may hold torch threads (fork after
+    torch can deadlock)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["math_verify", "pipelines.grading"])
+    context.set_forkserver_preload(["math_verify", "pipelines.grading", "pipelines.grading_warmup"])
     return context
 
 
@@ -309,6 +310,9 @@ class GradingPool:
                 results[index] = (verdict, False, None)
         if not pending:
             return results  # type: ignore[return-value]
+        # Longest first: the rare slow item (a long expression) starts early instead of
+        # finishing last on one worker while the others idle.
+        pending = deque(sorted(pending, key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1]))))
         self._ensure_workers(len(pending))
         idle = list(range(len(self._workers)))
         busy: dict[int, tuple[int, float]] = {}  # worker slot -> (item, deadline)
