@@ -119,3 +119,10 @@ def test_report_spec_lists_published_rows_that_are_not_run():
     assert ("qwen2.5-math-1.5b", "base") in measured
     assert spec["rows"][0]["published"]["math500"] == 66.4
     assert all((r["model"], r["method"]) not in measured for r in spec["published_only"])
+
+
+def test_local_data_overlay_switches_every_paper_dataset_to_files(shared_data, tmp_path):
+    merged = cfg.load_config([REPO_ROOT / "config" / "config.yaml", REPO_ROOT / "config" / "local-data.yaml"])
+    for name, dataset in merged["datasets"].items():
+        assert dataset["source"]["kind"] == "file" and dataset["format"] == "verl", name
+        assert (REPO_ROOT / dataset["source"]["path"]).is_file(), name
