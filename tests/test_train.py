@@ -25,12 +25,13 @@ DEMO_DATA = REPO_ROOT / "config" / "demo_data"
 TRAINER = {"reward": "empo", "loss": "gspo", "empty_policy": "singleton", "entropy_filter": None,
            "learning_rate": 1e-3, "num_generations": 4, "prompts_per_step": 4, "mini_batch_prompts": 2,
            "max_steps": 2, "max_completion_length": 12, "temperature": 1.0, "epsilon": 3e-4,
-           "epsilon_high": 4e-4, "beta": 0.0, "save_steps": 1, "seed": 0, "bf16": True}
+           "epsilon_high": 4e-4, "beta": 0.0, "save_steps": 1, "seed": 0, "bf16": True,
+           "vllm_rollouts": False, "vllm_gpu_memory_utilization": 0.3}
 
 
 def test_paper_batch_semantics_map_to_trl():
     paper = {**TRAINER, "num_generations": 16, "prompts_per_step": 256, "mini_batch_prompts": 32,
-             "max_steps": 192, "save_steps": 20, "max_completion_length": 3072}
+             "max_steps": 192, "save_steps": 20, "max_completion_length": 3072, "vllm_rollouts": True}
     args = trl_backend.grpo_arguments(paper, Path("/ckpt"), world_size=8, use_cpu=False, report_to=[])
     assert args["generation_batch_size"] == 256 * 16
     assert args["per_device_train_batch_size"] * 8 == 32 * 16
@@ -38,8 +39,16 @@ def test_paper_batch_semantics_map_to_trl():
     assert args["importance_sampling_level"] == "sequence" and args["loss_type"] == "grpo"
     assert (args["epsilon"], args["epsilon_high"], args["beta"]) == (3e-4, 4e-4, 0.0)
     assert args["bf16"] is True
+    assert args["use_vllm"] is True and args["vllm_mode"] == "colocate"
+    from trl import GRPOConfig
+
+    fields = set(GRPOConfig.__dataclass_fields__)
+    assert set(args) <= fields, f"not GRPOConfig fields: {set(args) - fields}"
     cpu = trl_backend.grpo_arguments({**TRAINER, "loss": "grpo"}, Path("/c"), 1, use_cpu=True, report_to=[])
     assert cpu["bf16"] is False and cpu["use_cpu"] is True and cpu["importance_sampling_level"] == "token"
+    assert "use_vllm" not in cpu
+    with pytest.raises(ValueError, match="vllm_rollouts needs a GPU"):
+        trl_backend.grpo_arguments({**TRAINER, "vllm_rollouts": True}, Path("/c"), 1, use_cpu=True, report_to=[])
     with pytest.raises(ValueError, match="cannot be split over 3 processes"):
         trl_backend.grpo_arguments(TRAINER, Path("/c"), 3, use_cpu=True, report_to=[])
 

@@ -40,6 +40,8 @@ def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, u
     """GRPOConfig keyword arguments for our trainer settings (pure: testable without TRL)."""
     generations = trainer["num_generations"]
     mini_batch_completions = trainer["mini_batch_prompts"] * generations
+    if trainer["vllm_rollouts"] and use_cpu:
+        raise ValueError("vllm_rollouts needs a GPU; set it to false for CPU training")
     if mini_batch_completions % world_size:
         raise ValueError(f"mini_batch_prompts x num_generations = {mini_batch_completions} completions "
                          f"cannot be split over {world_size} processes")
@@ -73,6 +75,9 @@ def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, u
         "disable_tqdm": False,
         "remove_unused_columns": False,
         "lr_scheduler_type": "constant",
+        **({"use_vllm": True, "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": trainer["vllm_gpu_memory_utilization"]}
+           if trainer["vllm_rollouts"] and not use_cpu else {}),
     }
 
 
