@@ -13,7 +13,7 @@ CORES ?= 2
 PORT ?= 5000
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo test test-fast dry-run mlflow-ui clean-results
+.PHONY: install demo test test-fast test-slurm dry-run mlflow-ui clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: install
 
 test-fast: install
 	$(RUN) $(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+# A real one-node SLURM (Debian packages, fake GPUs): start, run the SLURM tests, always stop.
+test-slurm: install
+	bash workflow/scripts/local_slurm.sh start
+	$(RUN) EMPO_TEST_SLURM=1 $(BIN)/python -m pytest -q -ra -m slurm tests; \
+	  status=$$?; bash workflow/scripts/local_slurm.sh stop; exit $$status
 
 dry-run: install
 	$(RUN) snakemake -n --configfile config/config.yaml

@@ -219,6 +219,13 @@ def resolved_trainer(config: dict[str, Any], method: str) -> dict[str, Any]:
     return {**training["defaults"], **training["methods"][method]}
 
 
+def cluster_setting(config: dict[str, Any], key: str) -> str | None:
+    """A SLURM setting: EMPO_SLURM_<KEY> from the environment, else the config's cluster section."""
+    import os
+
+    return os.environ.get(f"EMPO_SLURM_{key.upper()}") or config["cluster"].get(key)
+
+
 def results_path(config: dict[str, Any], *parts: str) -> str:
     return str(Path(config["results_dir"], *parts))
 

@@ -371,6 +371,9 @@ def run_evaluation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_pa
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "duration_seconds": round(time.time() - started, 2),
         "mlflow_run_id": getattr(tracker, "run_id", None),
+        "runtime": {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                    "hostname": os.uname().nodename},
     }
     metrics_tmp = metrics_path.with_name(metrics_path.name + ".tmp")
     write_json_atomic(result, metrics_tmp)

@@ -19,17 +19,34 @@ wildcard_constraints:
 
 
 def resource(stage, key, model=None, dataset=None):
-    """An input function returning one resource of a stage (model/dataset overrides applied)."""
+    """An input function returning one resource of a stage (model/dataset overrides applied).
 
-    def lookup(wildcards):
-        return cfg.resolved_resources(
+    `runtime` grows with the attempt (retries after a time-out), the job resuming its work.
+    """
+
+    def lookup(wildcards, attempt=1):
+        value = cfg.resolved_resources(
             CONFIG,
             stage,
             model=wildcards.get("model", model),
             dataset=wildcards.get("dataset", dataset),
         )[key]
+        if key == "runtime":
+            return int(value * CONFIG["cluster"]["retry_runtime_factor"] ** (attempt - 1))
+        return value
 
     return lookup
+
+
+def slurm_resources(stage):
+    """Account, partition and GPU model for SLURM jobs of a stage (only keys that are set)."""
+    settings = {
+        "slurm_account": cfg.cluster_setting(CONFIG, "account"),
+        "slurm_partition": cfg.cluster_setting(CONFIG, "partition"),
+    }
+    if stage in ("train", "eval"):
+        settings["gpu_model"] = cfg.cluster_setting(CONFIG, "gpu_model")
+    return {key: value for key, value in settings.items() if value}
 
 
 def dataset_path(name):

@@ -13,6 +13,7 @@ rule data:
     resources:
         mem_mb=resource("data", "mem_mb"),
         runtime=resource("data", "runtime"),
+        **slurm_resources("data"),
     conda:
         "../../envs/data.yaml"
     shell:

@@ -22,6 +22,7 @@ rule eval:
         gpu=resource("eval", "gpus"),
         mem_mb=resource("eval", "mem_mb"),
         runtime=resource("eval", "runtime"),
+        **slurm_resources("eval"),
     conda:
         eval_env
     shell:

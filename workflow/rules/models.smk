@@ -15,6 +15,7 @@ rule model:
     resources:
         mem_mb=resource("model", "mem_mb"),
         runtime=resource("model", "runtime"),
+        **slurm_resources("model"),
     conda:
         "../../envs/models.yaml"
     shell:

@@ -21,6 +21,7 @@ rule train:
         gpu=resource("train", "gpus"),
         mem_mb=resource("train", "mem_mb"),
         runtime=resource("train", "runtime"),
+        **slurm_resources("train"),
     conda:
         "../../envs/train.yaml"
     shell:

@@ -1,0 +1,96 @@
+"""The demo DAG on a real SLURM (one node, fake GPUs; workflow/scripts/local_slurm.sh):
+real sbatch submissions, GPUs handed to GPU jobs, the same table as a local run, and a failing
+job reported with its log, the workflow exiting, and a fixed rerun redoing nothing finished.
+
+Run by `make test-slurm` (which starts and stops the daemons); skipped elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.skipif(os.environ.get("EMPO_TEST_SLURM") != "1" or not shutil.which("sbatch"),
+                       reason="needs the local SLURM of `make test-slurm`"),
+]
+
+BIN = Path(sys.executable).parent
+GPU_OVERLAY = {"resources": {"eval": {"gpus": 1, "cpus": 1, "mem_mb": 2000, "runtime": 30}}}
+
+
+def _workdir(destination: Path) -> Path:
+    for name in ("Snakefile", "workflow", "pipelines", "config", "envs", "profiles"):
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    (destination / "config" / "gpu-overlay.yaml").write_text(yaml.safe_dump(GPU_OVERLAY))
+    return destination
+
+
+def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _cells(workdir: Path) -> dict:
+    table = json.loads((workdir / "results" / "table.json").read_text())
+    return {(row["method"], benchmark): cell["value"] for row in table["rows"]
+            for benchmark, cell in row["cells"].items()}
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    workdir = _workdir(tmp_path_factory.mktemp("local"))
+    result = _snakemake(workdir, "--cores", "2", "--configfile", "config/demo.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_path):
+    workdir = _workdir(tmp_path)
+    result = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile",
+                        "config/demo.yaml", "config/gpu-overlay.yaml")
+    assert result.returncode == 0, result.stderr[-6000:]
+    for metrics_path in (workdir / "results" / "eval").glob("*/*/*/metrics.json"):
+        runtime = json.loads(metrics_path.read_text())["runtime"]
+        assert runtime["slurm_job_id"], f"{metrics_path} did not run as a SLURM job"
+        assert runtime["cuda_visible_devices"] in {"0", "1"}, f"{metrics_path} got no GPU"
+    slurm_logs = list((workdir / "results" / "logs" / "slurm").rglob("*.log"))
+    assert len(slurm_logs) >= 12  # 3 data + 1 model + 2 train + 6 eval jobs, logs kept
+    assert _cells(workdir) == _cells(local_run)
+
+
+def test_failing_job_is_reported_and_a_fixed_rerun_redoes_nothing(tmp_path):
+    workdir = _workdir(tmp_path)
+    broken = {"datasets": {"arith_hard": {"source": {"kind": "file", "path": "config/demo_data/missing.jsonl"}}}}
+    (workdir / "config" / "broken.yaml").write_text(yaml.safe_dump(broken))
+    failed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml",
+                        "config/broken.yaml", timeout=600)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "results/logs/data/arith_hard.log" in output
+    assert "dataset file not found: config/demo_data/missing.jsonl" in (
+        workdir / "results" / "logs" / "data" / "arith_hard.log").read_text()
+    finished = {path: path.stat().st_mtime_ns for path in (workdir / "results").rglob("*")
+                if path.is_file() and path.suffix in {".parquet", ".json"} and "mlflow" not in path.parts}
+    assert any(path.name == "arith_easy.parquet" for path in finished)
+
+    fixed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml")
+    assert fixed.returncode == 0, fixed.stderr[-6000:]
+    assert (workdir / "results" / "table.md").is_file()
+    redone = [str(path) for path, mtime in finished.items() if path.stat().st_mtime_ns != mtime]
+    assert not redone, f"finished outputs were produced again: {redone}"
