@@ -80,3 +80,68 @@ def test_disabled_tracking_touches_nothing(tracking_config, tmp_path):
         tracker.log_metrics({"accuracy": 1.0})
     assert not tracker.active
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_job_metrics_survive_a_short_tracking_server_outage(tmp_path, monkeypatch):
+    """A real `mlflow server` on loopback is stopped while a job logs, and restarted ~6 s later:
+    the job blocks in MLflow's retries instead of failing, and no metric is lost."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mlflow_bin = str(Path(sys.executable).parent / "mlflow")
+    command = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]
+
+    def start_server() -> subprocess.Popen:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                return server
+            except OSError:
+                time.sleep(0.5)
+        server.kill()
+        raise AssertionError("mlflow server did not start")
+
+    def stop_server(server: subprocess.Popen) -> None:
+        import os
+        import signal
+
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "8")
+    config = {"tracking_uri": f"http://127.0.0.1:{port}", "artifact_root": "unused", "experiment": "outage",
+              "enabled": True, "results_dir": str(tmp_path / "results")}
+    server = start_server()
+    restarted: list[subprocess.Popen] = []
+    try:
+        with tracking.job_run(config, "eval", "m/base/b", {"a": 1}) as tracker:
+            tracker.log_metrics({"running_accuracy": 0.1}, step=1)
+            stop_server(server)
+            threading.Timer(6, lambda: restarted.append(start_server())).start()
+            tracker.log_metrics({"running_accuracy": 0.2}, step=2)  # blocks in retries, then lands
+            tracker.log_metrics({"accuracy": 0.5})
+        assert tracker.failures == 0
+        client = mlflow.MlflowClient(config["tracking_uri"])
+        history = client.get_metric_history(tracker.run_id, "running_accuracy")
+        assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.2)]
+        assert client.get_run(tracker.run_id).data.metrics["accuracy"] == 0.5
+    finally:
+        for process in restarted:
+            stop_server(process)
