@@ -15,6 +15,7 @@ Checks that both give identical rewards. Target: >= 10x.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import random
 import sys
@@ -80,7 +81,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     groups = build_groups(args.groups, args.group_size)
-    import pipelines.grading_warmup  # noqa: F401 - warm this process as the worker is warmed
+    importlib.import_module("pipelines.grading_warmup")  # warm this process as the worker is warmed
 
     all_pairs_rewards(groups[0][:2])
 
