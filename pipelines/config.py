@@ -168,11 +168,6 @@ def available_methods(config: dict[str, Any]) -> list[str]:
     return [UNTRAINED_METHOD, *config["training"]["methods"]]
 
 
-def trained_targets(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every (model, method) that needs a training job."""
-    return [(model, method) for model, spec in config["models"].items()
-            for method in spec["methods"] if method != UNTRAINED_METHOD]
-
 
 def load_config(paths: Sequence[str | Path]) -> dict[str, Any]:
     """Read, deep-merge (later files win) and validate config files."""
@@ -224,10 +219,6 @@ def cluster_setting(config: dict[str, Any], key: str) -> str | None:
     import os
 
     return os.environ.get(f"EMPO_SLURM_{key.upper()}") or config["cluster"].get(key)
-
-
-def results_path(config: dict[str, Any], *parts: str) -> str:
-    return str(Path(config["results_dir"], *parts))
 
 
 def eval_targets(config: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -301,18 +301,18 @@ class GradingPool:
 
     def _run(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, bool, str | None]]:
         results: list[tuple[bool, bool, str | None] | None] = [None] * len(pairs)
-        pending: deque[int] = deque()
+        undecided: list[int] = []
         for index, (prediction, gold) in enumerate(pairs):
             verdict = _fast_verdict(prediction, gold)
             if verdict is None:
-                pending.append(index)
+                undecided.append(index)
             else:
                 results[index] = (verdict, False, None)
-        if not pending:
+        if not undecided:
             return results  # type: ignore[return-value]
         # Longest first: the rare slow item (a long expression) starts early instead of
         # finishing last on one worker while the others idle.
-        pending = deque(sorted(pending, key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1]))))
+        pending = deque(sorted(undecided, key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1]))))
         self._ensure_workers(len(pending))
         idle = list(range(len(self._workers)))
         busy: dict[int, tuple[int, float]] = {}  # worker slot -> (item, deadline)
@@ -452,3 +452,13 @@ def cluster_answers(answers: Sequence[str | None], pool: GradingPool | None = No
             representatives.append(answer)  # type: ignore[arg-type]
         cluster_of_string[text] = assigned
     return [None if text is None else cluster_of_string[text] for text in normalised]
+
+
+def majority_cluster(cluster_ids: Sequence[int | None]) -> int | None:
+    """The largest cluster of `cluster_answers` output; ties go to the cluster seen first.
+    Missing answers (None) never form the majority; None if no answer at all."""
+    sizes: dict[int, int] = {}
+    for cluster_id in cluster_ids:
+        if cluster_id is not None:
+            sizes[cluster_id] = sizes.get(cluster_id, 0) + 1
+    return max(sizes, key=lambda cid: (sizes[cid], -cid)) if sizes else None

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from math import comb
 from typing import Any
 
+from pipelines.grading import majority_cluster
+
 ClusterFunction = Callable[[Sequence[str | None]], list[int | None]]
 
 
@@ -31,13 +33,9 @@ def majority_is_correct(answers: Sequence[str | None], correct: Sequence[bool],
     Responses without an answer never form the majority.
     """
     cluster_ids = cluster(answers)
-    sizes: dict[int, int] = defaultdict(int)
-    for cluster_id in cluster_ids:
-        if cluster_id is not None:
-            sizes[cluster_id] += 1
-    if not sizes:
+    winner = majority_cluster(cluster_ids)
+    if winner is None:
         return False
-    winner = max(sizes, key=lambda cid: (sizes[cid], -cid))
     return any(ok for cid, ok in zip(cluster_ids, correct) if cid == winner)
 
 

@@ -30,8 +30,7 @@ class GroupClusters:
     @property
     def majority(self) -> int | None:
         """Largest cluster; ties go to the cluster seen first. None if no completion answered."""
-        sizes = self.sizes
-        return max(sizes, key=lambda c: (sizes[c], -c)) if sizes else None
+        return grading.majority_cluster(self.cluster_ids)
 
 
 def cluster_group(completions: Sequence[str], pool: grading.GradingPool | None = None) -> GroupClusters:
@@ -66,7 +65,10 @@ def empo_rewards(completions: Sequence[str], empty_policy: str = "singleton",
 
 def majority_rewards(completions: Sequence[str], pool: grading.GradingPool | None = None) -> list[float]:
     """TTRL: 1 for completions in the majority cluster, else 0 (no answer never wins)."""
-    clusters = cluster_group(completions, pool)
+    return _majority_from_clusters(cluster_group(completions, pool))
+
+
+def _majority_from_clusters(clusters: GroupClusters) -> list[float]:
     majority = clusters.majority
     return [1.0 if majority is not None and c == majority else 0.0 for c in clusters.cluster_ids]
 
@@ -159,8 +161,7 @@ def score_group(completions: Sequence[str], reward: str, gold: str | None = None
     if reward == "empo":
         rewards: list[float | None] = list(_empo_from_clusters(clusters, empty_policy))
     elif reward == "majority":
-        majority = clusters.majority
-        rewards = [1.0 if majority is not None and c == majority else 0.0 for c in clusters.cluster_ids]
+        rewards = list(_majority_from_clusters(clusters))
     elif reward == "supervised":
         if gold is None:
             raise ValueError("the supervised reward needs the gold answer")
