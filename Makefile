@@ -13,7 +13,7 @@ CORES ?= 2
 PORT ?= 5000
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo test test-fast test-slurm dry-run mlflow-ui clean-results
+.PHONY: install demo test test-fast test-slurm test-verl dry-run mlflow-ui clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,26 @@ test-slurm: install
 	bash workflow/scripts/local_slurm.sh start
 	$(RUN) EMPO_TEST_SLURM=1 $(BIN)/python -m pytest -q -ra -m slurm tests; \
 	  status=$$?; bash workflow/scripts/local_slurm.sh stop; exit $$status
+
+# Real verl 0.9.1 on CPU, in its own virtualenv (its pins conflict with TRL 1.x): Hydra
+# composition of every generated override, the group-reward extension on verl's data path
+# (local Ray + TransferQueue), and a real FSDP checkpoint converted by verl's merger.
+VERL_VENV := .venv-verl
+VERL_BIN := $(CURDIR)/$(VERL_VENV)/bin
+VERL_STAMP := $(VERL_VENV)/.installed
+
+$(VERL_BIN)/python:
+	$(PYTHON) -m venv $(VERL_VENV)
+
+$(VERL_STAMP): envs/verl-cpu-test.txt pyproject.toml | $(VERL_BIN)/python
+	$(VERL_BIN)/python -m pip install --quiet --upgrade pip
+	$(VERL_BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(VERL_BIN)/python -m pip install --quiet -r envs/verl-cpu-test.txt
+	$(VERL_BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(VERL_STAMP)
+
+test-verl: $(VERL_STAMP)
+	PATH="$(VERL_BIN):$$PATH" HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 $(VERL_BIN)/python -m pytest -q -ra -p no:cacheprovider tests/verl
 
 dry-run: install
 	$(RUN) snakemake -n --configfile config/config.yaml

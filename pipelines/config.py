@@ -149,6 +149,7 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         if settings["prompts_per_step"] % settings["mini_batch_prompts"]:
             yield (f"'training.methods.{method}': prompts_per_step ({settings['prompts_per_step']}) must be a "
                    f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
+    yield from _verl_problems(config)
     for name, model in config["models"].items():
         source = model["source"]
         if source["kind"] == "demo" and source["corpus"] not in datasets:
@@ -161,6 +162,40 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
             for benchmark in scores:
                 if benchmark not in datasets:
                     yield f"'models.{name}.published.{method}.{benchmark}': unknown benchmark '{benchmark}'"
+
+
+def _verl_problems(config: dict[str, Any]) -> Iterator[str]:
+    """What verl would reject only after a job has started on the cluster."""
+    verl = config["training"]["verl"]
+    datasets = config["datasets"]
+    for position, benchmark in enumerate(verl["validation_benchmarks"]):
+        if datasets.get(benchmark, {}).get("role") != "benchmark":
+            yield f"'training.verl.validation_benchmarks.{position}': '{benchmark}' is not a dataset with role 'benchmark'"
+    for name, model in config["models"].items():
+        resources = resolved_resources(config, "train", model=name)
+        for method in model["methods"]:
+            if method == UNTRAINED_METHOD or method not in config["training"]["methods"]:
+                continue
+            backend = resolved_trainer(config, method)["backend"]
+            where = f"'models.{name}' (method '{method}', backend {backend})"
+            if backend == "trl" and resources.get("nodes", 1) > 1:
+                yield f"{where}: resources.train.nodes is {resources['nodes']}, but the trl backend runs on one node"
+            if backend != "verl":
+                continue
+            if resources["gpus"] < 1:
+                yield f"{where}: resources.train.gpus must be >= 1 (verl trains on GPUs only)"
+            elif resources["gpus"] % verl["rollout_tensor_parallel"]:
+                yield (f"{where}: training.verl.rollout_tensor_parallel ({verl['rollout_tensor_parallel']}) "
+                       f"must divide resources.train.gpus ({resources['gpus']})")
+
+
+def train_backend(config: dict[str, Any], method: str) -> str:
+    """Which trainer runs a method: `trl` (one machine) or `verl` (cluster)."""
+    return resolved_trainer(config, method)["backend"]
+
+
+def methods_of_backend(config: dict[str, Any], backend: str) -> list[str]:
+    return [method for method in config["training"]["methods"] if train_backend(config, method) == backend]
 
 
 def available_methods(config: dict[str, Any]) -> list[str]:
@@ -242,10 +277,24 @@ def model_job_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
-    return {"model": model, "method": method, "dataset": config["training"]["dataset"],
-            "trainer": resolved_trainer(config, method),
-            "gpus": resolved_resources(config, "train", model=model)["gpus"],
-            "grading": dict(config["grading"])}
+    trainer = resolved_trainer(config, method)
+    resources = resolved_resources(config, "train", model=model)
+    spec = {"model": model, "method": method, "dataset": config["training"]["dataset"],
+            "trainer": trainer, "gpus": resources["gpus"], "grading": dict(config["grading"])}
+    if trainer["backend"] == "verl":
+        # convert_step only matters to the conversion job; changing it must not retrain
+        spec["verl"] = {key: copy.deepcopy(value) for key, value in config["training"]["verl"].items()
+                        if key != "convert_step"}
+        spec["nodes"] = resources.get("nodes", 1)
+        spec["cpus"] = resources["cpus"]
+        spec["validation_benchmarks"] = list(config["training"]["verl"]["validation_benchmarks"])
+    return spec
+
+
+def convert_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
+    """What the conversion of a verl checkpoint depends on: the training spec and the step."""
+    return {"model": model, "method": method, "step": config["training"]["verl"]["convert_step"],
+            "train": train_job_spec(config, model, method)}
 
 
 def eval_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str) -> dict[str, Any]:

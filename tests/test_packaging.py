@@ -71,3 +71,15 @@ def test_synthetic_answers_are_right():
             value = Fraction(numbers[0], numbers[1])
             expected = str(value.numerator) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
             assert answer == expected
+
+
+def test_verl_test_environment_matches_the_cluster_environment():
+    """`make test-verl` tests the verl, TransferQueue, hydra and grader versions the cluster runs."""
+    env = yaml.safe_load((REPO_ROOT / "envs" / "verl.yaml").read_text())
+    cluster = _pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d))
+    lines = (REPO_ROOT / "envs" / "verl-cpu-test.txt").read_text().splitlines()
+    cpu = _pins([line for line in lines if line and not line.startswith("#")])
+    for name in ("verl", "transferqueue", "hydra-core", "math-verify", "mlflow"):
+        assert cpu[name] == cluster[name], f"{name}: test env {cpu[name]}, cluster env {cluster[name]}"
+    # verl[vllm]==0.9.1 pins transformers==5.9.0 on the cluster; the CPU tests use the same
+    assert cpu["transformers"] == "5.9.0"

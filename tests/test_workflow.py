@@ -144,4 +144,4 @@ def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
     counts = dict(line.split()[:2] for line in result.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert int(counts["eval"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py
-    assert int(counts["train"]) == 6
+    assert int(counts["train_verl"]) == 6 and int(counts["convert"]) == 6  # the paper trains with verl

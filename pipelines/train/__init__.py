@@ -1,2 +1,7 @@
-"""Training backends. `trl_backend`: TRL's GRPOTrainer on one machine (CPU, one GPU, one node).
-The cluster backend (verl) reuses the same reward core, `pipelines.rewards`."""
+"""Training backends sharing one reward core (`pipelines.rewards`).
+
+- `trl_backend`: TRL's GRPOTrainer on one machine (CPU, one GPU, one node); `python -m pipelines.train`.
+- `verl_backend` (config -> `verl.trainer.main_ppo` overrides, no verl import), `verl_extension`
+  (group rewards inside verl's replay buffer; imported by verl), `verl_launch` (one node, or Ray
+  across the nodes of a SLURM allocation); `python -m pipelines.train.verl_launch`.
+"""

@@ -49,6 +49,36 @@ def slurm_resources(stage):
     return {key: value for key, value in settings.items() if value}
 
 
+def methods_regex(backend):
+    """Wildcard constraint matching exactly the training methods of one backend."""
+    import re
+
+    methods = cfg.methods_of_backend(CONFIG, backend)
+    return "|".join(re.escape(method) for method in methods) if methods else "(?!)"
+
+
+def verl_train_resources():
+    """GPUs of a verl train job: `--gpus=N` on one node; per node (`--gres=gpu:N`) on several,
+    since SLURM spreads a total `--gpus` count over nodes unevenly."""
+
+    def nodes(wildcards):
+        return cfg.resolved_resources(CONFIG, "train", model=wildcards.model).get("nodes", 1)
+
+    def gpus(wildcards):
+        return cfg.resolved_resources(CONFIG, "train", model=wildcards.model)["gpus"]
+
+    gpu_model = cfg.cluster_setting(CONFIG, "gpu_model")
+    settings = {
+        "nodes": nodes,
+        "gpu": lambda w: gpus(w) if nodes(w) == 1 else 0,
+        "gres": lambda w: "" if nodes(w) == 1 else ":".join(["gpu", *([gpu_model] if gpu_model else []), str(gpus(w))]),
+    }
+    if gpu_model:
+        settings["gpu_model"] = lambda w: gpu_model if nodes(w) == 1 else ""
+    settings.update({key: value for key, value in slurm_resources("train").items() if key != "gpu_model"})
+    return settings
+
+
 def dataset_path(name):
     return f"{RESULTS}/data/{name}.parquet"
 

@@ -1,6 +1,10 @@
 # One job per (model, method) that is not `base`: RL from the model's base checkpoint on the
 # training set. Checkpoints live in results/train/... (not declared outputs, so a killed or
 # timed-out job resumes from them); the trained model's manifest feeds the usual eval rules.
+#
+# Backend per method (training.defaults/methods.<m>.backend):
+#   trl  -> `train` writes the Hugging Face model and its manifest directly;
+#   verl -> `train_verl` leaves FSDP checkpoints + training.json, `convert` merges one step.
 
 
 rule train:
@@ -12,7 +16,7 @@ rule train:
     log:
         f"{RESULTS}/logs/train/{{model}}/{{method}}.log",
     wildcard_constraints:
-        method=r"(?!base$)[a-z0-9_]+",
+        method=methods_regex("trl"),
     params:
         spec=lambda w: cfg.to_json(cfg.train_job_spec(CONFIG, w.model, w.method)),
         checkpoints=lambda w: f"{RESULTS}/train/{w.model}/{w.method}",
@@ -28,3 +32,53 @@ rule train:
         "python -m pipelines.train --spec {params.spec:q} --base-manifest {input.model:q}"
         " --data {input.data:q} --checkpoints {params.checkpoints:q} --output {output:q}"
         " --threads {threads} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+
+
+rule train_verl:
+    input:
+        model=lambda w: model_manifest(w.model, "base"),
+        data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
+        val=lambda w: [dataset_path(name) for name in CONFIG["training"]["verl"]["validation_benchmarks"]],
+    output:
+        f"{RESULTS}/train/{{model}}/{{method}}/training.json",
+    log:
+        f"{RESULTS}/logs/train/{{model}}/{{method}}.log",
+    wildcard_constraints:
+        method=methods_regex("verl"),
+    params:
+        spec=lambda w: cfg.to_json(cfg.train_job_spec(CONFIG, w.model, w.method)),
+        checkpoints=lambda w: f"{RESULTS}/train/{w.model}/{w.method}",
+    threads: resource("train", "cpus")
+    resources:
+        mem_mb=resource("train", "mem_mb"),
+        runtime=resource("train", "runtime"),
+        **verl_train_resources(),
+    conda:
+        "../../envs/verl.yaml"
+    shell:
+        "python -m pipelines.train.verl_launch --spec {params.spec:q} --base-manifest {input.model:q}"
+        " --data {input.data:q} --val-data {input.val:q} --checkpoints {params.checkpoints:q}"
+        " --output {output:q} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+
+
+rule convert:
+    input:
+        f"{RESULTS}/train/{{model}}/{{method}}/training.json",
+    output:
+        f"{RESULTS}/models/{{model}}/{{method}}/model.json",
+    log:
+        f"{RESULTS}/logs/convert/{{model}}/{{method}}.log",
+    wildcard_constraints:
+        method=methods_regex("verl"),
+    params:
+        spec=lambda w: cfg.to_json(cfg.convert_job_spec(CONFIG, w.model, w.method)),
+    threads: 2
+    resources:
+        mem_mb=resource("eval", "mem_mb"),
+        runtime=120,
+        **slurm_resources("convert"),
+    conda:
+        "../../envs/verl.yaml"
+    shell:
+        "python -m pipelines.convert --spec {params.spec:q} --training {input:q} --output {output:q}"
+        " --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"

@@ -1,0 +1,235 @@
+"""verl extension: group-level rewards (EMPO and its sister methods) inside verl's v1 trainer.
+
+verl scores each completion on its own (its reward loop calls one function per completion), but
+EMPO's reward needs the whole group: a completion earns the share of the group whose answer is
+equivalent to its own. verl's v1 trainer lets a custom replay buffer decide which finished
+groups become a training batch (`trainer.v1.sampler.custom_sampler`); that is where a whole
+group is first visible, so `GroupRewardReplayBuffer`:
+
+1. reads each newly finished group's responses from TransferQueue and decodes them (the same
+   decoding as verl's reward manager);
+2. scores the group with `pipelines.rewards.score_group` - the same core the TRL backend uses -
+   and writes the rewards back as `rm_scores` (the reward on the last response token, verl's
+   layout), which verl's GRPO advantage then reads;
+3. applies the entropy filter: a group whose majority share is outside [low, high] is evicted
+   and replaced by fresh prompts (verl's own evict-and-refill machinery, as for DAPO);
+4. returns the group diagnostics (semantic entropy, clusters, majority share, filtered share,
+   majority-vs-gold accuracy) with the batch, so verl logs them to MLflow beside its own.
+
+`gold_accuracy_score` is the per-completion function verl's reward loop runs: 1 if the answer
+matches the gold. Validation reports it (accuracy against the gold answers); for training
+groups it is replaced by the method's reward in step 2 and kept only as a diagnostic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from statistics import fmean
+from typing import Any
+
+import torch
+import transfer_queue as tq
+from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+from verl.utils import tensordict_utils as tu
+
+from pipelines import grading
+from pipelines.rewards import METHOD_REWARDS, score_group
+
+LOG = logging.getLogger(__name__)
+
+#: The name our filter registers as verl's group-filter metric (it only has to be non-empty).
+GROUP_FILTER_METRIC = "pipelines_entropy_filter"
+
+_score_lock = threading.Lock()
+_score_pool: grading.GradingPool | None = None
+
+
+def gold_accuracy_score(data_source: str, solution_str: str, ground_truth: str,
+                        extra_info: Mapping[str, Any] | None = None, **_: Any) -> dict[str, float]:
+    """verl per-completion reward: 1.0 if the final answer matches the gold (our grader).
+
+    verl calls this from several threads of a reward worker; one grading process per worker,
+    used under a lock, keeps the hard time bound (math-verify's own timeouts need the main
+    thread).
+    """
+    global _score_pool
+    with _score_lock:
+        if _score_pool is None:
+            _score_pool = grading.GradingPool(workers=1)
+        result = _score_pool.grade_many([solution_str], [str(ground_truth)])[0]
+    correct = 1.0 if result.correct else 0.0
+    return {"score": correct, "acc": correct, "has_answer": float(grading.extract_answer(solution_str) is not None)}
+
+
+def _session_of(key: str) -> tuple[int, int]:
+    """`{uid}_{session}_{index}` -> (session, index)."""
+    _, session, index = key.rsplit("_", 2)
+    return int(session), int(index)
+
+
+class GroupRewardReplayBuffer(ReplayBuffer):
+    """verl's sync replay buffer, scoring each finished group with our reward core.
+
+    Configured through `trainer.v1.sampler.sampler_kwargs` (written by `verl_backend`): method,
+    reward, empty_policy, entropy_filter, seed, num_generations, train_batch_size, tokenizer,
+    grading_workers, grading_timeout.
+    """
+
+    def __init__(self, trainer_mode: str, trainer_config: Any, max_off_policy_threshold: int | None,
+                 max_off_policy_strategy: str, sampler_kwargs: Mapping[str, Any], poll_interval: float = 2.0,
+                 refill_fn=None, tokenizer: Any = None, **_: Any):
+        options = dict(sampler_kwargs or {})
+        if trainer_mode != "sync":
+            raise ValueError(f"GroupRewardReplayBuffer supports trainer.v1.trainer_mode=sync, not {trainer_mode!r}")
+        missing = [key for key in ("reward", "train_batch_size") if key not in options]
+        if missing:
+            raise ValueError(f"trainer.v1.sampler.sampler_kwargs is missing {missing}")
+        if options["reward"] not in set(METHOD_REWARDS.values()):
+            raise ValueError(f"unknown reward {options['reward']!r}")
+        super().__init__(trainer_mode, trainer_config, max_off_policy_threshold, max_off_policy_strategy,
+                         sampler_kwargs, poll_interval=poll_interval, refill_fn=refill_fn,
+                         filter_groups_metric=GROUP_FILTER_METRIC,
+                         train_batch_size=int(options["train_batch_size"]), gen_batch_size=1,
+                         max_inflight_gen_batches=int(options.get("max_inflight_gen_batches", 1)))
+        self.reward = str(options["reward"])
+        self.empty_policy = str(options.get("empty_policy", "singleton"))
+        entropy_filter = options.get("entropy_filter")
+        self.entropy_filter = tuple(float(x) for x in entropy_filter) if entropy_filter else None
+        self.seed = int(options.get("seed", 0))
+        self.num_generations = options.get("num_generations")
+        self._tokenizer = tokenizer
+        self._tokenizer_path = options.get("tokenizer")
+        self.pool = grading.GradingPool(workers=int(options.get("grading_workers", 1)),
+                                        timeout_seconds=float(options.get("grading_timeout",
+                                                                          grading.DEFAULT_TIMEOUT_SECONDS)))
+        self._scored: list[dict[str, float]] = []
+
+    # -------------------------------------------------------------- what verl calls
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if not self._tokenizer_path:
+                raise ValueError("trainer.v1.sampler.sampler_kwargs.tokenizer (the model path) is not set")
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_path)
+        return self._tokenizer
+
+    def _dapo_filtered_keys(self, partition_id: str) -> tuple[set[str], Counter]:
+        """Score newly finished training groups; return those the entropy filter evicts."""
+        if partition_id == "val":
+            return set(), Counter()
+        finished = self.finished_keys[partition_id]
+        cache = self._dapo_classification_cache[partition_id]
+        for uid in cache.keys() - finished:
+            del cache[uid]
+        new = finished - cache.keys()
+        if new:
+            by_uid: dict[str, list[str]] = defaultdict(list)
+            for key in self.partitions[partition_id]:
+                uid = key.split("_")[0]
+                if uid in new:
+                    by_uid[uid].append(key)
+            for uid in new:
+                keys = by_uid.get(uid)
+                # A group with no trajectories is verl's failure case; leave it to verl.
+                cache[uid] = self.score_and_write(partition_id, keys) if keys else None
+        filtered = {uid: share for uid, share in cache.items() if share is not None}
+        return set(filtered), Counter(filtered.values())
+
+    def sample(self, global_steps: int, partition_id: str, batch_size: int):
+        batch, metrics = super().sample(global_steps, partition_id, batch_size)
+        if partition_id != "val":
+            metrics.update(self.pop_diagnostics())
+        return batch, metrics
+
+    # -------------------------------------------------------------- our part
+
+    def score_and_write(self, partition_id: str, keys: list[str]) -> float | None:
+        """Score one group, write its rewards to TransferQueue; the majority share if filtered."""
+        sessions: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        for key in keys:
+            session, index = _session_of(key)
+            sessions[session].append((index, key))
+        order = sorted(sessions)
+        final_keys = [max(sessions[session])[1] for session in order]  # a session's last output
+        data = tq.kv_batch_get(keys=final_keys, partition_id=partition_id,
+                               select_fields=["responses", "reward_model", "extra_fields"])
+        responses = [row.tolist() for row in data["responses"].unbind(0)]
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in responses]
+        reward_model = list(data["reward_model"])
+        gold = _ground_truth(reward_model[0]) if reward_model else None
+        if self.num_generations and len(texts) != int(self.num_generations):
+            LOG.warning("group of %d completions (expected %s); scoring what finished",
+                        len(texts), self.num_generations)
+        score = score_group(texts, self.reward, gold=gold, empty_policy=self.empty_policy,
+                            entropy_filter=self.entropy_filter, seed=self.seed, pool=self.pool)
+        diagnostics = score.diagnostics
+        record = {"group/semantic_entropy": diagnostics.semantic_entropy,
+                  "group/num_clusters": float(diagnostics.num_clusters),
+                  "group/majority_ratio": diagnostics.majority_ratio,
+                  "group/no_answer_fraction": diagnostics.no_answer_fraction,
+                  "group/filtered": float(score.filtered)}
+        if diagnostics.majority_correct is not None:
+            record["group/majority_vs_gold_accuracy"] = float(diagnostics.majority_correct)
+        gold_accuracy = [_reward_extra(value).get("acc") for value in data["extra_fields"]]
+        if all(value is not None for value in gold_accuracy) and gold_accuracy:
+            record["group/rollout_gold_accuracy"] = fmean(float(v) for v in gold_accuracy)
+        if score.filtered:
+            self._scored.append(record)
+            return diagnostics.majority_ratio
+        record["group/reward_mean"] = fmean(score.rewards)
+        self._scored.append(record)
+        # Every output of a session carries the session's reward (as verl's agent loop does).
+        write_keys, scores = [], []
+        lengths = {}
+        all_keys = [key for session in order for _, key in sorted(sessions[session])]
+        everything = tq.kv_batch_get(keys=all_keys, partition_id=partition_id, select_fields=["responses"])
+        for key, row in zip(all_keys, everything["responses"].unbind(0)):
+            lengths[key] = int(row.shape[0])
+        for session, reward in zip(order, score.rewards):
+            for _, key in sessions[session]:
+                if lengths[key] == 0:
+                    continue
+                value = torch.zeros(lengths[key], dtype=torch.float32)
+                value[-1] = float(reward)
+                write_keys.append(key)
+                scores.append(value)
+        if write_keys:
+            tq.kv_batch_put(keys=write_keys, partition_id=partition_id, fields=tu.get_tensordict(
+                {"rm_scores": torch.nested.as_nested_tensor(scores, layout=torch.jagged)}))
+        return None
+
+    def pop_diagnostics(self) -> dict[str, float]:
+        """Means over the groups scored since the last batch (kept and filtered)."""
+        scored, self._scored = self._scored, []
+        if not scored:
+            return {}
+        keys = sorted({key for record in scored for key in record})
+        metrics = {}
+        for key in keys:
+            values = [record[key] for record in scored if key in record]
+            name = "group/filtered_fraction" if key == "group/filtered" else key
+            metrics[name] = fmean(values)
+        metrics["group/scored_groups"] = float(len(scored))
+        return metrics
+
+
+def _ground_truth(reward_model: Any) -> str | None:
+    value = getattr(reward_model, "data", reward_model)
+    if isinstance(value, Mapping):
+        truth = value.get("ground_truth")
+        return None if truth is None else str(truth)
+    return None
+
+
+def _reward_extra(extra_fields: Any) -> Mapping[str, Any]:
+    value = getattr(extra_fields, "data", extra_fields)
+    if isinstance(value, Mapping):
+        info = value.get("reward_extra_info", {})
+        return info if isinstance(info, Mapping) else {}
+    return {}

@@ -1,0 +1,230 @@
+"""`python -m pipelines.train.verl_launch`: run verl's trainer for one (model, method) job.
+
+Single node: verl starts its own Ray inside the allocation (`ray_kwargs.ray_init.num_cpus` =
+the job's CPUs). Several nodes (a SLURM allocation with `--nodes=N`): as verl's ray_on_slurm
+example does, start a Ray head on the first node and one Ray worker per other node with srun,
+wait until all nodes have joined, run the trainer on the head, and stop Ray afterwards, also
+when training fails. All srun steps use `--overlap`: the Snakemake job itself is already a
+job step of the allocation.
+
+The job's MLflow child run is opened here (under the workflow's parent run) and handed to
+verl through MLFLOW_RUN_ID, so verl's own metrics, ours from the replay buffer, and the
+job's params land in one run. The Snakemake output is `training.json`: the checkpoints
+saved, the overrides used, the run id; the conversion job reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.cli import parse_stage_args, stage_parser
+from pipelines.train import verl_backend
+
+LOG = logging.getLogger(__name__)
+
+RAY_PORT = 6379
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class RayClusterPlan:
+    """The commands that bring up, use and tear down Ray across a SLURM allocation."""
+
+    head_node: str
+    head_address: str
+    head: list[str]
+    workers: list[list[str]]
+    trainer_prefix: list[str]
+    stop: list[list[str]]
+    wait_for_nodes: int
+
+
+def srun_on(node: str) -> list[str]:
+    return ["srun", "--overlap", "--nodes=1", "--ntasks=1", "-w", node]
+
+
+def ray_cluster_plan(nodes: Sequence[str], head_ip: str, cpus_per_node: int, gpus_per_node: int,
+                     ray: str = "ray", port: int = RAY_PORT) -> RayClusterPlan:
+    """Ray head on nodes[0], a worker on each other node, the trainer on the head (verl's recipe)."""
+    if len(nodes) < 2:
+        raise ValueError("a Ray cluster plan is for two or more nodes; one node runs the trainer directly")
+    address = f"{head_ip}:{port}"
+    resources = ["--num-cpus", str(cpus_per_node), "--num-gpus", str(gpus_per_node), "--block"]
+    head = [*srun_on(nodes[0]), ray, "start", "--head", f"--node-ip-address={head_ip}", f"--port={port}",
+            "--include-dashboard=false", *resources]
+    workers = [[*srun_on(node), ray, "start", f"--address={address}", *resources] for node in nodes[1:]]
+    stop = [[*srun_on(node), ray, "stop", "--force"] for node in nodes]
+    return RayClusterPlan(head_node=nodes[0], head_address=address, head=head, workers=workers,
+                          trainer_prefix=srun_on(nodes[0]), stop=stop, wait_for_nodes=len(nodes))
+
+
+def slurm_nodes(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """Host names of this SLURM allocation, in SLURM's order (one entry outside SLURM)."""
+    nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
+    if not nodelist:
+        return []
+    output = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True,
+                            capture_output=True, text=True).stdout
+    return [line.strip() for line in output.splitlines() if line.strip()]
+
+
+def head_ip_address(node: str) -> str:
+    """The head node's address as Ray should advertise it: its first non-loopback address.
+
+    verl's example uses `hostname --ip-address`, which gives a loopback address wherever
+    /etc/hosts maps the host name to 127.0.x.x (Debian's default); other nodes cannot reach that.
+    """
+    addresses = subprocess.run([*srun_on(node), "hostname", "-I"], check=True,
+                               capture_output=True, text=True).stdout.split()
+    routable = [a for a in addresses if not a.startswith("127.") and ":" not in a]
+    if not routable:
+        raise RuntimeError(f"{node} reports no non-loopback IPv4 address ({addresses}); "
+                           f"Ray workers on other nodes could not reach a head there")
+    return routable[0]
+
+
+def job_environment(run_id: str | None, tracking_uri: str | None,
+                    base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Environment of every process we start: our package importable by Ray workers, MLflow run."""
+    environment = dict(base)
+    environment["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), base.get("PYTHONPATH", "")) if p)
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment["HYDRA_FULL_ERROR"] = "1"
+    environment.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if run_id and tracking_uri:
+        environment["MLFLOW_TRACKING_URI"] = tracking_uri
+        environment["MLFLOW_RUN_ID"] = run_id
+    else:
+        environment.pop("MLFLOW_RUN_ID", None)
+    return environment
+
+
+def ray_auth_environment(environment: Mapping[str, str]) -> dict[str, str]:
+    """One Ray token for every process of this job (head, workers, trainer, probes).
+
+    Ray 2.60 turns token authentication on when a token file exists (~/.ray/auth_token): a
+    process without the token cannot join or connect ("InvalidAuthToken"), and other nodes need
+    not share that home directory. A per-job token in the environment, which srun exports to
+    every step, works everywhere; a token the user set is kept.
+    """
+    import secrets
+
+    if environment.get("RAY_AUTH_TOKEN") or str(environment.get("RAY_AUTH_MODE", "")).lower() == "disabled":
+        return dict(environment)
+    return {**environment, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+def _wait_for_ray(address: str, nodes: int, environment: Mapping[str, str], timeout: float = 300) -> None:
+    """Poll the head until `nodes` Ray nodes are alive (a worker that cannot join fails the job)."""
+    probe = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+             "print(sum(1 for n in ray.nodes() if n['Alive']))")
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        result = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True,
+                                env=dict(environment))
+        if result.returncode == 0 and result.stdout.strip().isdigit():
+            seen = int(result.stdout.strip())
+            if seen >= nodes:
+                return
+        time.sleep(5)
+    raise RuntimeError(f"only {seen} of {nodes} Ray nodes joined {address} within {timeout:.0f} s")
+
+
+def run_trainer(command: Sequence[str], nodes: Sequence[str], cpus: int, gpus: int,
+                environment: Mapping[str, str], join_timeout: float = 300) -> int:
+    """Run the trainer `command` on this node, or on a Ray cluster spanning the allocation's nodes."""
+    if len(nodes) < 2:
+        LOG.info("verl command: %s", shlex.join(command))
+        return subprocess.run(list(command), env=dict(environment)).returncode
+    plan = ray_cluster_plan(nodes, head_ip_address(nodes[0]), cpus, gpus,
+                            ray=str(Path(sys.executable).with_name("ray")))
+    environment = ray_auth_environment(environment)
+    started: list[subprocess.Popen] = []
+    try:
+        LOG.info("Ray head: %s", shlex.join(plan.head))
+        started.append(subprocess.Popen(plan.head, env=dict(environment)))
+        _wait_for_ray(plan.head_address, 1, environment, join_timeout)
+        for worker in plan.workers:
+            LOG.info("Ray worker: %s", shlex.join(worker))
+            started.append(subprocess.Popen(worker, env=dict(environment)))
+        _wait_for_ray(plan.head_address, plan.wait_for_nodes, environment, join_timeout)
+        trainer = [*plan.trainer_prefix, *command]
+        LOG.info("verl command: %s", shlex.join(trainer))
+        return subprocess.run(trainer, env={**environment, "RAY_ADDRESS": plan.head_address}).returncode
+    finally:
+        for stop in plan.stop:
+            subprocess.run(stop, env=dict(environment), check=False)
+        for process in started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.train.verl_launch` — one (model, method) with verl; checkpoints kept."""
+    from pipelines import tracking
+    from pipelines.models import read_manifest
+
+    parser = stage_parser(main.__doc__)
+    parser.add_argument("--base-manifest", required=True, type=Path)
+    parser.add_argument("--data", required=True, type=Path, help="training set (canonical parquet)")
+    parser.add_argument("--val-data", nargs="*", default=[], type=Path, help="validation benchmarks")
+    parser.add_argument("--checkpoints", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path, help="training.json for the conversion job")
+    parser.add_argument("--print-command", action="store_true", help="print the verl command and exit")
+    args, spec, tracking_config = parse_stage_args(parser, argv)
+    base = read_manifest(args.base_manifest)
+    nodes = slurm_nodes() or ["localhost"]
+    if len(nodes) != spec["nodes"] and not args.print_command:
+        raise RuntimeError(f"the job asks for {spec['nodes']} node(s) but runs on {len(nodes)} ({nodes}); "
+                           f"multi-node training needs a SLURM allocation (snakemake --profile slurm)")
+    log_to_mlflow = bool(tracking_config and tracking_config.get("enabled", True))
+    paths = dict(model_path=base["path"], train_file=str(args.data.resolve()),
+                 val_files=[str(p.resolve()) for p in args.val_data],
+                 checkpoint_dir=str(args.checkpoints.resolve()),
+                 project=(tracking_config or {}).get("experiment", "empo"),
+                 log_to_mlflow=log_to_mlflow, cpus=spec["cpus"] if spec["nodes"] == 1 else None)
+    overrides = verl_backend.build_overrides(spec, **paths)
+    if args.print_command:
+        print(shlex.join(verl_backend.trainer_command(overrides)))
+        return 0
+    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    name = f"{spec['model']}/{spec['method']}"
+    with tracking.job_run(tracking_config, "train", name, spec, log_file=args.log_file) as tracker:
+        tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "verl",
+                          "verl_version": verl_backend.VERL_VERSION})
+        uri = tracking.resolve_tracking_uri(tracking_config["tracking_uri"]) if log_to_mlflow else None
+        environment = job_environment(tracker.run_id if tracker.active else None, uri)
+        (args.checkpoints / "verl_command.txt").write_text(
+            shlex.join(verl_backend.trainer_command(overrides)) + "\n")
+        tracker.log_artifact(args.checkpoints / "verl_command.txt", "train")
+        command = verl_backend.trainer_command(overrides, python=sys.executable)
+        status = run_trainer(command, nodes, spec["cpus"], spec["gpus"], environment)
+        if status != 0:
+            raise RuntimeError(f"verl exited with status {status}; checkpoints so far stay in {args.checkpoints} "
+                               f"and a rerun resumes from the latest (trainer.resume_mode=auto)")
+        record = verl_backend.training_record(spec, args.checkpoints, overrides, tracker.run_id)
+        record["base"] = base
+        if not record["saved_steps"]:
+            raise RuntimeError(f"verl finished without saving a checkpoint in {args.checkpoints}")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        temporary = args.output.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=1, sort_keys=True))
+        temporary.replace(args.output)
+        tracker.log_artifact(args.output, "train")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

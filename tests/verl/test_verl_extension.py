@@ -1,0 +1,168 @@
+"""The group-reward extension on verl's real data path: trajectories in verl's own format
+(AgentLoopOutput.as_dict, as the agent loop writes them) in a real TransferQueue on a local Ray,
+sampled by our replay buffer through verl's sync sampling loop; the rewards verl then reads
+(`rm_scores`) must equal `pipelines.rewards.score_group` on the same texts."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from pipelines.rewards import score_group
+
+pytest.importorskip("verl", reason="verl is not installed here; run `make test-verl`")
+
+GOLD = "4"
+GROUPS = [
+    ["so \\boxed{4}", "thus \\boxed{4}", "\\boxed{5}", "no answer at all"],
+    ["\\boxed{\\frac{1}{2}}", "\\boxed{0.5}", "\\boxed{1/2}", "\\boxed{2}"],
+    ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}", "\\boxed{4}"],
+]
+
+
+@pytest.fixture(scope="module")
+def transfer_queue():
+    import ray
+    import transfer_queue as tq
+
+    # Logical CPUs: TransferQueue's controller and storage actors reserve one each.
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    tq.init({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}})
+    yield tq
+    tq.close()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from tests.verl.conftest import tiny_base_model
+
+    return AutoTokenizer.from_pretrained(tiny_base_model(tmp_path_factory.mktemp("base")))
+
+
+def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train"):
+    """One finished prompt group, written exactly as verl's AgentLoopWorkerTQ writes it."""
+    from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    from pipelines import grading
+
+    uid = str(uuid.uuid4())
+    keys, fields, tags = [], [], []
+    for session, text in enumerate(texts):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        per_completion = 1.0 if grading.grade(text, gold) else 0.0  # what gold_accuracy_score gives
+        output = AgentLoopOutput(prompt_ids=[1, 2, 3], response_ids=ids, response_mask=[1] * len(ids),
+                                 num_turns=2, metrics={}, reward_score=per_completion,
+                                 extra_fields={"reward_extra_info": {"acc": per_completion, "score": per_completion}})
+        field = output.as_dict()
+        field.update({"uid": uid, "session_id": session, "data_source": "test", "global_steps": global_steps,
+                      "reward_model": {"ground_truth": gold, "style": "rule"}})
+        keys.append(f"{uid}_{session}_0")
+        fields.append(field)
+        tags.append({"status": "success", "global_steps": global_steps})
+    tq.kv_batch_put(keys=keys, fields=list_of_dict_to_tensordict(fields), tags=tags, partition_id=partition)
+    tq.kv_put(key=uid, partition_id=partition, tag={"is_prompt": True, "status": "finished",
+                                                    "global_steps": global_steps})
+    return uid
+
+
+def make_buffer(tokenizer, reward="empo", entropy_filter=None, refill_fn=None, batch=1):
+    from pipelines.train.verl_extension import GroupRewardReplayBuffer
+
+    return GroupRewardReplayBuffer(
+        "sync", {}, 8, "drop",
+        {"reward": reward, "train_batch_size": batch, "num_generations": 4, "entropy_filter": entropy_filter,
+         "empty_policy": "singleton", "seed": 0},
+        poll_interval=0.05, refill_fn=refill_fn or (lambda n: n), tokenizer=tokenizer)
+
+
+def rewards_verl_reads(tq, batch):
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["rm_scores"])
+    rows = list(data["rm_scores"].unbind(0))
+    assert all(float(row[:-1].abs().sum()) == 0.0 for row in rows), "reward must sit on the last token only"
+    by_uid = {}
+    for key, row in zip(batch.keys, rows):
+        by_uid.setdefault(key.split("_")[0], []).append(float(row[-1]))
+    return by_uid
+
+
+@pytest.mark.parametrize("reward", ["empo", "majority", "supervised", "format", "random"])
+def test_rewards_verl_trains_on_equal_the_reward_core(transfer_queue, tokenizer, reward):
+    uids = [put_group(transfer_queue, tokenizer, texts) for texts in GROUPS]
+    buffer = make_buffer(tokenizer, reward=reward, batch=len(GROUPS))
+    batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=len(GROUPS))
+    seen = rewards_verl_reads(transfer_queue, batch)
+    for uid, texts in zip(uids, GROUPS):
+        expected = score_group(texts, reward, gold=GOLD, seed=0).rewards
+        assert seen[uid] == pytest.approx(expected), (reward, texts)
+    if reward == "empo":
+        assert seen[uids[0]] == [0.5, 0.5, 0.25, 0.25]
+        assert seen[uids[1]] == [0.75, 0.75, 0.75, 0.25]
+    assert metrics["group/scored_groups"] == 3.0
+    assert metrics["group/filtered_fraction"] == 0.0
+    assert 0.0 < metrics["group/semantic_entropy"]
+    assert metrics["group/rollout_gold_accuracy"] == pytest.approx((2 / 4 + 0 + 1 / 4) / 3)
+    # what the trainer does with them before its logger (console, MLflow) sees them
+    from verl.trainer.ppo.v1.utils import MetricsAggregator
+
+    aggregator = MetricsAggregator()
+    aggregator.add_step_metrics(metrics, sample_count=len(batch.keys))
+    logged = aggregator.get_aggregated_metrics()
+    for name in ("group/semantic_entropy", "group/majority_ratio", "group/filtered_fraction",
+                 "group/majority_vs_gold_accuracy", "group/reward_mean"):
+        assert logged[name] == pytest.approx(metrics[name]), name
+
+
+def test_entropy_filter_evicts_and_refills(transfer_queue, tokenizer):
+    """A group whose majority share is below the band is evicted; verl's sync refill earns two
+    prompt credits per eviction and dispatches them within its in-flight bound (one batch of
+    prompts, here one prompt); the batch is filled from the refilled group."""
+    requested = []
+
+    def refill(count):
+        requested.append(count)
+        for _ in range(count):
+            put_group(transfer_queue, tokenizer, GROUPS[0], global_steps=1)
+        return count
+
+    uncertain = put_group(transfer_queue, tokenizer, GROUPS[2])  # four different answers: share 0.25
+    buffer = make_buffer(tokenizer, entropy_filter=[0.3, 1.0], refill_fn=refill, batch=1)
+    batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=1)
+    assert requested == [1]
+    assert uncertain not in {key.split("_")[0] for key in batch.keys}
+    assert len(batch.keys) == 4
+    assert metrics["training/filter_groups/evicted_samples"] == 1
+    assert metrics["group/filtered_fraction"] == 0.5  # the evicted group and its replacement
+    assert list(rewards_verl_reads(transfer_queue, batch).values()) == [[0.5, 0.5, 0.25, 0.25]]
+
+
+def test_validation_groups_keep_gold_accuracy(transfer_queue, tokenizer):
+    """Validation is never re-scored: verl reports the per-completion accuracy against the gold."""
+    uid = put_group(transfer_queue, tokenizer, GROUPS[0], partition="val")
+    buffer = make_buffer(tokenizer)
+    batch, metrics = buffer.sample(global_steps=1, partition_id="val", batch_size=1)
+    assert not any(key.startswith("group/") for key in metrics)
+    assert rewards_verl_reads(transfer_queue, batch)[uid] == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_gold_accuracy_score_is_our_grader():
+    from pipelines.train.verl_extension import gold_accuracy_score
+
+    assert gold_accuracy_score("math500", "\\boxed{0.5}", "\\frac{1}{2}")["acc"] == 1.0
+    result = gold_accuracy_score("math500", "I am not sure", "3")
+    assert result == {"score": 0.0, "acc": 0.0, "has_answer": 0.0}
+
+
+def test_the_buffer_refuses_what_it_cannot_do(tokenizer):
+    from pipelines.train.verl_extension import GroupRewardReplayBuffer
+
+    with pytest.raises(ValueError, match="sync"):
+        GroupRewardReplayBuffer("colocate_async", {}, 8, "drop", {"reward": "empo", "train_batch_size": 1})
+    with pytest.raises(ValueError, match="missing"):
+        GroupRewardReplayBuffer("sync", {}, 8, "drop", {"reward": "empo"})
+    with pytest.raises(ValueError, match="unknown reward"):
+        GroupRewardReplayBuffer("sync", {}, 8, "drop", {"reward": "vibes", "train_batch_size": 1})
