@@ -107,6 +107,12 @@ def test_job_environment_hands_verl_our_run_and_package():
     assert "MLFLOW_RUN_ID" not in verl_launch.job_environment(None, None, base={"MLFLOW_RUN_ID": "stale"})
 
 
+def test_ray_gets_the_cpus_slurm_allocated():
+    assert verl_launch.allocation_cpus(64, {"SLURM_CPUS_PER_TASK": "48"}) == 48
+    assert verl_launch.allocation_cpus(64, {"SLURM_CPUS_ON_NODE": "32"}) == 32
+    assert verl_launch.allocation_cpus(64, {}) == 64
+
+
 def test_every_ray_process_of_a_multi_node_job_shares_one_token():
     env = verl_launch.ray_auth_environment({"PATH": "/bin"})
     assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 64

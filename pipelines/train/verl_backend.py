@@ -167,8 +167,12 @@ def build_overrides(spec: Mapping[str, Any], **paths: Any) -> list[str]:
         spec["verl"].get("extra_overrides", []))
 
 
-def trainer_command(overrides: Sequence[str], python: str = "python") -> list[str]:
-    return [python, "-m", "verl.trainer.main_ppo", *overrides]
+DEFAULT_TRAINER_MODULE = "verl.trainer.main_ppo"
+
+
+def trainer_command(overrides: Sequence[str], python: str = "python",
+                    module: str = DEFAULT_TRAINER_MODULE) -> list[str]:
+    return [python, "-m", module, *overrides]
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -77,6 +77,15 @@ def slurm_nodes(environ: Mapping[str, str] = os.environ) -> list[str]:
     return [line.strip() for line in output.splitlines() if line.strip()]
 
 
+def allocation_cpus(configured: int, environ: Mapping[str, str] = os.environ) -> int:
+    """CPUs per node this job really has: SLURM's allocation if inside one, else the config's."""
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return int(configured)
+
+
 def head_ip_address(node: str) -> str:
     """The head node's address as Ray should advertise it: its first non-loopback address.
 
@@ -189,15 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     if len(nodes) != spec["nodes"] and not args.print_command:
         raise RuntimeError(f"the job asks for {spec['nodes']} node(s) but runs on {len(nodes)} ({nodes}); "
                            f"multi-node training needs a SLURM allocation (snakemake --profile slurm)")
+    cpus = allocation_cpus(spec["cpus"])
     log_to_mlflow = bool(tracking_config and tracking_config.get("enabled", True))
     paths = dict(model_path=base["path"], train_file=str(args.data.resolve()),
                  val_files=[str(p.resolve()) for p in args.val_data],
                  checkpoint_dir=str(args.checkpoints.resolve()),
                  project=(tracking_config or {}).get("experiment", "empo"),
-                 log_to_mlflow=log_to_mlflow, cpus=spec["cpus"] if spec["nodes"] == 1 else None)
+                 log_to_mlflow=log_to_mlflow, cpus=cpus if spec["nodes"] == 1 else None)
     overrides = verl_backend.build_overrides(spec, **paths)
+    module = spec["verl"].get("trainer_module", verl_backend.DEFAULT_TRAINER_MODULE)
+    command = verl_backend.trainer_command(overrides, python=sys.executable, module=module)
     if args.print_command:
-        print(shlex.join(verl_backend.trainer_command(overrides)))
+        print(shlex.join(verl_backend.trainer_command(overrides, module=module)))
         return 0
     args.checkpoints.mkdir(parents=True, exist_ok=True)
     name = f"{spec['model']}/{spec['method']}"
@@ -206,11 +218,9 @@ def main(argv: list[str] | None = None) -> int:
                           "verl_version": verl_backend.VERL_VERSION})
         uri = tracking.resolve_tracking_uri(tracking_config["tracking_uri"]) if log_to_mlflow else None
         environment = job_environment(tracker.run_id if tracker.active else None, uri)
-        (args.checkpoints / "verl_command.txt").write_text(
-            shlex.join(verl_backend.trainer_command(overrides)) + "\n")
+        (args.checkpoints / "verl_command.txt").write_text(shlex.join(command) + "\n")
         tracker.log_artifact(args.checkpoints / "verl_command.txt", "train")
-        command = verl_backend.trainer_command(overrides, python=sys.executable)
-        status = run_trainer(command, nodes, spec["cpus"], spec["gpus"], environment)
+        status = run_trainer(command, nodes, cpus, spec["gpus"], environment)
         if status != 0:
             raise RuntimeError(f"verl exited with status {status}; checkpoints so far stay in {args.checkpoints} "
                                f"and a rerun resumes from the latest (trainer.resume_mode=auto)")
