@@ -133,6 +133,8 @@ def override_settings(spec: Mapping[str, Any], *, model_path: str, train_file: s
         "+trainer.v1.sampler.sampler_kwargs.seed": trainer["seed"],
         "+trainer.v1.sampler.sampler_kwargs.num_generations": trainer["num_generations"],
         "+trainer.v1.sampler.sampler_kwargs.train_batch_size": trainer["prompts_per_step"],
+        # the replay buffer decodes responses with the policy's own tokenizer
+        "+trainer.v1.sampler.sampler_kwargs.tokenizer": model_path,
         "+trainer.v1.sampler.sampler_kwargs.grading_workers": spec["grading"]["workers"],
         "+trainer.v1.sampler.sampler_kwargs.grading_timeout": spec["grading"]["timeout_seconds"],
         "trainer.use_v1": True,

@@ -166,3 +166,33 @@ def test_the_buffer_refuses_what_it_cannot_do(tokenizer):
         GroupRewardReplayBuffer("sync", {}, 8, "drop", {"reward": "empo"})
     with pytest.raises(ValueError, match="unknown reward"):
         GroupRewardReplayBuffer("sync", {}, 8, "drop", {"reward": "vibes", "train_batch_size": 1})
+
+
+def test_verl_builds_our_buffer_from_the_generated_config(transfer_queue, tmp_path, compose_verl):
+    """verl's own PPOTrainer._build_replay_buffer, on the config our backend generates, makes a
+    buffer that finds the policy's tokenizer and scores a group."""
+    from types import SimpleNamespace
+
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    from pipelines import config as cfg
+    from pipelines.train import verl_backend
+    from pipelines.train.verl_extension import GroupRewardReplayBuffer
+    from tests.conftest import REPO_ROOT
+    from tests.verl.conftest import tiny_base_model
+
+    base = tiny_base_model(tmp_path / "base")
+    config = cfg.load_config([REPO_ROOT / "config" / "demo.yaml", REPO_ROOT / "config" / "verl-smoke.yaml"])
+    spec = cfg.train_job_spec(config, "tiny-qwen2", "empo")
+    composed = compose_verl(verl_backend.build_overrides(
+        spec, model_path=str(base), train_file="/d/t.parquet", val_files=[], checkpoint_dir="/c",
+        project="p", log_to_mlflow=False, cpus=2))
+    trainer = SimpleNamespace(config=composed, trainer_mode="sync", _add_prompts_to_generate=lambda n: n)
+    buffer = PPOTrainer._build_replay_buffer(trainer)
+    assert isinstance(buffer, GroupRewardReplayBuffer)
+    assert (buffer.reward, buffer.train_batch_size, buffer.num_generations) == ("empo", 8, 4)
+    uid = put_group(transfer_queue, buffer.tokenizer, GROUPS[1])
+    buffer.train_batch_size = 1
+    buffer.max_inflight_gen_batches = 1
+    batch, _ = buffer.sample(global_steps=1, partition_id="train", batch_size=1)
+    assert rewards_verl_reads(transfer_queue, batch)[uid] == [0.75, 0.75, 0.75, 0.25]
