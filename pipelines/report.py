@@ -48,6 +48,16 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return sum(values) / len(values)  # type: ignore[arg-type]
 
 
+def describe_training(manifest: Mapping[str, Any] | None) -> str | None:
+    """How a row's model was trained (backend and step), from the model manifest eval recorded."""
+    if not manifest or manifest.get("kind") != "trained":
+        return None
+    backend = manifest.get("backend", "?")
+    if backend == "trl":
+        return f"trl, {manifest.get('rollout_steps', manifest.get('global_step'))} steps"
+    return f"{backend}, step {manifest.get('global_step')}"
+
+
 def build_table(spec: Mapping[str, Any], metrics: Mapping[tuple[str, str, str], Mapping[str, Any]]
                 ) -> dict[str, Any]:
     """The table as data: rows with per-benchmark measured/published/diff and cell sources."""
@@ -76,6 +86,9 @@ def build_table(spec: Mapping[str, Any], metrics: Mapping[tuple[str, str, str], 
                 "mlflow_run_id": entry.get("mlflow_run_id"),
                 "finished_at": entry.get("finished_at"),
             }
+        trainings = {describe_training(entry.get("model_manifest"))
+                     for benchmark in benchmarks
+                     if (entry := metrics.get((row["model"], row["method"], benchmark))) is not None}
         average = _mean([cells[b]["value"] for b in benchmarks])
         published_average = _mean([row["published"].get(b) for b in benchmarks])
         rows.append({
@@ -84,6 +97,8 @@ def build_table(spec: Mapping[str, Any], metrics: Mapping[tuple[str, str, str], 
             "average_diff": None if average is None or published_average is None
             else average - published_average,
             "protocol_ids": sorted({c["protocol_id"] for c in cells.values() if c.get("protocol_id")}),
+            # two values = cells evaluated on different checkpoints (e.g. convert_step changed midway)
+            "training": "; ".join(sorted(t for t in trainings if t)) or None,
         })
     return {"benchmarks": benchmarks, "rows": rows, "protocols": protocols,
             "published_only": list(spec.get("published_only", [])),
@@ -120,7 +135,7 @@ def render_markdown(table: Mapping[str, Any]) -> str:
     for row in table["rows"]:
         cells = row["cells"]
         lines.append("| " + " | ".join([
-            row["model"], row["method"], "measured",
+            row["model"], row["method"] + (f" ({row['training']})" if row["training"] else ""), "measured",
             *[_fmt(cells[b]["value"]) for b in benchmarks], _fmt(row["average"]),
             ", ".join(row["protocol_ids"]) or "–"]) + " |")
         if any(cells[b]["published"] is not None for b in benchmarks):
@@ -147,14 +162,14 @@ def render_markdown(table: Mapping[str, Any]) -> str:
 
 def write_csv(table: Mapping[str, Any], path: Path) -> None:
     benchmarks = table["benchmarks"]
-    columns = ["model", "method", "protocol_ids"]
+    columns = ["model", "method", "training", "protocol_ids"]
     for name in [*benchmarks, "avg"]:
         columns += [name, f"{name}_published", f"{name}_diff"]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in table["rows"]:
-            values: list[Any] = [row["model"], row["method"], " ".join(row["protocol_ids"])]
+            values: list[Any] = [row["model"], row["method"], row["training"] or "", " ".join(row["protocol_ids"])]
             for benchmark in benchmarks:
                 cell = row["cells"][benchmark]
                 values += [_csv(cell["value"]), _csv(cell["published"]), _csv(cell["diff"])]

@@ -91,3 +91,23 @@ def test_corrupt_or_duplicate_metrics_are_refused(tmp_path):
     copy.write_text(one.read_text())
     with pytest.raises(report.ReportError, match="two metrics files"):
         report.load_metrics([one, copy])
+
+
+def test_trained_rows_say_how_they_were_trained(tmp_path):
+    spec = {"benchmarks": ["b1"], "rows": [{"model": "m", "method": "base", "published": {}},
+                                           {"model": "m", "method": "empo", "published": {}},
+                                           {"model": "m", "method": "gspo", "published": {}}],
+            "published_only": [], "reference": {}}
+    paths = []
+    for method, manifest in [("base", {"kind": "hub", "path": "/hf"}),
+                             ("empo", {"kind": "trained", "backend": "verl", "global_step": 192}),
+                             ("gspo", {"kind": "trained", "backend": "trl", "global_step": 16, "rollout_steps": 2})]:
+        path = _metrics(tmp_path, "m", method, "b1", 0.5)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "model_manifest": manifest}))
+        paths.append(path)
+    table = report.write_report(spec, paths, tmp_path)
+    assert [row["training"] for row in table["rows"]] == [None, "verl, step 192", "trl, 2 steps"]
+    markdown = (tmp_path / "table.md").read_text()
+    assert "| m | empo (verl, step 192) | measured |" in markdown
+    with open(tmp_path / "table.csv") as handle:
+        assert [row["training"] for row in csv.DictReader(handle)] == ["", "verl, step 192", "trl, 2 steps"]
