@@ -50,7 +50,7 @@ def complete_tokenizer(target: Path, sources: list[Path]) -> list[str]:
 def convert_checkpoint(checkpoint_dir: Path, step: int | None, final_dir: Path, base_path: str,
                        python: str = sys.executable) -> dict[str, Any]:
     """Merge step `step` (None = last) into `final_dir`; return what the manifest records."""
-    from pipelines.models import validate_model_dir
+    from pipelines.models import make_group_readable, validate_model_dir
 
     chosen = verl_backend.choose_step(checkpoint_dir, step)
     actor = Path(checkpoint_dir) / f"global_step_{chosen}" / "actor"
@@ -64,9 +64,7 @@ def convert_checkpoint(checkpoint_dir: Path, step: int | None, final_dir: Path, 
                            f"{result.stderr[-4000:]}")
     copied = complete_tokenizer(staging, [actor / "huggingface", Path(base_path)])
     validate_model_dir(staging)
-    for path in staging.rglob("*"):  # shared cluster folders: readable by the group, not owner-only
-        if path.is_file():
-            path.chmod(path.stat().st_mode | 0o044)
+    make_group_readable(staging)
     if final_dir.exists():
         shutil.rmtree(final_dir)
     staging.replace(final_dir)

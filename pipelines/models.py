@@ -232,9 +232,32 @@ def validate_model_dir(path: Path) -> None:
         missing.append("a tokenizer (tokenizer.json or tokenizer_config.json)")
     if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
         missing.append("weights (*.safetensors or *.bin)")
+    missing.extend(_missing_shards(path))
     if missing:
         raise ModelSourceError(f"{path} is not a usable Hugging Face model directory: missing "
                                + ", ".join(missing))
+
+
+def _missing_shards(path: Path) -> list[str]:
+    """Shards a sharded checkpoint's index lists but the folder lacks (an interrupted or partial
+    download, e.g. an offline snapshot that holds only some files, still looks like a model)."""
+    missing = []
+    for index in sorted(path.glob("*.index.json")):
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except ValueError as error:
+            raise ModelSourceError(f"{index} is not valid JSON: {error}") from error
+        missing += [f"shard {name} (listed in {index.name})" for name in sorted(shards)
+                    if not (path / name).is_file()]
+    return missing
+
+
+def make_group_readable(directory: Path) -> None:
+    """transformers 5 writes model.safetensors owner-only (0600); models on a shared cluster
+    folder must be readable by the group's other jobs and users."""
+    for path in Path(directory).rglob("*"):
+        if path.is_file():
+            path.chmod(path.stat().st_mode | 0o044)
 
 
 def resolve_local_model(path: Path) -> dict[str, Any]:

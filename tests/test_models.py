@@ -88,6 +88,19 @@ def test_local_directories_are_validated(built, tmp_path):
         models.resolve_local_model(tmp_path / "absent")
 
 
+def test_a_sharded_model_missing_a_shard_is_refused(built, tmp_path):
+    sharded = tmp_path / "sharded"
+    shutil.copytree(built["path"], sharded)
+    (sharded / "model.safetensors").rename(sharded / "model-00001-of-00002.safetensors")
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "lm_head.weight": "model-00002-of-00002.safetensors",
+        "model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}))
+    with pytest.raises(models.ModelSourceError, match="shard model-00002-of-00002.safetensors"):
+        models.validate_model_dir(sharded)
+    (sharded / "model-00002-of-00002.safetensors").write_bytes(b"")
+    models.validate_model_dir(sharded)
+
+
 def _download_offline(hub_id: str, cache: Path) -> subprocess.CompletedProcess:
     """The real hub client in a fresh process, offline, against a given cache."""
     code = ("import json, sys; from pipelines.models import download_hub_model, ModelSourceError\n"

@@ -88,6 +88,8 @@ def test_real_grpo_trainer_two_steps_on_cpu(setup, tmp_path):
 
     model, _ = load_model_and_tokenizer(manifest["path"])
     assert sum(p.numel() for p in model.parameters()) == setup["base"]["num_parameters"]
+    weights = Path(manifest["path"]) / "model.safetensors"
+    assert weights.stat().st_mode & 0o044 == 0o044, "trained weights must be readable by the group"
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(setup, tmp_path):

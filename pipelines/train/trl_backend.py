@@ -143,6 +143,7 @@ def train(spec: dict[str, Any], base_path: str, data_path: Path, checkpoint_dir:
     from trl import GRPOConfig, GRPOTrainer
 
     from pipelines.data import read_canonical
+    from pipelines.models import make_group_readable
     from pipelines.train.rewards_adapter import GroupRewardFunction
 
     trainer_settings = spec["trainer"]
@@ -179,6 +180,7 @@ def train(spec: dict[str, Any], base_path: str, data_path: Path, checkpoint_dir:
     trainer.save_model(str(final_dir))
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(final_dir))
+        make_group_readable(final_dir)
         (checkpoint_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         plot_curves(trainer.state.log_history, checkpoint_dir / "curves.png")
     return {
