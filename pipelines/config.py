@@ -176,7 +176,7 @@ def _verl_problems(config: dict[str, Any]) -> Iterator[str]:
         for method in model["methods"]:
             if method == UNTRAINED_METHOD or method not in config["training"]["methods"]:
                 continue
-            backend = resolved_trainer(config, method)["backend"]
+            backend = train_backend(config, method)
             where = f"'models.{name}' (method '{method}', backend {backend})"
             if backend == "trl" and resources.get("nodes", 1) > 1:
                 yield f"{where}: resources.train.nodes is {resources['nodes']}, but the trl backend runs on one node"
@@ -287,7 +287,6 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
                         if key != "convert_step"}
         spec["nodes"] = resources.get("nodes", 1)
         spec["cpus"] = resources["cpus"]
-        spec["validation_benchmarks"] = list(config["training"]["verl"]["validation_benchmarks"])
     return spec
 
 

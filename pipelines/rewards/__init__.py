@@ -22,6 +22,7 @@ from pipelines.rewards.core import (
     empo_rewards,
     format_rewards,
     group_diagnostics,
+    group_metrics,
     majority_rewards,
     passes_entropy_filter,
     random_rewards,
@@ -31,6 +32,6 @@ from pipelines.rewards.core import (
 
 __all__ = [
     "EMPTY_POLICIES", "METHOD_REWARDS", "GroupDiagnostics", "GroupScore", "cluster_group",
-    "empo_rewards", "format_rewards", "group_diagnostics", "majority_rewards",
+    "empo_rewards", "format_rewards", "group_diagnostics", "group_metrics", "majority_rewards",
     "passes_entropy_filter", "random_rewards", "score_group", "supervised_rewards",
 ]

@@ -7,6 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import fmean
 
 from pipelines import grading
 
@@ -176,3 +177,22 @@ def score_group(completions: Sequence[str], reward: str, gold: str | None = None
     if filtered:
         rewards = [None] * len(completions)
     return GroupScore(rewards=rewards, diagnostics=diagnostics, filtered=filtered)
+
+
+def group_metrics(scores: Sequence[GroupScore]) -> dict[str, float]:
+    """The per-batch diagnostics every trainer logs (means over the batch's groups, filtered
+    ones included); majority-vs-gold only over groups that had a gold."""
+    if not scores:
+        return {}
+    diagnostics = [score.diagnostics for score in scores]
+    metrics = {
+        "group/semantic_entropy": fmean(d.semantic_entropy for d in diagnostics),
+        "group/num_clusters": fmean(d.num_clusters for d in diagnostics),
+        "group/majority_ratio": fmean(d.majority_ratio for d in diagnostics),
+        "group/no_answer_fraction": fmean(d.no_answer_fraction for d in diagnostics),
+        "group/filtered_fraction": sum(score.filtered for score in scores) / len(scores),
+    }
+    judged = [d.majority_correct for d in diagnostics if d.majority_correct is not None]
+    if judged:
+        metrics["group/majority_vs_gold_accuracy"] = fmean(map(float, judged))
+    return metrics

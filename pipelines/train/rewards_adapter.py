@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from statistics import fmean
 from typing import Any
 
 from pipelines import grading
-from pipelines.rewards import METHOD_REWARDS, score_group
+from pipelines.rewards import METHOD_REWARDS, group_metrics, score_group
 
 LOG = logging.getLogger(__name__)
 
@@ -69,8 +68,7 @@ class GroupRewardFunction:
         if len(everything) % self.num_generations:
             raise ValueError(f"{len(everything)} completions are not whole groups of {self.num_generations}")
         rewards: list[float | None] = []
-        diagnostics = []
-        filtered = 0
+        scores = []
         for start in range(0, len(everything), self.num_generations):
             group = everything[start:start + self.num_generations]
             if len({prompt for prompt, _, _ in group}) != 1:
@@ -80,17 +78,10 @@ class GroupRewardFunction:
                                 empty_policy=self.empty_policy, entropy_filter=self.entropy_filter,
                                 seed=self.seed, pool=self.pool)
             rewards.extend(score.rewards)
-            diagnostics.append(score.diagnostics)
-            filtered += score.filtered
-        if log_metric is not None and diagnostics:
-            log_metric("group/semantic_entropy", fmean(d.semantic_entropy for d in diagnostics))
-            log_metric("group/num_clusters", fmean(d.num_clusters for d in diagnostics))
-            log_metric("group/majority_ratio", fmean(d.majority_ratio for d in diagnostics))
-            log_metric("group/no_answer_fraction", fmean(d.no_answer_fraction for d in diagnostics))
-            log_metric("group/filtered_fraction", filtered / len(diagnostics))
-            judged = [d.majority_correct for d in diagnostics if d.majority_correct is not None]
-            if judged:
-                log_metric("group/majority_vs_gold_accuracy", fmean(map(float, judged)))
+            scores.append(score)
+        if log_metric is not None:
+            for name, value in group_metrics(scores).items():
+                log_metric(name, value)
         return rewards[offset:offset + len(local)]
 
     def close(self) -> None:

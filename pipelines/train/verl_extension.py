@@ -36,7 +36,7 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils import tensordict_utils as tu
 
 from pipelines import grading
-from pipelines.rewards import METHOD_REWARDS, score_group
+from pipelines.rewards import METHOD_REWARDS, GroupScore, group_metrics, score_group
 
 LOG = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         self.pool = grading.GradingPool(workers=int(options.get("grading_workers", 1)),
                                         timeout_seconds=float(options.get("grading_timeout",
                                                                           grading.DEFAULT_TIMEOUT_SECONDS)))
-        self._scored: list[dict[str, float]] = []
+        self._scored: list[tuple[GroupScore, dict[str, float]]] = []
 
     # -------------------------------------------------------------- what verl calls
 
@@ -156,46 +156,37 @@ class GroupRewardReplayBuffer(ReplayBuffer):
             session, index = _session_of(key)
             sessions[session].append((index, key))
         order = sorted(sessions)
-        final_keys = [max(sessions[session])[1] for session in order]  # a session's last output
-        data = tq.kv_batch_get(keys=final_keys, partition_id=partition_id,
+        all_keys = [key for session in order for _, key in sorted(sessions[session])]
+        data = tq.kv_batch_get(keys=all_keys, partition_id=partition_id,
                                select_fields=["responses", "reward_model", "extra_fields"])
-        responses = [row.tolist() for row in data["responses"].unbind(0)]
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in responses]
-        reward_model = list(data["reward_model"])
-        gold = _ground_truth(reward_model[0]) if reward_model else None
+        row_of = {key: position for position, key in enumerate(all_keys)}
+        responses = list(data["responses"].unbind(0))
+        extra_fields = list(data["extra_fields"])
+        final = [row_of[max(sessions[session])[1]] for session in order]  # a session's last output
+        texts = [self.tokenizer.decode(responses[row].tolist(), skip_special_tokens=True) for row in final]
+        gold = _ground_truth(list(data["reward_model"])[0])
         if self.num_generations and len(texts) != int(self.num_generations):
             LOG.warning("group of %d completions (expected %s); scoring what finished",
                         len(texts), self.num_generations)
         score = score_group(texts, self.reward, gold=gold, empty_policy=self.empty_policy,
                             entropy_filter=self.entropy_filter, seed=self.seed, pool=self.pool)
-        diagnostics = score.diagnostics
-        record = {"group/semantic_entropy": diagnostics.semantic_entropy,
-                  "group/num_clusters": float(diagnostics.num_clusters),
-                  "group/majority_ratio": diagnostics.majority_ratio,
-                  "group/no_answer_fraction": diagnostics.no_answer_fraction,
-                  "group/filtered": float(score.filtered)}
-        if diagnostics.majority_correct is not None:
-            record["group/majority_vs_gold_accuracy"] = float(diagnostics.majority_correct)
-        gold_accuracy = [_reward_extra(value).get("acc") for value in data["extra_fields"]]
-        if all(value is not None for value in gold_accuracy) and gold_accuracy:
-            record["group/rollout_gold_accuracy"] = fmean(float(v) for v in gold_accuracy)
+        extras = {}
+        gold_accuracy = [_unwrap(_unwrap(extra_fields[row]).get("reward_extra_info")).get("acc") for row in final]
+        if all(value is not None for value in gold_accuracy):
+            extras["group/rollout_gold_accuracy"] = fmean(float(v) for v in gold_accuracy)
+        if not score.filtered:
+            extras["group/reward_mean"] = fmean(score.rewards)
+        self._scored.append((score, extras))
         if score.filtered:
-            self._scored.append(record)
-            return diagnostics.majority_ratio
-        record["group/reward_mean"] = fmean(score.rewards)
-        self._scored.append(record)
+            return score.diagnostics.majority_ratio
         # Every output of a session carries the session's reward (as verl's agent loop does).
         write_keys, scores = [], []
-        lengths = {}
-        all_keys = [key for session in order for _, key in sorted(sessions[session])]
-        everything = tq.kv_batch_get(keys=all_keys, partition_id=partition_id, select_fields=["responses"])
-        for key, row in zip(all_keys, everything["responses"].unbind(0)):
-            lengths[key] = int(row.shape[0])
         for session, reward in zip(order, score.rewards):
             for _, key in sessions[session]:
-                if lengths[key] == 0:
+                length = int(responses[row_of[key]].shape[0])
+                if length == 0:
                     continue
-                value = torch.zeros(lengths[key], dtype=torch.float32)
+                value = torch.zeros(length, dtype=torch.float32)
                 value[-1] = float(reward)
                 write_keys.append(key)
                 scores.append(value)
@@ -205,31 +196,24 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         return None
 
     def pop_diagnostics(self) -> dict[str, float]:
-        """Means over the groups scored since the last batch (kept and filtered)."""
+        """The TRL backend's group metrics (`group_metrics`) over the groups scored since the
+        last batch, kept and filtered, plus what only verl has (per-completion gold accuracy)."""
         scored, self._scored = self._scored, []
         if not scored:
             return {}
-        keys = sorted({key for record in scored for key in record})
-        metrics = {}
-        for key in keys:
-            values = [record[key] for record in scored if key in record]
-            name = "group/filtered_fraction" if key == "group/filtered" else key
-            metrics[name] = fmean(values)
+        metrics = group_metrics([score for score, _ in scored])
+        for name in sorted({name for _, extras in scored for name in extras}):
+            metrics[name] = fmean(extras[name] for _, extras in scored if name in extras)
         metrics["group/scored_groups"] = float(len(scored))
         return metrics
 
 
+def _unwrap(value: Any) -> Mapping[str, Any]:
+    """A per-sample dict as TransferQueue returns it (plain, or wrapped in NonTensorData)."""
+    value = getattr(value, "data", value)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _ground_truth(reward_model: Any) -> str | None:
-    value = getattr(reward_model, "data", reward_model)
-    if isinstance(value, Mapping):
-        truth = value.get("ground_truth")
-        return None if truth is None else str(truth)
-    return None
-
-
-def _reward_extra(extra_fields: Any) -> Mapping[str, Any]:
-    value = getattr(extra_fields, "data", extra_fields)
-    if isinstance(value, Mapping):
-        info = value.get("reward_extra_info", {})
-        return info if isinstance(info, Mapping) else {}
-    return {}
+    truth = _unwrap(reward_model).get("ground_truth")
+    return None if truth is None else str(truth)

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     module = spec["verl"].get("trainer_module", verl_backend.DEFAULT_TRAINER_MODULE)
     command = verl_backend.trainer_command(overrides, python=sys.executable, module=module)
     if args.print_command:
-        print(shlex.join(verl_backend.trainer_command(overrides, module=module)))
+        print(shlex.join(command))
         return 0
     args.checkpoints.mkdir(parents=True, exist_ok=True)
     name = f"{spec['model']}/{spec['method']}"

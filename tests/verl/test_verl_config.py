@@ -111,7 +111,7 @@ def _variant(**changes):
 def test_config_variants_compose_and_pass_verl_checks(compose_verl, changes):
     config = _variant(**changes)
     spec = cfg.train_job_spec(config, "qwen2.5-math-7b", "empo")
-    paths = {**PATHS, "val_files": [f"/data/{b}.parquet" for b in spec["validation_benchmarks"]],
+    paths = {**PATHS, "val_files": [f"/data/{b}.parquet" for b in spec["verl"]["validation_benchmarks"]],
              "cpus": spec["cpus"] if spec["nodes"] == 1 else None}
     composed = compose_verl(verl_backend.build_overrides(spec, **paths))
     verl_checks(composed)
