@@ -13,7 +13,7 @@ CORES ?= 2
 PORT ?= 5000
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo test test-fast test-slurm test-verl dry-run mlflow-ui clean-results
+.PHONY: install demo test test-fast test-slurm test-verl dry-run check-config mlflow-ui clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,12 @@ demo: install
 	@echo ""
 	@echo "Chart: results/table.png    MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))"
 
-test: install
+# build/math-verify-tests: Math-Verify's own test cases (from its PyPI sdist, never committed),
+# graded by tests/test_mathverify_suite.py.
+test: install build/math-verify-tests
 	$(RUN) $(BIN)/python -m pytest -q -ra tests
 
-test-fast: install
+test-fast: install build/math-verify-tests
 	$(RUN) $(BIN)/python -m pytest -q -ra -m "not slow" tests
 
 # A real one-node SLURM (Debian packages, fake GPUs): start, run the SLURM tests, always stop.
@@ -63,6 +65,24 @@ $(VERL_STAMP): envs/verl-cpu-test.txt pyproject.toml | $(VERL_BIN)/python
 
 test-verl: $(VERL_STAMP)
 	PATH="$(VERL_BIN):$$PATH" HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 $(VERL_BIN)/python -m pytest -q -ra -p no:cacheprovider tests/verl
+
+# math-verify's own test cases, from its PyPI sdist (fetched, never committed; build/ is
+# git-ignored), for tests/test_mathverify_suite.py, which skips while this folder is absent.
+build/math-verify-tests: | $(STAMP)
+	rm -rf $@ $@.tmp && mkdir -p $@.tmp
+	version=$$($(BIN)/python -c "from importlib.metadata import version; print(version('math-verify'))") && \
+	  $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: "math-verify==$$version" -d $@.tmp && \
+	  tar -xzf $@.tmp/math_verify-$$version.tar.gz -C $@.tmp && \
+	  cp $@.tmp/math_verify-$$version/LICENCE $@.tmp/math_verify-$$version/tests/ && \
+	  echo "$$version" > $@.tmp/math_verify-$$version/tests/VERSION && \
+	  mv $@.tmp/math_verify-$$version/tests $@
+	rm -rf $@.tmp
+
+# Validate config files (merged in order, as --configfile does), naming file:line:column of
+# YAML syntax errors, which Snakemake itself reports without a location.
+CONFIG ?= config/config.yaml
+check-config: install
+	$(RUN) $(BIN)/python -m pipelines.config $(CONFIG)
 
 dry-run: install
 	$(RUN) snakemake -n --configfile config/config.yaml

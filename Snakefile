@@ -31,7 +31,10 @@ localrules:
     table,
 
 
+# The metrics too, not only the table: Snakemake does not rebuild a missing intermediate file
+# whose consumer is up to date, so a deleted metrics.json would leave its number in the table.
 rule all:
     input:
         table_outputs(),
+        all_eval_metrics(),
     default_target: True

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,57 @@ def merge_configs(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def validate_config(config: dict[str, Any], source: str) -> dict[str, Any]:
+def _key_node(node: Any, dotted: str) -> Any:
+    """The YAML node of a dotted key (names may hold dots: the longest matching key wins)."""
+    while dotted:
+        if isinstance(node, yaml.MappingNode):
+            keys = [(k.value, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+        elif isinstance(node, yaml.SequenceNode):
+            keys = [(str(i), v) for i, v in enumerate(node.value)]
+        else:
+            return None
+        matches = [(key, value) for key, value in keys if dotted == key or dotted.startswith(key + ".")]
+        if not matches:
+            return None
+        key, node = max(matches, key=lambda match: len(match[0]))
+        dotted = dotted[len(key) + 1:]
+    return node
+
+
+def key_location(files: Sequence[str | Path], dotted: str) -> str | None:
+    """`file:line:column` where a dotted key (or its nearest parent) is set: the last file
+    that sets it, since later config files override earlier ones."""
+    best = None
+    for file in files:
+        try:
+            root = yaml.compose(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        parts = dotted.split(".")
+        for length in range(len(parts), 0, -1):  # the key itself, else its nearest parent
+            node = _key_node(root, ".".join(parts[:length]))
+            if node is not None:
+                if best is None or length >= best[0]:
+                    best = (length, f"{file}:{node.start_mark.line + 1}:{node.start_mark.column + 1}")
+                break
+    return best[1] if best else None
+
+
+_QUOTED_KEY = re.compile(r"'([^' ]+)'")
+
+
+def _with_location(line: str, files: Sequence[str | Path]) -> str:
+    match = _QUOTED_KEY.search(line)
+    location = key_location(files, match.group(1)) if match and files else None
+    return f"{line} [{location}]" if location else line
+
+
+def validate_config(config: dict[str, Any], source: str,
+                    files: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Return a validated copy of `config` with defaults filled; raise ConfigError otherwise.
 
-    `source` names where the config came from (file names) for the error message.
+    `source` names where the config came from (file names) for the error message; with the
+    config `files`, each error also says where its key is set (`file:line:column`).
     """
     if not isinstance(config, dict) or not config:
         raise ConfigError(f"{source}: the configuration is empty or not a mapping")
@@ -105,13 +153,23 @@ def validate_config(config: dict[str, Any], source: str) -> dict[str, Any]:
     validator = _defaults_filling_validator()(load_schema())
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        lines = "\n".join(f"  - {_describe(error)}" for error in errors[:20])
+        lines = "\n".join(f"  - {_with_location(_describe(error), files)}" for error in errors[:20])
         raise ConfigError(f"invalid configuration in {source}:\n{lines}")
     problems = list(_cross_reference_problems(resolved))
     if problems:
-        lines = "\n".join(f"  - {problem}" for problem in problems)
+        lines = "\n".join(f"  - {_with_location(problem, files)}" for problem in problems)
         raise ConfigError(f"invalid configuration in {source}:\n{lines}")
     return resolved
+
+
+def used_datasets(config: dict[str, Any]) -> list[str]:
+    """Datasets some job reads: benchmarks, the training set, demo corpora, verl validation."""
+    names = list(config["evaluation"]["benchmarks"])
+    if config["training"]["methods"] and config["training"].get("dataset"):
+        names.append(config["training"]["dataset"])
+    names += [m["source"]["corpus"] for m in config["models"].values() if m["source"]["kind"] == "demo"]
+    names += list(config["training"]["verl"]["validation_benchmarks"])
+    return list(dict.fromkeys(name for name in names if name in config["datasets"]))
 
 
 def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
@@ -150,6 +208,11 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
             yield (f"'training.methods.{method}': prompts_per_step ({settings['prompts_per_step']}) must be a "
                    f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
     yield from _verl_problems(config)
+    for name in used_datasets(config):
+        source = config["datasets"][name]["source"]
+        if source["kind"] == "file" and not Path(source["path"]).is_file():
+            yield (f"'datasets.{name}.source.path': file not found: {source['path']} (relative paths "
+                   f"are read from the directory snakemake runs in, {Path.cwd()})")
     for name, model in config["models"].items():
         source = model["source"]
         if source["kind"] == "demo" and source["corpus"] not in datasets:
@@ -208,17 +271,28 @@ def load_config(paths: Sequence[str | Path]) -> dict[str, Any]:
     """Read, deep-merge (later files win) and validate config files."""
     merged: dict[str, Any] = {}
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                data = yaml.safe_load(handle)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        merged = merge_configs(merged, data)
-    return validate_config(merged, source=", ".join(map(str, paths)))
+        merged = merge_configs(merged, read_config_file(path))
+    return validate_config(merged, source=", ".join(map(str, paths)), files=paths)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """One config file as a mapping; errors name the file, and for YAML errors line and column."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 (byte offset {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        context = getattr(error, "context", None)
+        raise ConfigError(f"{where}: not valid YAML: {problem}" + (f" ({context})" if context else "")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
 
 
 # ----------------------------------------------------------------------------------------
@@ -382,6 +456,9 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--reference"]:
         print(schema_reference())
     else:
-        for config_file in sys.argv[1:] or ["config/config.yaml"]:
-            load_config([config_file])
-            print(f"{config_file}: valid")
+        files = sys.argv[1:] or ["config/config.yaml"]
+        try:
+            load_config(files)  # several files: merged in order, as snakemake --configfile does
+        except ConfigError as error:
+            sys.exit(str(error))
+        print(f"{', '.join(files)}: valid")

@@ -91,16 +91,41 @@ def load_records(source: Mapping[str, Any]) -> list[dict[str, Any]]:
                 f"local file with source: {{kind: file, path: ...}}") from error
     elif source["kind"] == "file":
         path = Path(source["path"])
-        if not path.is_file():
-            raise DataError(f"dataset file not found: {path}")
-        loader = FILE_LOADERS.get(path.suffix.lower())
-        if loader is None:
-            raise DataError(f"unsupported dataset file type '{path.suffix}' for {path} "
-                            f"(use one of {', '.join(FILE_LOADERS)})")
-        dataset = datasets.load_dataset(loader, data_files=str(path), split="train")
+        loader = check_data_file(path)
+        try:
+            dataset = datasets.load_dataset(loader, data_files=str(path), split="train")
+        except Exception as error:  # noqa: BLE001 - datasets wraps parser errors in its own types
+            cause = error.__cause__ or error.__context__ or error
+            raise DataError(f"cannot read dataset file {path} as {loader}: {type(cause).__name__}: "
+                            f"{str(cause)[:300]}") from error
     else:
         raise DataError(f"unsupported dataset source kind '{source['kind']}'")
     return [dict(row) for row in dataset]
+
+
+def check_data_file(path: Path) -> str:
+    """The `datasets` loader for a local file, after checks that name the file: it exists, is
+    not empty, and (text formats) is UTF-8, with the line of the first bad byte."""
+    if not path.is_file():
+        raise DataError(f"dataset file not found: {path}")
+    loader = FILE_LOADERS.get(path.suffix.lower())
+    if loader is None:
+        raise DataError(f"unsupported dataset file type '{path.suffix}' for {path} "
+                        f"(use one of {', '.join(FILE_LOADERS)})")
+    if loader == "parquet":
+        if path.stat().st_size == 0:
+            raise DataError(f"dataset file {path} is empty (0 bytes)")
+        return loader
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise DataError(f"dataset file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset "
+                        f"{error.start} (line {line}); re-encode it as UTF-8") from None
+    if not text.strip():
+        raise DataError(f"dataset file {path} is empty (no rows)")
+    return loader
 
 
 def _text(value: Any) -> str | None:
@@ -216,7 +241,11 @@ def prepare_dataset(spec: Mapping[str, Any], output: Path) -> ConversionReport:
     """Load, convert, check and write one dataset; return what happened to its rows."""
     name = spec["name"]
     report = ConversionReport(name=name, source=describe_source(spec["source"]))
-    rows = to_canonical(load_records(spec["source"]), name, spec, report)
+    try:
+        records = load_records(spec["source"])
+    except DataError as error:
+        raise DataError(f"dataset '{name}': {error}") from error.__cause__
+    rows = to_canonical(records, name, spec, report)
     check_invalid_fraction(report, spec.get("max_invalid_fraction", 0.01))
     if report.invalid:
         LOG.warning("dataset %s: dropped %d rows without question and %d without answer (%s)",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipelines import grading
 from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.data import read_canonical
 from pipelines.metrics import summarize
@@ -102,6 +103,13 @@ class HFEngine:
         self.eos_ids = sorted(eos_ids)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # transformers fills every knob a call leaves unset from the model's generation_config
+        # (Qwen ships top_k, top_p, repetition_penalty there): keep only its token ids.
+        from transformers import GenerationConfig
+
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=self.model.generation_config.bos_token_id, eos_token_id=self.eos_ids,
+            pad_token_id=self.tokenizer.pad_token_id)
 
     def generate(self, prompts: Sequence[str], decoding: Mapping[str, Any],
                  item_seeds: Sequence[int]) -> list[list[Completion]]:
@@ -110,10 +118,14 @@ class HFEngine:
 
         n = decoding["n"]
         sampling = decoding["temperature"] > 0
+        # Every sampling knob explicit: a knob left None is filled from transformers' global
+        # defaults (top_k=50), which would make the same protocol a different sampler than vLLM's.
         config = GenerationConfig(
             max_new_tokens=decoding["max_new_tokens"], do_sample=sampling,
-            temperature=decoding["temperature"] if sampling else None,
-            top_p=decoding["top_p"] if sampling else None, top_k=None,
+            temperature=decoding["temperature"] if sampling else 1.0,
+            top_p=decoding["top_p"] if sampling else 1.0,
+            top_k=decoding["top_k"] if sampling else 0,
+            typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
             num_return_sequences=n, eos_token_id=self.eos_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=list(decoding["stop"]) or None,
@@ -177,6 +189,8 @@ class VLLMEngine:
         params = [
             SamplingParams(n=decoding["n"], temperature=decoding["temperature"],
                            top_p=1.0 if greedy else decoding["top_p"],
+                           top_k=decoding["top_k"] if not greedy and decoding["top_k"] > 0 else 0,
+                           min_p=0.0, repetition_penalty=1.0,
                            max_tokens=decoding["max_new_tokens"],
                            stop=list(decoding["stop"]) or None, seed=seed)
             for seed in item_seeds
@@ -275,7 +289,7 @@ def protocol_of(spec: Mapping[str, Any], grader_version: str) -> dict[str, Any]:
         "decoding": dict(spec["decoding"]),
         "grader": {"name": "math-verify", "version": grader_version,
                    "timeout_seconds": spec["grading"]["timeout_seconds"],
-                   "answer": "last \\boxed{} / \\fbox{}, gold wrapped in \\boxed{}"},
+                   "answer": grading.ANSWER_RULE},
         "chunk_size": spec["batch_size"],
     }
 

@@ -5,7 +5,13 @@ this module: evaluation, the results table's maj@n, and the reward core of the t
 
 Facts this design rests on (FIELD_NOTES 4, math-verify 0.9):
 - the gold must be parsed wrapped in `\\boxed{}`; raw golds fail to self-match;
-- several boxes are merged into a set, so we extract the LAST box ourselves first;
+- several boxes are merged into a set, so we extract the LAST box ourselves first (the
+  authors' and Qwen's graders also take the last box);
+- `1 000` and `1\\,000` are read as products (1*0 = 0), `4.5e33` as 4.5*e*33: normalize_answer
+  joins digit groups and rewrites e-notation before math-verify sees them;
+- no input string may raise out of this module's entry points: integers are compared as digit
+  strings, never through `int()` (which refuses more than 4,300 digits), and anything a worker
+  raises is a wrong answer;
 - math-verify's own timeouts are `signal.alarm` based and soft: big-integer work such as
   `(10^{10^{10}})!` runs tens of seconds past them. Only killing a process bounds a grade, so
   every math-verify call runs in a worker process that is killed at its deadline; the item
@@ -30,6 +36,11 @@ from multiprocessing.connection import Connection, wait
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 MATH_VERIFY_VERSION = metadata.version("math-verify")
+
+#: How an answer is read, for provenance records (pipelines.evaluate's protocol).
+ANSWER_RULE = ("last \\boxed{} / \\fbox{} (several boxes: the last one only), gold wrapped in \\boxed{}; "
+               "digit groups joined (1 000, 1\\,000, 1{,}000 -> 1000); "
+               "e-notation rewritten (4.5e33 -> 4.5\\times 10^{33})")
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
@@ -93,11 +104,52 @@ def extract_answer(text: str) -> str | None:
 _E_NOTATION = re.compile(r"(?<![\w\\.])(\d+(?:\.\d+)?|\.\d+)[eE]([+-]?\d+)(?![\w.])")
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
+# Digit-group separators: a LaTeX spacing command / `{,}` / `~` with optional spaces around it
+# (tried first, so ` \, ` is one separator), or one space (also no-break, thin and narrow no-break
+# space). `\!` (negative space) is not one.
+_GROUP_SEPARATOR = r"(?: *(?:\\[,;: ]|\\thinspace(?![a-zA-Z])|\{,\}|~) *|[ \u00a0\u2009\u202f])"
+# A maximal run of separated digit groups (greedy, so it never ends inside a digit string or
+# starts inside one), validated in _join_digit_groups. Linear: runs cannot overlap.
+_DIGIT_RUN = re.compile(rf"(?<!\d)\d+(?:{_GROUP_SEPARATOR}\d+)+")
+_SEPARATOR_SPLIT = re.compile(_GROUP_SEPARATOR)
+_GLUED_BEFORE = re.compile(r"[\w.,^_]")  # a word, a decimal point or comma, an exponent, a subscript
+
+
+def _join_digit_groups(match: re.Match) -> str:
+    """`1 000 000` -> `1000000` when the run is a leading group of 1-3 digits, then groups of
+    exactly 3, all with the same separator, and the run is not glued to what precedes it
+    (`x1 000`, `3.141 592`, `10^3 000`); anything else (`12 34`, `1 2345`) is left alone."""
+    run, start, text = match.group(0), match.start(), match.string
+    if start > 0 and _GLUED_BEFORE.match(text, start - 1) and text[max(0, start - 2):start] != "\\,":
+        return run  # (after `\,`, a spacing command, the run is not glued)
+    groups = _SEPARATOR_SPLIT.split(run)
+    separators = {s.strip(" ") or " " for s in _SEPARATOR_SPLIT.findall(run)}
+    if len(separators) != 1 or not 1 <= len(groups[0]) <= 3 or any(len(g) != 3 for g in groups[1:]):
+        return run
+    return "".join(groups)
+
+
+def _rewrite_e_notation(match: re.Match) -> str:
+    """`4.5e33` -> `4.5\\times 10^{33}`; the exponent is rewritten as a string (sign kept, `+` and
+    leading zeros dropped), never through `int()`, which refuses more than 4,300 digits."""
+    return f"{match.group(1)}\\times 10^{{{_canonical_integer(match.group(2))}}}"
+
+
+def _canonical_integer(text: str) -> str:
+    """An optionally signed digit string in canonical form (`+007` -> `7`, `-0` -> `0`)."""
+    negative = text.startswith("-")
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    return "-" + digits if negative and digits != "0" else digits
+
 
 def normalize_answer(answer: str) -> str:
     """Surface normalisation applied to predictions and golds alike.
 
     Strips whitespace, one outer `$...$`/`$$...$$`/`\\(...\\)`/`\\[...\\]`, a trailing period;
+    joins digit groups (`1 000`, `1\\,000`, `1{,}000`, `1~000` -> `1000`: a leading group of 1-3
+    digits then groups of exactly 3 with one separator, not glued to a digit, a word, a decimal
+    point or comma, `^` or `_`), which math-verify reads as products (`1 000` = 0);
+    plain commas are left to math-verify, which already reads `1,000` as 1000 and `1,5` as {1, 5};
     rewrites e-notation (`4.5e33` -> `4.5\\times 10^{33}`), which math-verify would read as
     4.5 * e * 33; closes braces left open (68 Minerva golds are truncated at their first `}`,
     e.g. `\\frac{2 \\pi c^{2`: closed, they parse, and an answer of exactly that prefix matches).
@@ -112,7 +164,8 @@ def normalize_answer(answer: str) -> str:
             break
     if text.endswith(".") and not text.endswith("..."):
         text = text[:-1].rstrip()
-    text = _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times 10^{{{int(m.group(2))}}}", text)
+    text = _DIGIT_RUN.sub(_join_digit_groups, text)
+    text = _E_NOTATION.sub(_rewrite_e_notation, text)
     return text + "}" * _unclosed_braces(text)
 
 
@@ -184,15 +237,16 @@ def _fast_verdict(prediction: str, gold: str) -> bool | None:
     """The verdict where math-verify's is certain without running it, else None.
 
     Identical normalised strings are equivalent; two plain integers are equivalent exactly
-    when equal (math-verify compares them as sympy Integers); two plain decimals more than
-    0.1% apart are not. Integers are most maths answers,
+    when equal (math-verify compares them as sympy Integers), compared as canonical digit
+    strings so that integers of any length work (`int()` refuses more than 4,300 digits);
+    two plain decimals more than 0.1% apart are not. Integers are most maths answers,
     so this spares most parses and verifications in the reward core and the evaluator.
     """
     prediction, gold = normalize_answer(prediction), normalize_answer(gold)
     if prediction == gold:
         return True
     if _PLAIN_INTEGER.fullmatch(prediction) and _PLAIN_INTEGER.fullmatch(gold):
-        return int(prediction) == int(gold)
+        return _canonical_integer(prediction) == _canonical_integer(gold)
     if _PLAIN_DECIMAL.fullmatch(prediction) and _PLAIN_DECIMAL.fullmatch(gold):
         a, b = float(prediction), float(gold)
         if abs(a - b) > 1e-3 * max(1.0, abs(a), abs(b)):
@@ -215,9 +269,18 @@ def _worker_loop(connection: Connection) -> None:
             return
         prediction, gold = message
         try:
-            connection.send((_verify_in_process(prediction, gold), None))
-        except Exception as error:  # noqa: BLE001 - any parser failure is a wrong answer
-            connection.send((False, f"{type(error).__name__}: {error}"[:300]))
+            verdict = bool(_verify_in_process(prediction, gold))
+        except BaseException as error:  # noqa: BLE001 - any parser failure is a wrong answer
+            # BaseException too: math-verify's TimeoutException derives from it, and a worker
+            # that exits on an input before its first answer would read as "cannot start".
+            verdict = False
+            try:
+                detail = f"{type(error).__name__}: {error}"[:300]
+            except BaseException:  # noqa: BLE001 - e.g. a str() that itself fails
+                detail = type(error).__name__
+            connection.send((verdict, detail))
+            continue
+        connection.send((verdict, None))
 
 
 @dataclass(frozen=True)

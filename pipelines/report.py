@@ -113,8 +113,10 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 def describe_protocol(protocol: Mapping[str, Any]) -> str:
     decoding, prompt, grader = protocol["decoding"], protocol["prompt"], protocol["grader"]
+    top_k = f" top_k={decoding['top_k']}" if decoding.get("top_k") else ""
     sampling = ("greedy" if decoding["temperature"] == 0 else
-                f"sampling T={decoding['temperature']} top_p={decoding['top_p']} n={decoding['n']} seed={decoding['seed']}")
+                f"sampling T={decoding['temperature']} top_p={decoding['top_p']}{top_k} n={decoding['n']} "
+                f"seed={decoding['seed']}")
     system = prompt.get("system_prompt")
     prompt_text = "model chat template" if prompt["format"] == "chat" else "plain text"
     if prompt["format"] == "chat":

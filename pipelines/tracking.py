@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -82,11 +83,12 @@ def start_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path,
 
     experiment_id = ensure_experiment(tracking)
     client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking["tracking_uri"]))
+    close_dead_workflow_run(client, results_dir)
     run = client.create_run(
         experiment_id,
         run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={"pipeline.kind": "workflow", "git_commit": git_commit(), "snakemake.command": command,
-              "config_files": ",".join(config_files)},
+              "config_files": ",".join(config_files), **_workflow_process_tags()},
     )
     run_id = run.info.run_id
     for name, version in package_versions().items():
@@ -101,6 +103,46 @@ def start_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path,
                                   "started": time.time()}, indent=2))
     LOG.info("MLflow parent run %s in experiment '%s'", run_id, tracking["experiment"])
     return run_id
+
+
+def _workflow_process_tags() -> dict[str, str]:
+    """Which Snakemake process owns a parent run (the hooks run as its child processes)."""
+    return {"pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getppid())}
+
+
+def _process_gone(tags: Mapping[str, str]) -> bool:
+    """True only when the run's Snakemake process is known to be gone: same host, no such pid.
+    On another host (a compute node looking at the submit host's run) nothing can be known."""
+    pid = tags.get("pipeline.pid", "")
+    if tags.get("pipeline.host") != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def close_dead_workflow_run(client: Any, results_dir: str | Path) -> str | None:
+    """The previous parent run of this results tree, left RUNNING by a killed Snakemake, is
+    closed as KILLED (with its RUNNING children); returns its id if it was closed."""
+    record = workflow_run_file(results_dir)
+    if not record.is_file():
+        return None
+    previous = client.get_run(json.loads(record.read_text())["run_id"])
+    if previous.info.status != "RUNNING" or not _process_gone(previous.data.tags):
+        return None
+    children = client.search_runs([previous.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{previous.info.run_id}' "
+                                                "and attributes.status = 'RUNNING'")
+    for child in children:
+        client.set_terminated(child.info.run_id, status="KILLED")
+    client.set_terminated(previous.info.run_id, status="KILLED")
+    LOG.warning("MLflow: workflow run %s was left RUNNING by a killed Snakemake; marked KILLED "
+                "(with %d running job run(s))", previous.info.run_id, len(children))
+    return previous.info.run_id
 
 
 def end_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path, status: str,
@@ -196,6 +238,31 @@ class JobTracker:
         self._call("log_input", log)
 
 
+def close_orphaned_job_runs(client: Any, run: Any, stage: str, name: str) -> list[str]:
+    """Earlier runs of this same job still RUNNING were left by a killed job (Snakemake never
+    runs one job twice at once): close them as KILLED and tag this run with the one it
+    continues (`pipeline.continues`), so a resumed job's curve can be read across both."""
+    orphans = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.`pipeline.stage` = '{stage}' and tags.`pipeline.job` = '{name}' "
+                      "and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"])
+    orphans = [orphan for orphan in orphans if orphan.info.run_id != run.info.run_id]
+    for orphan in orphans:
+        client.set_terminated(orphan.info.run_id, status="KILLED")
+        client.set_tag(orphan.info.run_id, "pipeline.continued_by", run.info.run_id)
+        parent = orphan.data.tags.get("mlflow.parentRunId")
+        if parent and parent != run.data.tags.get("mlflow.parentRunId"):
+            parent_run = client.get_run(parent)
+            if parent_run.info.status == "RUNNING" and _process_gone(parent_run.data.tags):
+                client.set_terminated(parent, status="KILLED")
+    if orphans:
+        client.set_tag(run.info.run_id, "pipeline.continues", orphans[0].info.run_id)
+        LOG.warning("MLflow: %d earlier run(s) of %s:%s were left RUNNING by a killed job; marked "
+                    "KILLED (this run continues %s)", len(orphans), stage, name, orphans[0].info.run_id)
+    return [orphan.info.run_id for orphan in orphans]
+
+
 @contextmanager
 def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
             spec: Mapping[str, Any], log_file: str | None = None) -> Iterator[JobTracker]:
@@ -223,6 +290,7 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
                                tags={"pipeline.stage": stage, "pipeline.job": name,
                                      "git_commit": git_commit()})
         tracker = JobTracker(run.info.run_id)
+        tracker._call("closing orphaned runs", close_orphaned_job_runs, mlflow.MlflowClient(uri), run, stage, name)
     except Exception as error:  # noqa: BLE001 - tracking must not stop the job itself
         LOG.warning("MLflow run could not be started (%s: %s); continuing without tracking",
                     type(error).__name__, error)
@@ -254,10 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     tracking = json.loads(args.tracking)
-    if args.action == "start":
-        start_workflow_run(tracking, args.results_dir, args.config_files, args.command)
-    else:
-        end_workflow_run(tracking, args.results_dir, args.status, args.log_file)
+    try:
+        if args.action == "start":
+            start_workflow_run(tracking, args.results_dir, args.config_files, args.command)
+        else:
+            end_workflow_run(tracking, args.results_dir, args.status, args.log_file)
+    except Exception as error:  # noqa: BLE001 - tracking never decides the workflow's outcome
+        if args.action == "start":  # jobs must not nest under an earlier invocation's run
+            workflow_run_file(args.results_dir).unlink(missing_ok=True)
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        print(f"WARNING: MLflow tracking unavailable ({type(error).__name__}: {first_line}); the "
+              f"workflow continues and its result files under {args.results_dir}/ are unaffected",
+              file=sys.stderr)
     return 0
 
 

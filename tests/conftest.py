@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("EMPO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "empo-math"))
+DEMO_DATA = REPO_ROOT / "config" / "demo_data"
 BENCHMARK_FILES = {
     "math500": "math500.parquet",
     "minerva_math": "minerva_math.parquet",
@@ -29,3 +31,23 @@ def shared_data() -> Path:
 @pytest.fixture
 def demo_config_path() -> Path:
     return REPO_ROOT / "config" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def train_setup(tmp_path_factory) -> dict:
+    """A 64-prompt training set and a briefly warm-started demo model (shared by the training tests)."""
+    from pipelines.data import prepare_dataset
+    from pipelines.models import DemoModelSpec, build_demo_model, write_manifest
+
+    root = tmp_path_factory.mktemp("train")
+    data_spec = {"name": "arith_train", "role": "train", "format": "columns",
+                 "source": {"kind": "file", "path": str(DEMO_DATA / "arith_train.jsonl")},
+                 "columns": {"question": "problem", "answer": "answer"},
+                 "instruction": "Put the final answer within \\boxed{}.", "limit": 64, "max_invalid_fraction": 0.01}
+    prepare_dataset(data_spec, root / "train.parquet")
+    rows = [json.loads(line) for line in (DEMO_DATA / "arith_train.jsonl").read_text().splitlines()][:64]
+    manifest = build_demo_model(root / "base", [r["problem"] for r in rows],
+                                DemoModelSpec(seed=0, warm_start_steps=60),
+                                warm_start_examples=[(r["problem"], r["answer"]) for r in rows])
+    write_manifest(manifest, root / "base.json")
+    return {"root": root, "data": root / "train.parquet", "base": manifest}

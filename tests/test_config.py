@@ -90,7 +90,7 @@ def test_missing_and_malformed_files_are_named(tmp_path):
         cfg.load_config([tmp_path / "absent.yaml"])
     broken = tmp_path / "broken.yaml"
     broken.write_text("models: [unclosed\n")
-    with pytest.raises(cfg.ConfigError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(cfg.ConfigError, match=r"broken.yaml:2:1: not valid YAML"):  # file:line:column
         cfg.load_config([broken])
 
 

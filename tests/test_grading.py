@@ -53,10 +53,98 @@ def test_extraction_is_linear_on_a_megabyte_of_braces():
         ("$a$ and $b$", "$a$ and $b$"),
         ("\\frac{2 \\pi c^{2", "\\frac{2 \\pi c^{2}}"),
         ("\\{1, 2\\}", "\\{1, 2\\}"),
+        ("1e+0042", "1\\times 10^{42}"),
+        ("1E-00", "1\\times 10^{0}"),
     ],
 )
 def test_normalize_answer(raw, normalised):
     assert grading.normalize_answer(raw) == normalised
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("1 000", "1000"),
+        ("10 455", "10455"),
+        ("1\\,000", "1000"),
+        ("1{,}000{,}000", "1000000"),
+        ("1\\ 000", "1000"),
+        ("1~000", "1000"),
+        ("1\\;000", "1000"),
+        ("1 \\, 000", "1000"),
+        ("1\u2009000", "1000"),       # thin space
+        ("1\u202f000", "1000"),       # narrow no-break space
+        ("-12 345 678", "-12345678"),
+        ("1 000.5", "1000.5"),
+        ("3\\,265\\,920", "3265920"),  # a real NuminaMath gold, read as 3*265*920 before
+        ("\\{1 000, 2 000\\}", "\\{1000, 2000\\}"),
+        ("x =\\,1 000", "x =\\,1000"),  # after a `\\,` spacing command: not glued to a comma
+        ("$1\\,000$", "1000"),
+        ("1\\,000.", "1000"),
+    ],
+)
+def test_digit_groups_are_joined(raw, normalised):
+    assert grading.normalize_answer(raw) == normalised
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "(1, 000)",         # a tuple: comma and space is no digit-group separator
+        "[1, 100)",         # an interval
+        "(1,2)",            # coordinates
+        "1,000",            # plain commas: left to math-verify, which reads this as 1000 itself
+        "2 \\cdot 100",
+        "1 23",             # groups after the first must have exactly 3 digits
+        "12 34",
+        "12 34 567",        # the whole run must be valid, not a tail of it
+        "1 0000",
+        "1234 567",         # the leading group has 1-3 digits
+        "3.141 592",        # decimal digits grouped: not glued to a decimal point
+        "3.141 592 653",
+        "3,141 592",        # nor to a decimal comma
+        "x1 000",           # nor to a word
+        "10^3 000",         # nor to an exponent
+        "a_1 000",          # nor to a subscript
+        "\\log_4 3",
+        "1\\,000 000",     # mixed separators
+        "1\\!000",         # a negative space is no separator
+    ],
+)
+def test_digits_that_are_not_groups_are_left_alone(raw):
+    assert grading.normalize_answer(raw) == raw
+
+
+@pytest.mark.parametrize(
+    ("prediction", "gold", "expected"),
+    [
+        # math-verify alone reads `1 000` and `1\,000` as products (1*0 = 0): all four were wrong.
+        ("10 455", "465", False),
+        ("1\\,000", "0", False),
+        ("1 000", "0", False),
+        ("1 000", "1000", True),
+        ("10 455", "10455", True),
+        ("1{,}000", "1000", True),
+        # plain commas, as math-verify reads them: thousands separators only in groups of 3
+        ("1,000", "1000", True),
+        ("1,000,000", "1000000", True),
+        ("1,5", "1.5", False),          # a set {1, 5}, not a decimal comma
+        # not digit groups
+        ("1 23", "123", False),
+        ("2 \\cdot 100", "200", True),
+        ("(1, 000)", "1000", False),
+        ("(1,2)", "12", False),
+        ("3.141 592", "3.141592", False),
+    ],
+)
+def test_digit_groups_are_graded_as_one_number(prediction, gold, expected):
+    assert grading.is_equivalent(prediction, gold) is expected
+
+
+def test_boxed_digit_groups_against_a_plain_gold():
+    assert grading.grade("so there are \\boxed{1\\,000} ways", "1000")
+    assert grading.grade("\\boxed{1 000}", "1000")
+    assert not grading.grade("\\boxed{1 000}", "0")
 
 
 @pytest.mark.parametrize(
@@ -83,13 +171,38 @@ def test_only_the_last_box_counts():
     assert not grading.grade("no box, the answer is 4", "4")
 
 
+def test_several_boxes_are_graded_on_the_last_one_only():
+    """Decision (issue "No silent wrong results", item 3): several boxes are NOT merged into one
+    answer. The last box is the answer, as in the EMPO authors' grader and Qwen's math
+    evaluation; math-verify alone would merge the boxes into a set and accept this response."""
+    response = "\\boxed{(2, 2)} \\quad\\text{and}\\quad \\boxed{(6, 2)}"
+    result = grading.grade_detailed(response, "(2, 2), (6, 2)")
+    assert result.extracted == "(6, 2)" and result.correct is False
+    assert grading.grade(response, "(6, 2)")
+
+
+def test_answer_rule_describes_the_grader():
+    rule = grading.ANSWER_RULE
+    assert "last \\boxed{}" in rule and "\\fbox{}" in rule and "gold wrapped in \\boxed{}" in rule
+    assert "digit groups" in rule and "e-notation" in rule
+
+
+#: Unbounded, `(10^{10^{10}})!` runs 10-50 s (FIELD_NOTES 4). A bounded grade ends at the item's
+#: deadline plus killing and replacing the worker; the margin absorbs a loaded 2-core machine
+#: and still fails if the hard bound stops working.
+BOUND_MARGIN_SECONDS = 5.0
+
+
 def test_hard_time_bound_kills_a_stuck_grader_and_the_pool_recovers():
-    with grading.GradingPool(workers=1, timeout_seconds=2) as pool:
+    timeout = 1.0
+    with grading.GradingPool(workers=1, timeout_seconds=timeout) as pool:
+        [warm] = pool.grade_many(["\\boxed{x+1}"], ["1+x"])  # starts the worker: not part of the bound
+        assert warm.correct and not warm.timed_out and len(pool._workers) == 1
         started = time.perf_counter()
         [stuck] = pool.grade_many(["\\boxed{(10^{10^{10}})!}"], ["1"])
         elapsed = time.perf_counter() - started
         assert stuck.timed_out and not stuck.correct and stuck.extracted == "(10^{10^{10}})!"
-        assert elapsed < 4.5
+        assert timeout - 0.05 <= elapsed < timeout + BOUND_MARGIN_SECONDS
         assert pool.timeouts == 1
         [after] = pool.grade_many(["\\boxed{0.5}"], ["\\frac{1}{2}"])
         assert after.correct and not after.timed_out
@@ -97,11 +210,15 @@ def test_hard_time_bound_kills_a_stuck_grader_and_the_pool_recovers():
 
 
 def test_module_level_grade_returns_within_its_bound():
+    assert grading.grade("\\boxed{x+1}", "1+x")  # starts the module's worker: not part of the bound
+    for call in (grading.grade, grading.grade_detailed):
+        started = time.perf_counter()
+        outcome = call("\\boxed{(10^{10^{10}})!}", "1", timeout_seconds=1)
+        assert time.perf_counter() - started < 1 + BOUND_MARGIN_SECONDS
+        assert outcome is False if call is grading.grade else outcome.timed_out
     started = time.perf_counter()
-    assert grading.grade("\\boxed{(10^{10^{10}})!}", "1", timeout_seconds=2) is False
-    assert grading.grade_detailed("\\boxed{(10^{10^{10}})!}", "1", timeout_seconds=2).timed_out
     assert grading.grade("{" * 1_000_000, "1") is False
-    assert time.perf_counter() - started < 9
+    assert time.perf_counter() - started < BOUND_MARGIN_SECONDS
 
 
 def test_pool_keeps_order_and_matches_in_process_grading():

@@ -42,6 +42,17 @@ def test_majority_vote_ties_go_to_first_seen_and_no_answer_never_wins():
     assert not majority_is_correct([None, None], [False, False], _by_string)
 
 
+def test_majority_counts_as_correct_if_any_member_of_the_winning_cluster_is():
+    """Equivalent answers share a cluster, but a member can be graded wrong on its own (its
+    grade timed out): the majority answer is still the right one."""
+    from pipelines.grading import cluster_answers
+
+    answers = ["\\frac{1}{2}", "0.5", "3", "1/2"]
+    assert cluster_answers(answers) == [0, 0, 1, 0]
+    assert majority_is_correct(answers, [False, True, False, False], cluster_answers)
+    assert not majority_is_correct(answers, [False, False, True, False], cluster_answers)
+
+
 def _records(per_item):
     return [{"index": i, "sample": s, "extracted": a, "correct": ok, "response_tokens": 10,
              "finish_reason": "stop"}

@@ -14,14 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.data import prepare_dataset
-from pipelines.models import DemoModelSpec, build_demo_model, write_manifest
 from pipelines.rewards import score_group
 from pipelines.train import trl_backend
 from pipelines.train.rewards_adapter import GroupRewardFunction
 from tests.conftest import REPO_ROOT
-
-DEMO_DATA = REPO_ROOT / "config" / "demo_data"
 TRAINER = {"reward": "empo", "loss": "gspo", "empty_policy": "singleton", "entropy_filter": None,
            "learning_rate": 1e-3, "num_generations": 4, "prompts_per_step": 4, "mini_batch_prompts": 2,
            "max_steps": 2, "max_completion_length": 12, "temperature": 1.0, "epsilon": 3e-4,
@@ -53,29 +49,13 @@ def test_paper_batch_semantics_map_to_trl():
         trl_backend.grpo_arguments(TRAINER, Path("/c"), 3, use_cpu=True, report_to=[])
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("train")
-    data_spec = {"name": "arith_train", "role": "train", "format": "columns",
-                 "source": {"kind": "file", "path": str(DEMO_DATA / "arith_train.jsonl")},
-                 "columns": {"question": "problem", "answer": "answer"},
-                 "instruction": "Put the final answer within \\boxed{}.", "limit": 64, "max_invalid_fraction": 0.01}
-    prepare_dataset(data_spec, root / "train.parquet")
-    rows = [json.loads(line) for line in (DEMO_DATA / "arith_train.jsonl").read_text().splitlines()][:64]
-    manifest = build_demo_model(root / "base", [r["problem"] for r in rows],
-                                DemoModelSpec(seed=0, warm_start_steps=60),
-                                warm_start_examples=[(r["problem"], r["answer"]) for r in rows])
-    write_manifest(manifest, root / "base.json")
-    return {"root": root, "data": root / "train.parquet", "base": manifest}
-
-
 def _spec(**trainer) -> dict:
     return {"model": "tiny", "method": "empo", "dataset": "arith_train", "trainer": {**TRAINER, **trainer},
             "gpus": 0, "grading": {"workers": 1, "timeout_seconds": 5}}
 
 
-def test_real_grpo_trainer_two_steps_on_cpu(setup, tmp_path):
-    manifest = trl_backend.train(_spec(), setup["base"]["path"], setup["data"], tmp_path / "ckpt",
+def test_real_grpo_trainer_two_steps_on_cpu(train_setup, tmp_path):
+    manifest = trl_backend.train(_spec(), train_setup["base"], train_setup["data"], tmp_path / "ckpt",
                                  tmp_path / "final")
     assert manifest["global_step"] == 4 and manifest["rollout_steps"] == 2  # 2 updates per rollout step
     history = json.loads((tmp_path / "ckpt" / "log_history.json").read_text())
@@ -87,16 +67,16 @@ def test_real_grpo_trainer_two_steps_on_cpu(setup, tmp_path):
     from pipelines.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(manifest["path"])
-    assert sum(p.numel() for p in model.parameters()) == setup["base"]["num_parameters"]
+    assert sum(p.numel() for p in model.parameters()) == train_setup["base"]["num_parameters"]
     weights = Path(manifest["path"]) / "model.safetensors"
     assert weights.stat().st_mode & 0o044 == 0o044, "trained weights must be readable by the group"
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(setup, tmp_path):
+def test_killed_training_resumes_from_its_last_checkpoint(train_setup, tmp_path):
     spec = _spec(max_steps=4, mini_batch_prompts=4)
     checkpoints, output = tmp_path / "ckpt", tmp_path / "models" / "model.json"
     command = [sys.executable, "-m", "pipelines.train", "--spec", json.dumps(spec),
-               "--base-manifest", str(setup["root"] / "base.json"), "--data", str(setup["data"]),
+               "--base-manifest", str(train_setup["root"] / "base.json"), "--data", str(train_setup["data"]),
                "--checkpoints", str(checkpoints), "--output", str(output)]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,

@@ -24,7 +24,7 @@ EASY = "results/eval/tiny-qwen2/base/arith_easy/metrics.json"
 
 
 def _copy_workflow(destination: Path) -> Path:
-    for name in ("Snakefile", "workflow", "pipelines", "config", "envs"):
+    for name in ("Snakefile", "workflow", "pipelines", "config", "envs", "profiles"):
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -136,6 +136,7 @@ def test_bad_config_fails_before_any_job(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "config/bad.yaml" in output and "'evaluation.decoding.temprature'" in output
+    assert "Using workflow specific profile profiles/default" in output  # rerun-incomplete etc. apply
     assert not (workdir / "results").exists()
 
 
@@ -146,3 +147,59 @@ def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert int(counts["eval"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py
     assert int(counts["train_verl"]) == 6 and int(counts["convert"]) == 6  # the paper trains with verl
+
+
+def _planned(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts of a dry run's summary table."""
+    return {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+def test_a_missing_metrics_file_replans_its_eval_and_the_table(demo_run):
+    """Snakemake alone would say "Nothing to be done" while table.md still showed the number."""
+    shown = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]["arith_easy"]["value"]
+    (demo_run / EASY).unlink()
+    planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml"))
+    assert planned.get("eval") == 1 and planned.get("table") == 1, planned
+    _snakemake(demo_run, "--configfile", "config/demo.yaml")
+    cells = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]
+    assert (demo_run / EASY).is_file() and cells["arith_easy"]["value"] == shown
+
+
+def test_a_finished_training_job_rerun_only_exports(demo_run):
+    """As after `kill -9` of snakemake once training finished: the job reruns, trains no step."""
+    manifest_path = demo_run / "results" / "models" / "tiny-qwen2" / "empo" / "model.json"
+    before = json.loads(manifest_path.read_text())
+    manifest_path.unlink()
+    _snakemake(demo_run, str(manifest_path.relative_to(demo_run)), "--configfile", "config/demo.yaml")
+    after = json.loads(manifest_path.read_text())
+    assert after["exported_only"] and after["global_step"] == before["global_step"] == 24
+    assert after["sha256"] == before["sha256"], "rerunning a finished job must change no weights"
+    checkpoints = demo_run / "results" / "train" / "tiny-qwen2" / "empo"
+    assert max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")) == 24
+
+
+def test_a_changed_learning_rate_retrains_from_the_base(demo_run):
+    config = yaml.safe_load((demo_run / "config" / "demo.yaml").read_text())
+    config["training"]["methods"]["grpo"]["learning_rate"] = 1.0e-4
+    (demo_run / "config" / "lr.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _snakemake(demo_run, "--configfile", "config/demo.yaml")  # everything up to date first
+    planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/lr.yaml"))
+    assert planned.get("train") == 1 and planned.get("eval") == 2, planned  # only grpo and its evals
+    _snakemake(demo_run, "--configfile", "config/lr.yaml")
+    manifest = json.loads((demo_run / "results" / "models" / "tiny-qwen2" / "grpo" / "model.json").read_text())
+    assert manifest["trainer"]["learning_rate"] == 1.0e-4
+    assert manifest["resumed_from"] is None and not manifest["exported_only"]
+    assert manifest["global_step"] == 24 and manifest["superseded_checkpoints"]
+    assert (demo_run / manifest["superseded_checkpoints"] / "checkpoint-24").is_dir()  # moved, not lost
+
+
+def test_a_broken_tracking_store_never_fails_the_workflow(tmp_path):
+    workdir = _copy_workflow(tmp_path)
+    (workdir / "not-a-dir").write_text("")
+    config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
+    config["mlflow"]["tracking_uri"] = "sqlite:///not-a-dir/mlflow.db"
+    (workdir / "config" / "broken.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    result = _snakemake(workdir, "results/data/arith_easy.parquet", "--configfile", "config/broken.yaml")
+    assert (workdir / "results" / "data" / "arith_easy.parquet").is_file()
+    assert "WARNING: MLflow tracking unavailable" in result.stderr

@@ -92,7 +92,9 @@ def random_rewards(completions: Sequence[str], seed: int, probability: float = 0
     seed and the completion text, whatever the batch order or process."""
     rewards = []
     for text in completions:
-        digest = hashlib.sha256(f"{seed}\0{text}".encode()).digest()
+        # surrogatepass: a lone surrogate in model output hashes instead of raising (same bytes
+        # as plain UTF-8 for every valid string, so rewards are unchanged)
+        digest = hashlib.sha256(f"{seed}\0{text}".encode("utf-8", "surrogatepass")).digest()
         rewards.append(1.0 if int.from_bytes(digest[:8], "big") / 2**64 < probability else 0.0)
     return rewards
 

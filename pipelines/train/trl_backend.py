@@ -8,8 +8,10 @@ steps. In TRL terms: generation_batch_size = prompts_per_step x G, one optimizer
 mini_batch_prompts x G completions, TRL max_steps = max_steps x updates per rollout.
 
 Checkpoints go to results/train/<model>/<method>/checkpoint-N (not Snakemake outputs, so they
-survive a killed job); a restarted job resumes from the newest complete one. The final policy
-is written in Hugging Face format to results/models/<model>/<method>/hf with a manifest.
+survive a killed job); a restarted job resumes from the newest complete one, but only if its
+settings fingerprint matches (`pipelines.train.checkpoints`), and a job whose checkpoints already
+reached `max_steps` only exports the last one. The final policy is written in Hugging Face
+format to results/models/<model>/<method>/hf with a manifest.
 """
 
 from __future__ import annotations
@@ -134,60 +136,109 @@ def plot_curves(log_history: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
-def train(spec: dict[str, Any], base_path: str, data_path: Path, checkpoint_dir: Path,
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[-1])
+
+
+def _replay_history(tracker: Any, log_history: list[dict[str, Any]]) -> None:
+    """Log a resumed checkpoint's earlier steps into this run, so its curves are whole."""
+    if tracker is None or not getattr(tracker, "active", False):
+        return
+    for entry in log_history:
+        if "step" in entry:
+            tracker.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"]))
+
+
+def _empty_dir(path: Path) -> None:
+    """An empty folder for the final policy: a previous run's files never linger beside it."""
+    import shutil
+
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoint_dir: Path,
           final_dir: Path, tracker: Any = None) -> dict[str, Any]:
-    """Run (or resume) GRPO/GSPO training; return the trained model's manifest."""
+    """Run, resume or just export GRPO/GSPO training; return the trained model's manifest.
+
+    `base` is the base model's manifest. Checkpoints of other settings are moved aside first
+    (`checkpoints.claim_checkpoint_dir`); a checkpoint at `max_steps` is exported as is.
+    """
     import datasets
     import torch
+    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     from pipelines.data import read_canonical
     from pipelines.models import make_group_readable
+    from pipelines.train.checkpoints import claim_checkpoint_dir, shaping_settings
     from pipelines.train.rewards_adapter import GroupRewardFunction
 
     trainer_settings = spec["trainer"]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    main_process = int(os.environ.get("RANK", "0")) == 0
     use_cpu = not torch.cuda.is_available()
     active = tracker is not None and getattr(tracker, "active", False)
     arguments = grpo_arguments(trainer_settings, checkpoint_dir, world_size, use_cpu,
                                ["mlflow"] if active else [])
-    # TRL's MLflowCallback logs into the active run, i.e. this job's child run (setting
-    # MLFLOW_RUN_ID as well would make it try to start that run a second time).
-    rows = read_canonical(data_path)
-    dataset = datasets.Dataset.from_list([{"prompt": row["prompt"], "reward_model": row["reward_model"]}
-                                          for row in rows])
-    tokenizer = AutoTokenizer.from_pretrained(base_path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32 if use_cpu else "auto")
-    reward = GroupRewardFunction(
-        spec["method"], trainer_settings["reward"], trainer_settings["num_generations"],
-        empty_policy=trainer_settings["empty_policy"], entropy_filter=trainer_settings["entropy_filter"],
-        seed=trainer_settings["seed"], grading_workers=spec["grading"]["workers"],
-        grading_timeout=spec["grading"]["timeout_seconds"])
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**arguments),
-                          train_dataset=dataset, processing_class=tokenizer)
-    # First in line, so the MLflow callback already sees the tokens/s it adds to each log.
-    trainer.callback_handler.callbacks.insert(0, _step_metrics_callback())
+    config = GRPOConfig(**arguments)  # also sets up the processes of a multi-GPU job
+    claim = claim_checkpoint_dir(checkpoint_dir, shaping_settings(spec, base, data_path)) if main_process else {}
+    PartialState().wait_for_everyone()  # every rank sees the claimed folder before looking into it
     resume = last_complete_checkpoint(checkpoint_dir)
-    if resume is not None:
-        LOG.info("resuming from %s", resume)
-    try:
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    finally:
-        reward.close()
-    if trainer.accelerator.is_main_process:
-        final_dir.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(final_dir))
-    if trainer.accelerator.is_main_process:
+    dtype = torch.float32 if use_cpu else "auto"
+    tokenizer = AutoTokenizer.from_pretrained(base["path"], padding_side="left")
+    if resume is not None and checkpoint_step(resume) >= arguments["max_steps"]:
+        LOG.info("%s already reached max_steps (%d optimizer steps): exporting it, no training",
+                 resume, arguments["max_steps"])
+        state = json.loads((resume / "trainer_state.json").read_text())
+        log_history, global_step = state["log_history"], int(state["global_step"])
+        _replay_history(tracker, log_history)
+        if main_process:
+            _empty_dir(final_dir)
+            AutoModelForCausalLM.from_pretrained(str(resume), dtype=dtype).save_pretrained(str(final_dir))
+        exported_only = True
+    else:
+        # TRL's MLflowCallback logs into the active run, i.e. this job's child run (setting
+        # MLFLOW_RUN_ID as well would make it try to start that run a second time).
+        rows = read_canonical(data_path)
+        dataset = datasets.Dataset.from_list([{"prompt": row["prompt"], "reward_model": row["reward_model"]}
+                                              for row in rows])
+        model = AutoModelForCausalLM.from_pretrained(base["path"], dtype=dtype)
+        reward = GroupRewardFunction(
+            spec["method"], trainer_settings["reward"], trainer_settings["num_generations"],
+            empty_policy=trainer_settings["empty_policy"], entropy_filter=trainer_settings["entropy_filter"],
+            seed=trainer_settings["seed"], grading_workers=spec["grading"]["workers"],
+            grading_timeout=spec["grading"]["timeout_seconds"])
+        trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config,
+                              train_dataset=dataset, processing_class=tokenizer)
+        # First in line, so the MLflow callback already sees the tokens/s it adds to each log.
+        trainer.callback_handler.callbacks.insert(0, _step_metrics_callback())
+        if resume is not None:
+            LOG.info("resuming from %s", resume)
+            _replay_history(tracker, json.loads((resume / "trainer_state.json").read_text())["log_history"])
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        finally:
+            reward.close()
+        if main_process:
+            _empty_dir(final_dir)
+        trainer.accelerator.wait_for_everyone()
+        trainer.save_model(str(final_dir))  # every rank: sharded weights are gathered
+        log_history, global_step = trainer.state.log_history, trainer.state.global_step
+        exported_only = False
+    if main_process:
         tokenizer.save_pretrained(str(final_dir))
         make_group_readable(final_dir)
-        (checkpoint_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        plot_curves(trainer.state.log_history, checkpoint_dir / "curves.png")
+        (checkpoint_dir / "log_history.json").write_text(json.dumps(log_history, indent=1))
+        plot_curves(log_history, checkpoint_dir / "curves.png")
     return {
         "kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],
-        "backend": "trl", "trainer": trainer_settings, "global_step": trainer.state.global_step,
-        "rollout_steps": math.ceil(trainer.state.global_step / updates_per_step(trainer_settings)),
-        "resumed_from": str(resume) if resume else None,
+        "backend": "trl", "trainer": trainer_settings, "global_step": global_step,
+        "rollout_steps": math.ceil(global_step / updates_per_step(trainer_settings)),
+        "resumed_from": str(resume) if resume else None, "exported_only": exported_only,
+        "settings_fingerprint": claim.get("fingerprint"), "superseded_checkpoints": claim.get("superseded"),
         "sha256": {name: file_sha256(final_dir / name) for name in ("model.safetensors", "config.json")
                    if (final_dir / name).is_file()},
     }
@@ -215,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0  # one MLflow run and one manifest per job
     with tracking.job_run(tracking_config if main_process else None, "train", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "trl"})
-        manifest = train(spec, base["path"], args.data, args.checkpoints, args.output.parent / "hf", tracker)
+        manifest = train(spec, base, args.data, args.checkpoints, args.output.parent / "hf", tracker)
         if not main_process:
             return 0
         manifest["base"] = base

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.train import verl_backend
+from pipelines.train.checkpoints import claim_checkpoint_dir, shaping_settings
 
 LOG = logging.getLogger(__name__)
 
@@ -211,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_command:
         print(shlex.join(command))
         return 0
-    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    # verl's resume_mode=auto would resume whatever the folder holds: only our own settings' steps.
+    claim = claim_checkpoint_dir(args.checkpoints, shaping_settings(spec, base, args.data))
+    done = verl_backend.latest_step(args.checkpoints)
     name = f"{spec['model']}/{spec['method']}"
     with tracking.job_run(tracking_config, "train", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "verl",
@@ -220,12 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         environment = job_environment(tracker.run_id if tracker.active else None, uri)
         (args.checkpoints / "verl_command.txt").write_text(shlex.join(command) + "\n")
         tracker.log_artifact(args.checkpoints / "verl_command.txt", "train")
-        status = run_trainer(command, nodes, cpus, spec["gpus"], environment)
-        if status != 0:
-            raise RuntimeError(f"verl exited with status {status}; checkpoints so far stay in {args.checkpoints} "
-                               f"and a rerun resumes from the latest (trainer.resume_mode=auto)")
+        if done is not None and done >= spec["trainer"]["max_steps"]:
+            LOG.info("%s already holds step %d of %d: nothing to train", args.checkpoints, done,
+                     spec["trainer"]["max_steps"])
+        else:
+            status = run_trainer(command, nodes, cpus, spec["gpus"], environment)
+            if status != 0:
+                raise RuntimeError(f"verl exited with status {status}; checkpoints so far stay in "
+                                   f"{args.checkpoints} and a rerun resumes from the latest (trainer.resume_mode=auto)")
         record = verl_backend.training_record(spec, args.checkpoints, overrides, tracker.run_id)
-        record["base"] = base
+        record.update(base=base, settings_fingerprint=claim["fingerprint"],
+                      superseded_checkpoints=claim["superseded"], trained_before=done)
         if not record["saved_steps"]:
             raise RuntimeError(f"verl finished without saving a checkpoint in {args.checkpoints}")
         args.output.parent.mkdir(parents=True, exist_ok=True)
