@@ -29,6 +29,8 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     table,
+    plan,
+    verl_command,
 
 
 # The metrics too, not only the table: Snakemake does not rebuild a missing intermediate file

@@ -168,7 +168,7 @@ def used_datasets(config: dict[str, Any]) -> list[str]:
     if config["training"]["methods"] and config["training"].get("dataset"):
         names.append(config["training"]["dataset"])
     names += [m["source"]["corpus"] for m in config["models"].values() if m["source"]["kind"] == "demo"]
-    names += list(config["training"]["verl"]["validation_benchmarks"])
+    names += [name for model in config["models"] for name in resolved_verl(config, model)["validation_benchmarks"]]
     return list(dict.fromkeys(name for name in names if name in config["datasets"]))
 
 
@@ -185,11 +185,12 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
     for benchmark in config["evaluation"]["per_benchmark"]:
         if benchmark not in benchmarks:
             yield f"'evaluation.per_benchmark.{benchmark}': '{benchmark}' is not in 'evaluation.benchmarks'"
-    for benchmark in benchmarks:
-        decoding = resolved_decoding(config, benchmark)
-        if decoding["temperature"] == 0 and decoding["n"] != 1:
-            yield (f"'evaluation.decoding' for benchmark '{benchmark}': greedy decoding "
-                   f"(temperature 0) gives identical samples; set n: 1 or a temperature > 0")
+    for model in config["models"]:
+        for benchmark in benchmarks:
+            decoding = resolved_decoding(config, benchmark, model)
+            if decoding["temperature"] == 0 and decoding["n"] != 1:
+                yield (f"'evaluation.decoding' for model '{model}', benchmark '{benchmark}': greedy decoding "
+                       f"(temperature 0) gives identical samples; set n: 1 or a temperature > 0")
     training = config["training"]
     if training["methods"]:
         train_set = training.get("dataset")
@@ -199,13 +200,19 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
             yield f"'training.dataset': unknown dataset '{train_set}'"
         elif datasets[train_set]["role"] != "train":
             yield f"'training.dataset': dataset '{train_set}' has role '{datasets[train_set]['role']}', not 'train'"
-    for method in training["methods"]:
-        settings = resolved_trainer(config, method)
+    for name, model in config["models"].items():
+        for key in ("backend", "reward"):
+            if key in model["trainer"]:
+                yield f"'models.{name}.trainer.{key}': set per method (training.methods), not per model"
+    for method, model in [(m, None) for m in training["methods"]] + [
+            (m, name) for name, spec in config["models"].items() for m in spec["methods"] if m in training["methods"]]:
+        settings = resolved_trainer(config, method, model)
+        where = f"'training.methods.{method}'" + (f" for model '{model}'" if model else "")
         low_high = settings.get("entropy_filter")
         if low_high is not None and low_high[0] > low_high[1]:
-            yield f"'training.methods.{method}.entropy_filter': low {low_high[0]} > high {low_high[1]}"
+            yield f"{where}: entropy_filter low {low_high[0]} > high {low_high[1]}"
         if settings["prompts_per_step"] % settings["mini_batch_prompts"]:
-            yield (f"'training.methods.{method}': prompts_per_step ({settings['prompts_per_step']}) must be a "
+            yield (f"{where}: prompts_per_step ({settings['prompts_per_step']}) must be a "
                    f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
     yield from _verl_problems(config)
     for name in used_datasets(config):
@@ -229,18 +236,23 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
 
 def _verl_problems(config: dict[str, Any]) -> Iterator[str]:
     """What verl would reject only after a job has started on the cluster."""
-    verl = config["training"]["verl"]
     datasets = config["datasets"]
-    for position, benchmark in enumerate(verl["validation_benchmarks"]):
-        if datasets.get(benchmark, {}).get("role") != "benchmark":
-            yield f"'training.verl.validation_benchmarks.{position}': '{benchmark}' is not a dataset with role 'benchmark'"
     for name, model in config["models"].items():
+        verl = resolved_verl(config, name)
+        where_set = f"models.{name}.verl" if "validation_benchmarks" in model["verl"] else "training.verl"
+        for position, benchmark in enumerate(verl["validation_benchmarks"]):
+            if datasets.get(benchmark, {}).get("role") != "benchmark":
+                yield (f"'{where_set}.validation_benchmarks.{position}': '{benchmark}' is not a dataset "
+                       f"with role 'benchmark'")
         resources = resolved_resources(config, "train", model=name)
         for method in model["methods"]:
             if method == UNTRAINED_METHOD or method not in config["training"]["methods"]:
                 continue
             backend = train_backend(config, method)
             where = f"'models.{name}' (method '{method}', backend {backend})"
+            settings = resolved_trainer(config, method, name)
+            if settings["save_steps"] > settings["max_steps"]:
+                yield f"{where}: save_steps ({settings['save_steps']}) > max_steps ({settings['max_steps']})"
             if backend == "trl" and resources.get("nodes", 1) > 1:
                 yield f"{where}: resources.train.nodes is {resources['nodes']}, but the trl backend runs on one node"
             if backend != "verl":
@@ -299,9 +311,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 # Resolution: what one job needs, as plain JSON-able dicts.
 
 
-def resolved_decoding(config: dict[str, Any], benchmark: str) -> dict[str, Any]:
+def resolved_decoding(config: dict[str, Any], benchmark: str, model: str | None = None) -> dict[str, Any]:
+    """evaluation.decoding, then the benchmark's per_benchmark keys, then the model's decoding."""
     evaluation = config["evaluation"]
-    return {**evaluation["decoding"], **evaluation["per_benchmark"].get(benchmark, {})}
+    model_keys = config["models"][model]["decoding"] if model is not None else {}
+    return {**evaluation["decoding"], **evaluation["per_benchmark"].get(benchmark, {}), **model_keys}
 
 
 def resolved_prompt(config: dict[str, Any], model: str) -> dict[str, Any]:
@@ -318,9 +332,17 @@ def resolved_resources(config: dict[str, Any], stage: str, model: str | None = N
     return resources
 
 
-def resolved_trainer(config: dict[str, Any], method: str) -> dict[str, Any]:
+def resolved_trainer(config: dict[str, Any], method: str, model: str | None = None) -> dict[str, Any]:
+    """training.defaults, then the method's keys, then the model's own `trainer` keys (the
+    authors ran each model with its own script; `backend` and `reward` stay per method)."""
     training = config["training"]
-    return {**training["defaults"], **training["methods"][method]}
+    model_keys = config["models"][model]["trainer"] if model is not None else {}
+    return {**training["defaults"], **training["methods"][method], **model_keys}
+
+
+def resolved_verl(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """training.verl with the model's own `verl` keys over it."""
+    return {**config["training"]["verl"], **config["models"][model]["verl"]}
 
 
 def cluster_setting(config: dict[str, Any], key: str) -> str | None:
@@ -351,13 +373,13 @@ def model_job_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
-    trainer = resolved_trainer(config, method)
+    trainer = resolved_trainer(config, method, model)
     resources = resolved_resources(config, "train", model=model)
     spec = {"model": model, "method": method, "dataset": config["training"]["dataset"],
             "trainer": trainer, "gpus": resources["gpus"], "grading": dict(config["grading"])}
     if trainer["backend"] == "verl":
         # convert_step only matters to the conversion job; changing it must not retrain
-        spec["verl"] = {key: copy.deepcopy(value) for key, value in config["training"]["verl"].items()
+        spec["verl"] = {key: copy.deepcopy(value) for key, value in resolved_verl(config, model).items()
                         if key != "convert_step"}
         spec["nodes"] = resources.get("nodes", 1)
         spec["cpus"] = resources["cpus"]
@@ -366,7 +388,7 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
 
 def convert_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
     """What the conversion of a verl checkpoint depends on: the training spec and the step."""
-    return {"model": model, "method": method, "step": config["training"]["verl"]["convert_step"],
+    return {"model": model, "method": method, "step": resolved_verl(config, model)["convert_step"],
             "train": train_job_spec(config, model, method)}
 
 
@@ -380,20 +402,66 @@ def eval_job_spec(config: dict[str, Any], model: str, method: str, benchmark: st
         "batch_size": evaluation["batch_size"],
         "dtype": config["models"][model]["dtype"],
         "prompt": resolved_prompt(config, model),
-        "decoding": resolved_decoding(config, benchmark),
+        "decoding": resolved_decoding(config, benchmark, model),
         "pass_at_k": list(evaluation["pass_at_k"]),
         "grading": dict(config["grading"]),
         "gpus": resolved_resources(config, "eval", model=model)["gpus"],
     }
 
 
+def _shown(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+
+
+def _differences(area: str, ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"setting": f"{area}.{key}", "ours": _shown(ours.get(key)), "theirs": _shown(value)}
+            for key, value in theirs.items() if ours.get(key) != value]
+
+
+def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[str, str]]:
+    """Every known difference between how we produce a row and how the authors did, from the
+    config's `reference.authors` and `models.<model>.authors` (never written by hand)."""
+    authors = config["reference"]["authors"]
+    own = config["models"][model]["authors"]
+    found: list[dict[str, str]] = []
+    theirs_decoding = {**authors.get("decoding", {}), **own.get("decoding", {})}
+    benchmarks = config["evaluation"]["benchmarks"]
+    for key, value in theirs_decoding.items():
+        ours = sorted({_shown(resolved_decoding(config, b, model).get(key)) for b in benchmarks})
+        if ours != [_shown(value)]:
+            found.append({"setting": f"evaluation.decoding.{key}", "ours": " / ".join(ours), "theirs": _shown(value)})
+    found += _differences("evaluation.prompt", resolved_prompt(config, model), authors.get("prompt", {}))
+    if authors.get("grader"):
+        found.append({"setting": "grader", "ours": "math-verify, strict (see the protocol)", "theirs": authors["grader"]})
+    if method != UNTRAINED_METHOD and method in config["training"]["methods"]:
+        source = config["models"][model]["source"]
+        if own.get("start_model") and source.get("hub_id") != own["start_model"]:
+            found.append({"setting": "start model", "ours": _shown(source.get("hub_id") or source.get("path")),
+                          "theirs": own["start_model"]})
+        found += _differences("training", resolved_trainer(config, method, model),
+                              {**authors.get("trainer", {}), **own.get("trainer", {})})
+        if train_backend(config, method) == "verl":
+            found += _differences("training.verl", resolved_verl(config, model),
+                                  {**authors.get("verl", {}), **own.get("verl", {})})
+        found += [{"setting": "note", "ours": "", "theirs": note} for note in own.get("training_notes", [])]
+    found += [{"setting": "note", "ours": "", "theirs": note} for note in own.get("notes", [])]
+    return found
+
+
 def report_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """What the table needs: rows, columns, published numbers and their citation."""
+    """What the table needs: rows, columns, published numbers, their citation, and per row
+    every known difference from the authors' settings."""
+    def label(model: str, method: str) -> dict[str, str]:
+        display = config["models"][model]["display"]
+        return {"label_model": display.get("model", model),
+                "label_method": display.get("base", method) if method == UNTRAINED_METHOD else method}
+
     return {
         "benchmarks": list(config["evaluation"]["benchmarks"]),
         "rows": [
-            {"model": model, "method": method,
-             "published": spec["published"].get(method, {})}
+            {"model": model, "method": method, **label(model, method),
+             "published": spec["published"].get(method, {}),
+             "divergences": divergences(config, model, method)}
             for model, spec in config["models"].items()
             for method in spec["methods"]
         ],
@@ -403,7 +471,30 @@ def report_spec(config: dict[str, Any]) -> dict[str, Any]:
             for method, scores in spec["published"].items()
             if method not in spec["methods"]
         ],
-        "reference": dict(config["reference"]),
+        "reference": {key: value for key, value in config["reference"].items() if key != "authors"},
+    }
+
+
+def train_targets(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (model, method) that trains, in table order."""
+    return [(model, method) for model, spec in config["models"].items() for method in spec["methods"]
+            if method != UNTRAINED_METHOD]
+
+
+def plan_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """What plan.md shows before any GPU-hour is spent: every training job's settings and
+    resources, every evaluation job's protocol, and the throughput the estimates assume."""
+    return {
+        "results_dir": config["results_dir"],
+        "tokens_per_gpu_second": config["cluster"]["estimate_tokens_per_gpu_second"],
+        "train": [{**train_job_spec(config, model, method),
+                   "resources": resolved_resources(config, "train", model=model),
+                   "start_model": config["models"][model]["source"]}
+                  for model, method in train_targets(config)],
+        "eval": [{**eval_job_spec(config, model, method, benchmark),
+                  "data_source": config["datasets"][benchmark]["source"],
+                  "data_limit": config["datasets"][benchmark].get("limit")}
+                 for model, method, benchmark in eval_targets(config)],
     }
 
 

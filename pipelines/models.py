@@ -336,6 +336,20 @@ def prepare_model(spec: dict[str, Any], output: Path, corpus_files: Sequence[str
     return build_demo_model(output.parent / "hf", corpus, demo, warm_start_examples=examples)
 
 
+def link_model_dir(model_dir: Path, link: Path) -> None:
+    """results/models/<model>/base/hf reaches every base model (a link to the hub snapshot or
+    the local folder; the demo model is built there), so a verl command can name it before the
+    model is downloaded."""
+    if link.exists() and not link.is_symlink() and link.resolve() == model_dir.resolve():
+        return  # built in place (demo)
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.exists():
+        raise ModelSourceError(f"{link} is a folder of another model; remove it")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(model_dir.resolve(), target_is_directory=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.models` — one model to results/models/<model>/base/model.json."""
     from pipelines import tracking
@@ -347,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus_files = [c for c in args.corpus if c]
     with tracking.job_run(tracking_config, "model", spec["name"], spec, log_file=args.log_file) as tracker:
         manifest = prepare_model(spec, args.output, corpus_files)
+        link_model_dir(Path(manifest["path"]), args.output.parent / "hf")
         write_manifest(manifest, args.output)
         LOG.info("model %s ready at %s", spec["name"], manifest["path"])
         if "num_parameters" in manifest:

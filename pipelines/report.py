@@ -93,6 +93,8 @@ def build_table(spec: Mapping[str, Any], metrics: Mapping[tuple[str, str, str], 
         published_average = _mean([row["published"].get(b) for b in benchmarks])
         rows.append({
             "model": row["model"], "method": row["method"], "cells": cells,
+            "label_model": row.get("label_model", row["model"]), "label_method": row.get("label_method", row["method"]),
+            "divergences": list(row.get("divergences", [])),
             "average": average, "published_average": published_average,
             "average_diff": None if average is None or published_average is None
             else average - published_average,
@@ -127,6 +129,30 @@ def describe_protocol(protocol: Mapping[str, Any]) -> str:
             f"(timeout {grader['timeout_seconds']} s)")
 
 
+def _divergence_text(item: Mapping[str, str]) -> str:
+    if item["setting"] == "note":
+        return item["theirs"]
+    return f"{item['setting']}: ours {item['ours']}; theirs {item['theirs']}"
+
+
+def render_divergences(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every known difference from the authors' settings, per row (shared ones listed once)."""
+    keyed = [[_divergence_text(item) for item in row.get("divergences", [])] for row in rows]
+    if not any(keyed):
+        return []
+    common = [text for text in keyed[0] if all(text in texts for texts in keyed)]
+    lines = ["", "## Differences from the authors", "",
+             "Generated from the config (`reference.authors`, `models.<name>.authors`)."]
+    if common:
+        lines += ["", "Every row:"] + [f"- {text}" for text in common]
+    for row, texts in zip(rows, keyed):
+        own = [text for text in texts if text not in common]
+        if own:
+            lines += ["", f"{row.get('label_model', row['model'])} / {row.get('label_method', row['method'])}:"]
+            lines += [f"- {text}" for text in own]
+    return lines
+
+
 def render_markdown(table: Mapping[str, Any]) -> str:
     benchmarks = table["benchmarks"]
     header = ["Model", "Method", "", *benchmarks, "Avg", "Protocol"]
@@ -137,7 +163,7 @@ def render_markdown(table: Mapping[str, Any]) -> str:
     for row in table["rows"]:
         cells = row["cells"]
         lines.append("| " + " | ".join([
-            row["model"], row["method"] + (f" ({row['training']})" if row["training"] else ""), "measured",
+            row["label_model"], row["label_method"] + (f" ({row['training']})" if row["training"] else ""), "measured",
             *[_fmt(cells[b]["value"]) for b in benchmarks], _fmt(row["average"]),
             ", ".join(row["protocol_ids"]) or "–"]) + " |")
         if any(cells[b]["published"] is not None for b in benchmarks):
@@ -155,6 +181,7 @@ def render_markdown(table: Mapping[str, Any]) -> str:
         lines += ["", "## Published numbers", "", f"Source: {reference['source']}."]
         if reference.get("protocol"):
             lines.append(f"Their protocol: {reference['protocol']}.")
+    lines += render_divergences(table["rows"])
     if table["published_only"]:
         lines += ["", "Published rows this configuration does not run: " + "; ".join(
             f"{r['model']} / {r['method']}" for r in table["published_only"]) + "."]
@@ -171,7 +198,8 @@ def write_csv(table: Mapping[str, Any], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in table["rows"]:
-            values: list[Any] = [row["model"], row["method"], row["training"] or "", " ".join(row["protocol_ids"])]
+            values: list[Any] = [row["label_model"], row["label_method"], row["training"] or "",
+                                 " ".join(row["protocol_ids"])]
             for benchmark in benchmarks:
                 cell = row["cells"][benchmark]
                 values += [_csv(cell["value"]), _csv(cell["published"]), _csv(cell["diff"])]
@@ -199,7 +227,7 @@ def plot_table(table: Mapping[str, Any], path: Path) -> None:
         published = [row["cells"][b]["published"] for b in table["benchmarks"]] + [row["published_average"]]
         xs = [c + (position - (len(rows) - 1) / 2) * width for c in range(len(columns))]
         bars = axes.bar(xs, [v if v is not None else 0.0 for v in measured], width,
-                        label=f"{row['model']} / {row['method']}")
+                        label=f"{row['label_model']} / {row['label_method']}")
         for x, value, bar in zip(xs, published, bars):
             if value is not None:
                 axes.plot([x - width / 2, x + width / 2], [value, value], color="black", linewidth=2)

@@ -109,6 +109,7 @@ def test_verl_checkpoints_of_other_settings_are_moved_aside(tmp_path):
     folder = tmp_path / "train" / "empo"
     (folder / "global_step_4" / "actor").mkdir(parents=True)
     (folder / "latest_checkpointed_iteration.txt").write_text("4")
+    (folder / "verl_command.txt").write_text("python -m verl.trainer.main_ppo\n")  # the job's input stays
     first = checkpoints.claim_checkpoint_dir(folder, {"lr": 1})  # checkpoints without a fingerprint
     assert not first["resumable"] and Path(first["superseded"], "global_step_4").is_dir()
     assert not (folder / "global_step_4").exists()
@@ -117,7 +118,7 @@ def test_verl_checkpoints_of_other_settings_are_moved_aside(tmp_path):
     assert (folder / "global_step_2").is_dir()
     changed = checkpoints.claim_checkpoint_dir(folder, {"lr": 2})
     assert not changed["resumable"] and Path(changed["superseded"], "global_step_2").is_dir()
-    assert sorted(p.name for p in folder.iterdir()) == ["settings.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["settings.json", "verl_command.txt"]
 
 
 # 3. The grader never crashes on one model output ------------------------------------------

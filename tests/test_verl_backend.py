@@ -146,7 +146,8 @@ def dry_run(*args):
 def test_paper_dag_trains_with_verl_then_converts_then_evaluates():
     out = dry_run()
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
-    assert counts["train_verl"] == "6" and counts["convert"] == "6" and counts["eval"] == "55"
+    assert counts["train_verl"] == "6" and counts["convert"] == "6" and counts["verl_command"] == "6"
+    assert counts["eval"] == str(11 * 5 + 3 * 5)  # 11 base and trained rows + 3 released checkpoints
     assert "train" not in counts  # no TRL job in the paper config
 
 

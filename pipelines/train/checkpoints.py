@@ -9,8 +9,8 @@ digest, the grader's time bound), and:
 
 - same fingerprint: resume from the newest complete checkpoint; if that already reached
   `max_steps`, only export it (a rerun of a finished job changes no weights);
-- another fingerprint, or checkpoints without a fingerprint: move the whole folder aside to
-  `<method>.superseded-<fingerprint>-<time>` (logged, never deleted) and start fresh.
+- another fingerprint, or checkpoints without a fingerprint: move the folder's contents aside
+  to `<method>.superseded-<fingerprint>-<time>` (logged, never deleted) and start fresh.
 
 Resources (GPUs, nodes, CPUs, memory layout), checkpoint frequency and validation are left out:
 they do not change what a step computes, and a job resubmitted with more time or another
@@ -31,6 +31,9 @@ from pipelines.provenance import file_sha256, fingerprint
 LOG = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
+#: Files of the folder that are not training state: the verl command (the verl_command job's
+#: output, which the train job reads) stays in place.
+KEPT_FILES = frozenset({"verl_command.txt"})
 
 #: Trainer settings that do not shape the weights (how often to save, vLLM's memory share).
 NON_SHAPING_TRAINER_KEYS = frozenset({"save_steps", "vllm_gpu_memory_utilization"})
@@ -88,7 +91,10 @@ def claim_checkpoint_dir(checkpoint_dir: Path, settings: Mapping[str, Any]) -> d
     if has_checkpoint_state(checkpoint_dir) or previous is not None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         superseded = checkpoint_dir.with_name(f"{checkpoint_dir.name}.superseded-{previous or 'unknown'}-{stamp}")
-        checkpoint_dir.replace(superseded)
+        superseded.mkdir()
+        for entry in checkpoint_dir.iterdir():
+            if entry.name not in KEPT_FILES:
+                entry.replace(superseded / entry.name)
         LOG.warning("the checkpoints in %s were trained with other settings (fingerprint %s, now %s): "
                     "moved to %s; training starts from the base model", checkpoint_dir, previous or "none",
                     current, superseded)

@@ -84,7 +84,7 @@ def override_settings(spec: Mapping[str, Any], *, model_path: str, train_file: s
         "data.truncation": "left",
         "data.filter_overlong_prompts": False,
         "data.shuffle": True,
-        "data.seed": trainer["seed"],
+        "data.seed": verl["data_seed"],  # verl's own default (1) is what the authors' runs used
         "actor_rollout_ref.model.path": model_path,
         "actor_rollout_ref.model.use_remove_padding": True,
         "actor_rollout_ref.model.enable_gradient_checkpointing": verl["gradient_checkpointing"],

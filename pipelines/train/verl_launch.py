@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.train import verl_backend
@@ -181,37 +182,77 @@ def run_trainer(command: Sequence[str], nodes: Sequence[str], cpus: int, gpus: i
                 process.kill()
 
 
+def command_paths(spec: Mapping[str, Any], tracking_config: Mapping[str, Any] | None, model_dir: Path,
+                  data: Path, val_data: Sequence[Path], checkpoints: Path) -> dict[str, Any]:
+    """The paths and logging settings a job's verl command names (absolute, not resolved through
+    links: the base model's folder is a link the model job makes, and need not exist yet)."""
+    return dict(model_path=os.path.abspath(model_dir), train_file=os.path.abspath(data),
+                val_files=[os.path.abspath(p) for p in val_data], checkpoint_dir=os.path.abspath(checkpoints),
+                project=(tracking_config or {}).get("experiment", "empo"),
+                log_to_mlflow=bool(tracking_config and tracking_config.get("enabled", True)), cpus=None)
+
+
+def write_command_file(spec: Mapping[str, Any], tracking_config: Mapping[str, Any] | None, args: Any) -> None:
+    """The exact verl command of a job, from the config alone, for review before GPU-hours are
+    spent; the train job runs what this file says (plus the CPUs of its allocation)."""
+    overrides = verl_backend.build_overrides(spec, **command_paths(
+        spec, tracking_config, args.model_dir, args.data, args.val_data, args.checkpoints))
+    module = spec["verl"].get("trainer_module", verl_backend.DEFAULT_TRAINER_MODULE)
+    command = verl_backend.trainer_command(overrides, python="python", module=module)
+    args.write_command.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.write_command.with_name(args.write_command.name + ".tmp")
+    temporary.write_text(shlex.join(command) + "\n")
+    temporary.replace(args.write_command)
+    LOG.info("verl command of %s/%s written to %s", spec["model"], spec["method"], args.write_command)
+
+
+def command_from_file(path: Path, cpus: int | None) -> tuple[list[str], list[str]]:
+    """The command of a verl_command.txt, run with this interpreter; on one node, verl's Ray gets
+    the CPUs of this allocation (only known once the job runs)."""
+    words = shlex.split(Path(path).read_text())
+    if len(words) < 3 or words[1] != "-m":
+        raise RuntimeError(f"{path} is not a verl command (python -m <module> <overrides>); rerun its verl_command job")
+    overrides = words[3:] + ([f"ray_kwargs.ray_init.num_cpus={cpus}"] if cpus else [])
+    model = next((o.split("=", 1)[1] for o in overrides if o.startswith("actor_rollout_ref.model.path=")), None)
+    if model is None or not Path(model).exists():
+        raise RuntimeError(f"{path} trains the model at {model}, which does not exist: its model job makes that "
+                           f"link (results/models/<model>/base/hf); rerun it")
+    return [sys.executable, "-m", words[2], *overrides], overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.train.verl_launch` — one (model, method) with verl; checkpoints kept."""
     from pipelines import tracking
     from pipelines.models import read_manifest
 
     parser = stage_parser(main.__doc__)
-    parser.add_argument("--base-manifest", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path, help="training set (canonical parquet)")
     parser.add_argument("--val-data", nargs="*", default=[], type=Path, help="validation benchmarks")
     parser.add_argument("--checkpoints", required=True, type=Path)
-    parser.add_argument("--output", required=True, type=Path, help="training.json for the conversion job")
-    parser.add_argument("--print-command", action="store_true", help="print the verl command and exit")
+    parser.add_argument("--write-command", type=Path, default=None,
+                        help="write the verl command of this job to this file and exit (needs no download)")
+    parser.add_argument("--model-dir", type=Path, help="with --write-command: where the base model will be")
+    parser.add_argument("--command-file", type=Path, help="train: the command --write-command wrote")
+    parser.add_argument("--base-manifest", type=Path, help="train: the base model's manifest")
+    parser.add_argument("--output", type=Path, help="train: training.json for the conversion job")
     args, spec, tracking_config = parse_stage_args(parser, argv)
+    if args.write_command is not None:
+        if args.model_dir is None:
+            parser.error("--write-command needs --model-dir")
+        write_command_file(spec, tracking_config, args)
+        return 0
+    missing = [flag for flag, value in (("--command-file", args.command_file), ("--base-manifest", args.base_manifest),
+                                        ("--output", args.output)) if value is None]
+    if missing:
+        parser.error(f"training needs {', '.join(missing)}")
     base = read_manifest(args.base_manifest)
     nodes = slurm_nodes() or ["localhost"]
-    if len(nodes) != spec["nodes"] and not args.print_command:
+    if len(nodes) != spec["nodes"]:
         raise RuntimeError(f"the job asks for {spec['nodes']} node(s) but runs on {len(nodes)} ({nodes}); "
                            f"multi-node training needs a SLURM allocation (snakemake --profile slurm)")
     cpus = allocation_cpus(spec["cpus"])
     log_to_mlflow = bool(tracking_config and tracking_config.get("enabled", True))
-    paths = dict(model_path=base["path"], train_file=str(args.data.resolve()),
-                 val_files=[str(p.resolve()) for p in args.val_data],
-                 checkpoint_dir=str(args.checkpoints.resolve()),
-                 project=(tracking_config or {}).get("experiment", "empo"),
-                 log_to_mlflow=log_to_mlflow, cpus=cpus if spec["nodes"] == 1 else None)
-    overrides = verl_backend.build_overrides(spec, **paths)
-    module = spec["verl"].get("trainer_module", verl_backend.DEFAULT_TRAINER_MODULE)
-    command = verl_backend.trainer_command(overrides, python=sys.executable, module=module)
-    if args.print_command:
-        print(shlex.join(command))
-        return 0
+    command, overrides = command_from_file(args.command_file, cpus=cpus if spec["nodes"] == 1 else None)
     # verl's resume_mode=auto would resume whatever the folder holds: only our own settings' steps.
     claim = claim_checkpoint_dir(args.checkpoints, shaping_settings(spec, base, args.data))
     done = verl_backend.latest_step(args.checkpoints)
@@ -221,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                           "verl_version": verl_backend.VERL_VERSION})
         uri = tracking.resolve_tracking_uri(tracking_config["tracking_uri"]) if log_to_mlflow else None
         environment = job_environment(tracker.run_id if tracker.active else None, uri)
-        (args.checkpoints / "verl_command.txt").write_text(shlex.join(command) + "\n")
-        tracker.log_artifact(args.checkpoints / "verl_command.txt", "train")
+        tracker.log_artifact(args.command_file, "train")
         if done is not None and done >= spec["trainer"]["max_steps"]:
             LOG.info("%s already holds step %d of %d: nothing to train", args.checkpoints, done,
                      spec["trainer"]["max_steps"])

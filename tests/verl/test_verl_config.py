@@ -147,26 +147,26 @@ def test_verl_loads_our_reward_function_and_replay_buffer(compose_verl):
     assert issubclass(buffer_class, ReplayBuffer)
 
 
-def test_the_launcher_prints_a_command_that_composes(tmp_path, compose_verl):
-    import json
+def test_the_launcher_writes_a_command_that_composes(tmp_path, compose_verl):
     import shlex
 
     config, _ = paper_jobs()
     spec = cfg.train_job_spec(config, "octothinker-3b-long", "gspo")
-    manifest = tmp_path / "model.json"
-    manifest.write_text(json.dumps({"kind": "hub", "path": "/hf/cache/octothinker"}))
-    output = subprocess.run(
+    command_file = tmp_path / "verl_command.txt"
+    subprocess.run(
         [sys.executable, "-m", "pipelines.train.verl_launch", "--spec", cfg.to_json(spec),
-         "--base-manifest", str(manifest), "--data", "results/data/numina_math_20k.parquet",
+         "--model-dir", "/hf/cache/octothinker", "--data", "results/data/numina_math_20k.parquet",
          "--val-data", "results/data/math500.parquet", "--checkpoints", str(tmp_path / "ckpt"),
-         "--output", str(tmp_path / "training.json"), "--print-command"],
-        cwd=REPO_ROOT, check=True, capture_output=True, text=True).stdout
-    command = shlex.split(output.strip().splitlines()[-1])
-    assert command[1:3] == ["-m", "verl.trainer.main_ppo"]
+         "--write-command", str(command_file)],
+        cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    command = shlex.split(command_file.read_text())
+    assert command[:3] == ["python", "-m", "verl.trainer.main_ppo"]
     composed = compose_verl(command[3:])
     verl_checks(composed)
     assert composed.actor_rollout_ref.model.path == "/hf/cache/octothinker"
     assert composed.trainer.v1.sampler.sampler_kwargs.reward == "supervised"
+    assert composed.data.max_response_length == 16384 and composed.trainer.total_training_steps == 100
+    assert composed.actor_rollout_ref.actor.loss_agg_mode == "seq-mean-token-mean"
 
 
 def test_the_gpu_smoke_job_composes(compose_verl):

@@ -85,12 +85,27 @@ def dataset_path(name):
     return f"{RESULTS}/data/{name}.parquet"
 
 
+def base_model_dir(model):
+    """Where every base model is reachable (the model job's link to the hub snapshot or local
+    folder; the demo build itself), so a verl command can name it before any download."""
+    return f"{RESULTS}/models/{model}/base/hf"
+
+
+def verl_validation_paths(model):
+    return [dataset_path(name) for name in cfg.resolved_verl(CONFIG, model)["validation_benchmarks"]]
+
+
 def model_manifest(model, method):
     return f"{RESULTS}/models/{model}/{method}/model.json"
 
 
 def eval_metrics(model, method, benchmark):
     return f"{RESULTS}/eval/{model}/{method}/{benchmark}/metrics.json"
+
+
+def all_verl_commands():
+    return [f"{RESULTS}/train/{model}/{method}/verl_command.txt" for model, method in cfg.train_targets(CONFIG)
+            if cfg.train_backend(CONFIG, method) == "verl"]
 
 
 def all_eval_metrics():

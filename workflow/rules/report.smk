@@ -19,3 +19,20 @@ rule table:
     shell:
         "python -m pipelines.report --spec {params.spec:q} --metrics {input.metrics:q}"
         " --out-dir {RESULTS:q} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+
+
+rule plan:
+    # `snakemake plan`: every training job's settings, resources and GPU-hour estimate, and
+    # every evaluation job's protocol, before anything is downloaded or trained.
+    input:
+        verl_commands=all_verl_commands(),
+    output:
+        f"{RESULTS}/plan.md",
+    log:
+        f"{RESULTS}/logs/plan.log",
+    params:
+        spec=lambda w: cfg.to_json(cfg.plan_spec(CONFIG)),
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pipelines.plan --spec {params.spec:q} --output {output:q} > {log:q} 2>&1"

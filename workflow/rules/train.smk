@@ -34,11 +34,35 @@ rule train:
         " --threads {threads} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
 
 
+rule verl_command:
+    # The exact verl command of a job, from the config alone (no download, no GPU): review it
+    # before spending GPU-hours; train_verl runs what it says, so a changed command retrains.
+    output:
+        f"{RESULTS}/train/{{model}}/{{method}}/verl_command.txt",
+    log:
+        f"{RESULTS}/logs/verl_command/{{model}}/{{method}}.log",
+    wildcard_constraints:
+        method=methods_regex("verl"),
+    params:
+        spec=lambda w: cfg.to_json(cfg.train_job_spec(CONFIG, w.model, w.method)),
+        model_dir=lambda w: base_model_dir(w.model),
+        data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
+        val=lambda w: verl_validation_paths(w.model),
+        checkpoints=lambda w: f"{RESULTS}/train/{w.model}/{w.method}",
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pipelines.train.verl_launch --write-command {output:q} --spec {params.spec:q}"
+        " --model-dir {params.model_dir:q} --data {params.data:q} --val-data {params.val:q}"
+        " --checkpoints {params.checkpoints:q} --tracking {TRACKING_JSON:q} > {log:q} 2>&1"
+
+
 rule train_verl:
     input:
+        command=f"{RESULTS}/train/{{model}}/{{method}}/verl_command.txt",
         model=lambda w: model_manifest(w.model, "base"),
         data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
-        val=lambda w: [dataset_path(name) for name in CONFIG["training"]["verl"]["validation_benchmarks"]],
+        val=lambda w: verl_validation_paths(w.model),
     output:
         f"{RESULTS}/train/{{model}}/{{method}}/training.json",
     log:
@@ -56,9 +80,10 @@ rule train_verl:
     conda:
         "../../envs/verl.yaml"
     shell:
-        "python -m pipelines.train.verl_launch --spec {params.spec:q} --base-manifest {input.model:q}"
-        " --data {input.data:q} --val-data {input.val:q} --checkpoints {params.checkpoints:q}"
-        " --output {output:q} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+        "python -m pipelines.train.verl_launch --command-file {input.command:q} --spec {params.spec:q}"
+        " --base-manifest {input.model:q} --data {input.data:q} --val-data {input.val:q}"
+        " --checkpoints {params.checkpoints:q} --output {output:q} --tracking {TRACKING_JSON:q}"
+        " --log-file {log:q} > {log:q} 2>&1"
 
 
 rule convert:

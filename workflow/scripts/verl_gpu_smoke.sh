@@ -23,7 +23,8 @@ if [[ "${EMPO_SMOKE_CONDA:-1}" == "0" ]]; then
     echo "verl_gpu_smoke: the active environment lacks verl/vllm/pipelines (see envs/verl.yaml)" >&2; exit 2; }
 fi
 start=$(date +%s)
-snakemake --configfile "${configs[@]}" "${conda_flag[@]}" --cores "${CORES:-8}" --resources gpu=1 "$target"
+# the target first: --configfile and --resources take every following word as theirs
+snakemake "$target" --configfile "${configs[@]}" "${conda_flag[@]}" --cores "${CORES:-8}" --resources gpu=1
 python - "$results" <<'PY'
 import json, sys
 from pathlib import Path
@@ -36,6 +37,6 @@ metrics = json.loads((results / "eval/tiny-qwen2/empo/arith_easy/metrics.json").
 log = (results / "logs/train/tiny-qwen2/empo.log").read_text()
 assert "group/semantic_entropy" in log, "the group-reward diagnostics never reached verl's logger"
 print("verl smoke OK: steps", training["saved_steps"], "| converted step", model["global_step"],
-      "| arith_easy scores", metrics.get("scores"))
+      "| arith_easy", metrics["metrics"])
 PY
 echo "verl_gpu_smoke: passed in $(( $(date +%s) - start )) s; MLflow: mlflow ui --backend-store-uri sqlite:///$PWD/$results/mlflow/mlflow.db"

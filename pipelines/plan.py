@@ -1,0 +1,135 @@
+"""`python -m pipelines.plan`: plan.md, what a config will run, before any download or GPU-hour.
+
+Every training job with its key settings side by side (and its exact verl command file, for
+verl jobs), every evaluation job's protocol, and estimated GPU-hours. The estimate is stated,
+not measured: generated tokens / (tokens per second per GPU) / 3600, where
+
+- a training job generates at most steps x prompts_per_step x num_generations x
+  max_completion_length tokens (every response at the cap: an upper bound; RL responses are
+  often far shorter early on), and rollouts dominate the time of an RL step;
+- an evaluation job generates at most items x n x max_new_tokens tokens (items are counted from
+  local dataset files; a hub dataset's size is unknown until it is downloaded);
+- tokens per second per GPU is `cluster.estimate_tokens_per_gpu_second`: set it from a
+  measured run on your hardware.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.cli import parse_stage_args, stage_parser
+
+
+def count_items(source: Mapping[str, Any], limit: int | None) -> int | None:
+    """Rows of a local dataset file (None for hub datasets: unknown before the download)."""
+    if source.get("kind") != "file" or not Path(source["path"]).is_file():
+        return None
+    path = Path(source["path"])
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(path).metadata.num_rows
+    else:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = len(lines) - (1 if path.suffix == ".csv" else 0)
+    return min(rows, limit) if limit is not None else rows
+
+
+def training_tokens(trainer: Mapping[str, Any]) -> int:
+    """Upper bound on the tokens a training job generates (every response at the cap)."""
+    return (trainer["max_steps"] * trainer["prompts_per_step"] * trainer["num_generations"]
+            * trainer["max_completion_length"])
+
+
+def gpu_hours(tokens: int | None, tokens_per_gpu_second: float) -> float | None:
+    return None if tokens is None else tokens / tokens_per_gpu_second / 3600
+
+
+def _hours(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.1f}"
+
+
+def _decoding(decoding: Mapping[str, Any]) -> str:
+    if decoding["temperature"] == 0:
+        return "greedy"
+    top_k = f", top_k {decoding['top_k']}" if decoding.get("top_k") else ""
+    return f"T {decoding['temperature']}, top_p {decoding['top_p']}{top_k}, n {decoding['n']}"
+
+
+def _start(source: Mapping[str, Any]) -> str:
+    if source["kind"] == "hub":
+        return source["hub_id"] + (f"@{source['revision'][:8]}" if source.get("revision") else "")
+    return source.get("path") or f"demo ({source.get('corpus')})"
+
+
+def render_plan(spec: Mapping[str, Any]) -> str:
+    tps = spec["tokens_per_gpu_second"]
+    results = spec["results_dir"]
+    lines = ["# Plan", "",
+             f"What this configuration runs. GPU-hours are estimates: generated tokens / {tps:g} tokens/s "
+             "per GPU (`cluster.estimate_tokens_per_gpu_second`) / 3600. Training: at most steps x prompts "
+             "x G x response cap tokens (every response at the cap, an upper bound). Evaluation: items x n "
+             "x max new tokens (items known for local dataset files only).", ""]
+    train_total = 0.0
+    if spec["train"]:
+        lines += ["## Training jobs", "",
+                  "| model | method | backend | reward | start model | steps | prompts x G | response cap | lr "
+                  "| loss | save every | validation | GPUs | GPU-hours (≤) |",
+                  "|" + "---|" * 14]
+        for job in spec["train"]:
+            trainer, resources = job["trainer"], job["resources"]
+            verl = job.get("verl", {})
+            hours = gpu_hours(training_tokens(trainer), tps)
+            train_total += hours or 0.0
+            loss = trainer["loss"] + (f" ({verl['loss_agg_mode']})" if verl else " (sequence mean)")
+            gpus = resources["gpus"] * resources.get("nodes", 1)
+            validation = ", ".join(verl.get("validation_benchmarks", [])) or "–"
+            lines.append("| " + " | ".join([
+                job["model"], job["method"], trainer["backend"], trainer["reward"], _start(job["start_model"]),
+                str(trainer["max_steps"]), f"{trainer['prompts_per_step']} x {trainer['num_generations']}",
+                str(trainer["max_completion_length"]), f"{trainer['learning_rate']:g}", loss,
+                str(trainer["save_steps"]), validation, str(gpus), _hours(hours)]) + " |")
+        verl_jobs = [job for job in spec["train"] if job["trainer"]["backend"] == "verl"]
+        if verl_jobs:
+            lines += ["", "The exact verl command of each verl job (written with this plan, no download):", ""]
+            lines += [f"- `{results}/train/{job['model']}/{job['method']}/verl_command.txt`" for job in verl_jobs]
+        lines += ["", f"Training total: ≤ {_hours(train_total)} GPU-hours.", ""]
+    eval_total, unknown = 0.0, 0
+    lines += ["## Evaluation jobs", "",
+              "| model | method | benchmark | items | engine | decoding | max new tokens | prompt | GPU-hours (≤) |",
+              "|" + "---|" * 9]
+    for job in spec["eval"]:
+        items = count_items(job["data_source"], job.get("data_limit"))
+        decoding = job["decoding"]
+        tokens = None if items is None else items * decoding["n"] * decoding["max_new_tokens"]
+        hours = gpu_hours(tokens, tps)
+        if hours is None:
+            unknown += 1
+        else:
+            eval_total += hours
+        prompt = job["prompt"]["format"] + (", own system prompt" if job["prompt"].get("system_prompt") else "")
+        lines.append("| " + " | ".join([
+            job["model"], job["method"], job["benchmark"], "?" if items is None else str(items), job["engine"],
+            _decoding(decoding), str(decoding["max_new_tokens"]), prompt, _hours(hours)]) + " |")
+    lines += ["", f"Evaluation total: ≤ {_hours(eval_total)} GPU-hours"
+              + (f" ({unknown} job(s) of unknown size not counted)" if unknown else "") + ".", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.plan` — write plan.md from the plan spec (config only)."""
+    parser = stage_parser(main.__doc__)
+    parser.add_argument("--output", required=True, type=Path)
+    args, spec, _ = parse_stage_args(parser, argv)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(render_plan(spec), encoding="utf-8")
+    print(json.dumps({"train_jobs": len(spec["train"]), "eval_jobs": len(spec["eval"])}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The paper config is the authors' run: per-model settings, their per-sequence GSPO weighting,
+a reviewable plan written offline (verl commands and plan.md), the released checkpoints as
+evaluation-only rows, and every known difference from the authors listed under the table."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import config as cfg
+from pipelines import report
+from pipelines.train import verl_launch
+from tests.conftest import REPO_ROOT
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
+
+
+def test_each_model_trains_and_evaluates_with_its_scripts_settings(paper):
+    expected = {  # run_empo_{qwen2.5_math_1.5b,octothinker_long_3b,qwen2.5_math_7b}.sh (+ our 7B choice)
+        "qwen2.5-math-1.5b": (192, 96, 3072, ["amc23", "minerva_math", "math500"]),
+        "octothinker-3b-long": (100, 96, 16384, ["amc23", "minerva_math", "math500", "aime24", "olympiadbench"]),
+        "qwen2.5-math-7b": (300, 32, 3072, ["amc23"]),
+    }
+    for model, (steps, save, length, validation) in expected.items():
+        for method in ("empo", "gspo"):
+            spec = cfg.train_job_spec(paper, model, method)
+            trainer = spec["trainer"]
+            assert (trainer["max_steps"], trainer["save_steps"], trainer["max_completion_length"]) == (steps, save, length)
+            assert spec["verl"]["validation_benchmarks"] == validation
+            assert spec["verl"]["loss_agg_mode"] == "seq-mean-token-mean" and spec["verl"]["data_seed"] == 1
+            assert trainer["reward"] == ("empo" if method == "empo" else "supervised")
+        for benchmark in paper["evaluation"]["benchmarks"]:
+            assert cfg.eval_job_spec(paper, model, "base", benchmark)["decoding"]["max_new_tokens"] == length
+    assert cfg.eval_job_spec(paper, "empo-released-octothinker-3b-long", "base", "aime24")["decoding"]["max_new_tokens"] == 16384
+
+
+def test_a_model_cannot_change_a_methods_reward(paper, tmp_path):
+    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    config["models"]["qwen2.5-math-7b"]["trainer"]["reward"] = "majority"
+    config["models"]["qwen2.5-math-7b"]["verl"]["validation_benchmarks"] = ["numina_math_20k"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(cfg.ConfigError) as error:
+        cfg.load_config([path])
+    message = str(error.value)
+    assert "'models.qwen2.5-math-7b.trainer.reward': set per method" in message
+    assert "'models.qwen2.5-math-7b.verl.validation_benchmarks.0'" in message
+
+
+def _copy_workflow(destination: Path) -> Path:
+    for name in ("Snakefile", "workflow", "pipelines", "config", "envs", "profiles"):
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run([str(BIN / "snakemake"), "--cores", "1", *args], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """`snakemake plan` on the paper config, offline: no dataset or model exists."""
+    workdir = _copy_workflow(tmp_path_factory.mktemp("paper"))
+    _snakemake(workdir, "plan", "--configfile", "config/config.yaml")
+    return workdir
+
+
+def _overrides(workdir: Path, model: str, method: str = "empo") -> dict[str, str]:
+    words = shlex.split((workdir / "results" / "train" / model / method / "verl_command.txt").read_text())
+    assert words[:3] == ["python", "-m", "verl.trainer.main_ppo"]
+    return dict(word.split("=", 1) for word in words[3:])
+
+
+def test_verl_commands_are_written_offline_with_each_models_settings(planned):
+    assert not (planned / "results" / "data").exists() and not (planned / "results" / "models").exists()
+    for model, steps, length, save, validation in [
+            ("qwen2.5-math-1.5b", 192, 3072, 96, ["amc23", "minerva_math", "math500"]),
+            ("octothinker-3b-long", 100, 16384, 96, ["amc23", "minerva_math", "math500", "aime24", "olympiadbench"]),
+            ("qwen2.5-math-7b", 300, 3072, 32, ["amc23"])]:
+        overrides = _overrides(planned, model)
+        assert overrides["trainer.total_training_steps"] == str(steps)
+        assert overrides["data.max_response_length"] == str(length)
+        assert overrides["trainer.save_freq"] == str(save)
+        assert overrides["actor_rollout_ref.actor.loss_agg_mode"] == "seq-mean-token-mean"
+        assert overrides["actor_rollout_ref.actor.policy_loss.loss_mode"] == "gspo"
+        assert overrides["data.seed"] == "1"
+        assert overrides["data.val_files"] == "[" + ",".join(
+            str(planned / "results" / "data" / f"{name}.parquet") for name in validation) + "]"
+        # the model is named where its model job will link it, before it is downloaded
+        assert overrides["actor_rollout_ref.model.path"] == str(planned / "results" / "models" / model / "base" / "hf")
+        assert "ray_kwargs.ray_init.num_cpus" not in overrides  # the allocation's, added when the job runs
+
+
+def test_plan_lists_every_job_with_gpu_hour_estimates(planned):
+    plan = (planned / "results" / "plan.md").read_text()
+    rows = [line for line in plan.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    train_rows = [r for r in rows if "| verl |" in r]
+    assert len(train_rows) == 6 and len(rows) == 6 + 14 * 5
+    three_b = next(r for r in train_rows if r.startswith("| octothinker-3b-long | empo |"))
+    # 100 steps x 256 prompts x 16 x 16384 tokens / 2000 tokens/s / 3600 s
+    assert f"| {100 * 256 * 16 * 16384 / 2000 / 3600:,.1f} |" in three_b
+    assert "seq-mean-token-mean" in three_b and "| 100 |" in three_b
+    assert "Training total" in plan and "verl_command.txt" in plan
+
+
+def test_released_checkpoints_are_evaluation_only_rows(tmp_path):
+    workdir = _copy_workflow(tmp_path)
+    out = _snakemake(workdir, "-n", "--configfile", "config/config.yaml").stdout
+    jobs = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)$", out, flags=re.M)
+    released = [(rule, wildcards) for rule, wildcards in jobs if "empo-released" in wildcards]
+    assert released and {rule for rule, _ in released} == {"model", "eval"}
+    assert sum(1 for rule, _ in released if rule == "eval") == 3 * 5
+
+
+def test_the_table_lists_every_difference_from_the_authors(paper):
+    table = report.build_table(cfg.report_spec(paper), {})
+    markdown = report.render_markdown(table)
+    section = markdown[markdown.index("## Differences from the authors"):]
+    assert "Every row:\n- grader: ours math-verify" in section and "xVerify" in section
+    three_b = section[section.index("octothinker-3b-long / empo:"):]
+    assert three_b.splitlines()[1] == ("- start model: ours OctoThinker/OctoThinker-3B-Long-Base; "
+                                       "theirs OctoThinker/OctoThinker-3B-Long-Zero")
+    assert "octothinker-3b-long / base:" not in section  # the start model concerns trained rows only
+    assert "qwen2.5-math-7b / empo:\n- their script sets trainer.total_train_steps=300" in section
+    labels = [(row["label_model"], row["label_method"]) for row in table["rows"]]
+    assert ("qwen2.5-math-1.5b", "empo (released)") in labels
+    assert "| qwen2.5-math-1.5b | empo (released) | measured |" in markdown
+
+
+def test_a_changed_setting_shows_up_as_a_difference(paper):
+    changed = cfg.validate_config({**yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text()),
+                                   "training": {**yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["training"],
+                                                "verl": {**paper["training"]["verl"], "loss_agg_mode": "token-mean"}}},
+                                  source="test")
+    found = cfg.divergences(changed, "qwen2.5-math-1.5b", "empo")
+    assert {"setting": "training.verl.loss_agg_mode", "ours": "token-mean", "theirs": "seq-mean-token-mean"} in found
+    assert not [d for d in cfg.divergences(paper, "qwen2.5-math-1.5b", "empo") if d["setting"].startswith("training")]
+
+
+def test_the_train_job_runs_the_command_file_plus_its_allocation(tmp_path):
+    model = tmp_path / "models" / "m" / "base" / "hf"
+    command_file = tmp_path / "verl_command.txt"
+    command_file.write_text(f"python -m verl.trainer.main_ppo actor_rollout_ref.model.path={model} trainer.nnodes=1\n")
+    with pytest.raises(RuntimeError, match="does not exist: its model job makes that link"):
+        verl_launch.command_from_file(command_file, cpus=16)
+    model.mkdir(parents=True)
+    command, overrides = verl_launch.command_from_file(command_file, cpus=16)
+    assert command[:3] == [sys.executable, "-m", "verl.trainer.main_ppo"]
+    assert overrides[-1] == "ray_kwargs.ray_init.num_cpus=16"
+    assert verl_launch.command_from_file(command_file, cpus=None)[1][-1] == "trainer.nnodes=1"
