@@ -20,6 +20,32 @@ BENCHMARK_FILES = {
 }
 
 
+#: What a run of the workflow needs from the repository (the rest is results/).
+WORKFLOW_FILES = ("Snakefile", "workflow", "pipelines", "config", "envs", "profiles")
+
+
+def copy_workflow(destination: Path) -> Path:
+    """A copy of the workflow to run real Snakemake in, isolated from this checkout's results/."""
+    import shutil
+
+    for name in WORKFLOW_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+@pytest.fixture
+def tracking_config(tmp_path, monkeypatch) -> dict:
+    """A fresh sqlite MLflow store under tmp_path (the working directory of the test)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return {"tracking_uri": "sqlite:///results/mlflow/mlflow.db", "artifact_root": "results/mlflow/artifacts",
+            "experiment": "unit", "enabled": True, "results_dir": "results"}
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The authors' parquet files, when this machine has them (never committed)."""

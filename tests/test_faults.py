@@ -135,14 +135,6 @@ def test_a_boxed_integer_past_pythons_digit_limit_is_graded_not_raised():
 # 4. Tracking never fails the workflow, never leaves orphans --------------------------------
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return {"tracking_uri": "sqlite:///results/mlflow/mlflow.db", "artifact_root": "results/mlflow/artifacts",
-            "experiment": "faults", "enabled": True, "results_dir": "results"}
-
-
 def _hook(action: str, tracking_config: dict, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     """The Snakefile's hook as Snakemake runs it: a child process (here of a short-lived shell,
     so the Snakemake pid it records is gone afterwards, as after a kill)."""
@@ -152,9 +144,9 @@ def _hook(action: str, tracking_config: dict, cwd: Path, *extra: str) -> subproc
     return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_hooks_on_a_broken_store_warn_once_and_exit_zero(store, tmp_path):
+def test_hooks_on_a_broken_store_warn_once_and_exit_zero(tracking_config, tmp_path):
     (tmp_path / "not-a-dir").write_text("")
-    broken = {**store, "tracking_uri": "sqlite:///not-a-dir/mlflow.db"}
+    broken = {**tracking_config, "tracking_uri": "sqlite:///not-a-dir/mlflow.db"}
     (tmp_path / "results" / "mlflow").mkdir(parents=True)
     (tmp_path / "results" / "mlflow" / "workflow_run.json").write_text('{"run_id": "stale"}')
     record = tmp_path / "results" / "mlflow" / "workflow_run.json"
@@ -168,10 +160,10 @@ def test_hooks_on_a_broken_store_warn_once_and_exit_zero(store, tmp_path):
         assert not tracker.active
 
 
-def test_runs_left_running_by_kills_are_closed_as_killed(store, tmp_path):
+def test_runs_left_running_by_kills_are_closed_as_killed(tracking_config, tmp_path):
     import mlflow
 
-    assert _hook("start", store, tmp_path).returncode == 0
+    assert _hook("start", tracking_config, tmp_path).returncode == 0
     parent = json.loads((tmp_path / "results" / "mlflow" / "workflow_run.json").read_text())["run_id"]
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent(f"""
@@ -183,31 +175,31 @@ def test_runs_left_running_by_kills_are_closed_as_killed(store, tmp_path):
                 print(tracker.run_id, flush=True)
                 time.sleep(600)
     """))
-    job = subprocess.Popen([sys.executable, str(script), json.dumps(store)], cwd=tmp_path,
+    job = subprocess.Popen([sys.executable, str(script), json.dumps(tracking_config)], cwd=tmp_path,
                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     orphan = job.stdout.readline().strip()
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
-    client = mlflow.MlflowClient(tracking.resolve_tracking_uri(store["tracking_uri"]))
+    client = mlflow.MlflowClient(tracking.resolve_tracking_uri(tracking_config["tracking_uri"]))
     assert client.get_run(orphan).info.status == "RUNNING" and client.get_run(parent).info.status == "RUNNING"
 
     # The next workflow closes the dead one's parent and its running children ...
-    assert _hook("start", store, tmp_path).returncode == 0
+    assert _hook("start", tracking_config, tmp_path).returncode == 0
     assert client.get_run(parent).info.status == "KILLED"
     assert client.get_run(orphan).info.status == "KILLED"
     # ... and a job that resumes says which run it continues; a still-running orphan is closed.
-    second = subprocess.Popen([sys.executable, str(script), json.dumps(store)], cwd=tmp_path,
+    second = subprocess.Popen([sys.executable, str(script), json.dumps(tracking_config)], cwd=tmp_path,
                               stdout=subprocess.PIPE, text=True, start_new_session=True)
     second_id = second.stdout.readline().strip()
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
-    with tracking.job_run(store, "train", "tiny/empo", {"lr": 1}) as tracker:
+    with tracking.job_run(tracking_config, "train", "tiny/empo", {"lr": 1}) as tracker:
         pass
     resumed = client.get_run(tracker.run_id)
     assert resumed.data.tags["pipeline.continues"] == second_id
     assert client.get_run(second_id).info.status == "KILLED"
     assert client.get_run(second_id).data.tags["pipeline.continued_by"] == tracker.run_id
-    with tracking.job_run(store, "train", "tiny/other", {"lr": 1}) as other:
+    with tracking.job_run(tracking_config, "train", "tiny/other", {"lr": 1}) as other:
         pass
     assert "pipeline.continues" not in client.get_run(other.run_id).data.tags  # other jobs untouched
 

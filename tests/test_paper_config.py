@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 from pipelines import config as cfg
 from pipelines import report
 from pipelines.train import verl_launch
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, copy_workflow
 
 BIN = Path(sys.executable).parent
 
@@ -60,16 +59,6 @@ def test_a_model_cannot_change_a_methods_reward(paper, tmp_path):
     assert "'models.qwen2.5-math-7b.verl.validation_benchmarks.0'" in message
 
 
-def _copy_workflow(destination: Path) -> Path:
-    for name in ("Snakefile", "workflow", "pipelines", "config", "envs", "profiles"):
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, destination / name)
-    return destination
-
-
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -82,7 +71,7 @@ def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """`snakemake plan` on the paper config, offline: no dataset or model exists."""
-    workdir = _copy_workflow(tmp_path_factory.mktemp("paper"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("paper"))
     _snakemake(workdir, "plan", "--configfile", "config/config.yaml")
     return workdir
 
@@ -126,7 +115,7 @@ def test_plan_lists_every_job_with_gpu_hour_estimates(planned):
 
 
 def test_released_checkpoints_are_evaluation_only_rows(tmp_path):
-    workdir = _copy_workflow(tmp_path)
+    workdir = copy_workflow(tmp_path)
     out = _snakemake(workdir, "-n", "--configfile", "config/config.yaml").stdout
     jobs = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)$", out, flags=re.M)
     released = [(rule, wildcards) for rule, wildcards in jobs if "empo-released" in wildcards]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import copy_workflow
 
 pytestmark = [
     pytest.mark.slurm,
@@ -29,12 +29,7 @@ GPU_OVERLAY = {"resources": {"eval": {"gpus": 1, "cpus": 1, "mem_mb": 2000, "run
 
 
 def _workdir(destination: Path) -> Path:
-    for name in ("Snakefile", "workflow", "pipelines", "config", "envs", "profiles"):
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, destination / name)
+    copy_workflow(destination)
     (destination / "config" / "gpu-overlay.yaml").write_text(yaml.safe_dump(GPU_OVERLAY))
     return destination
 

@@ -10,14 +10,6 @@ import pytest
 from pipelines import tracking
 
 
-@pytest.fixture
-def tracking_config(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return {"tracking_uri": "sqlite:///results/mlflow/mlflow.db", "artifact_root": "results/mlflow/artifacts",
-            "experiment": "unit", "enabled": True, "results_dir": "results"}
-
-
 def test_relative_sqlite_uri_becomes_absolute_and_env_wins(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,22 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import copy_workflow
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 EASY = "results/eval/tiny-qwen2/base/arith_easy/metrics.json"
-
-
-def _copy_workflow(destination: Path) -> Path:
-    for name in ("Snakefile", "workflow", "pipelines", "config", "envs", "profiles"):
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, destination / name)
-    return destination
 
 
 def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -59,7 +48,7 @@ def _runs(workdir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:
-    workdir = _copy_workflow(tmp_path_factory.mktemp("demo"))
+    workdir = copy_workflow(tmp_path_factory.mktemp("demo"))
     started = time.time()
     _snakemake(workdir, "--configfile", "config/demo.yaml")
     print(f"demo DAG took {time.time() - started:.1f} s")
@@ -128,7 +117,7 @@ def test_forced_rerun_of_one_eval_updates_the_table(demo_run):
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
-    workdir = _copy_workflow(tmp_path)
+    workdir = copy_workflow(tmp_path)
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
     config["evaluation"]["decoding"]["temprature"] = 0.7
     (workdir / "config" / "bad.yaml").write_text(yaml.safe_dump(config))
@@ -141,7 +130,7 @@ def test_bad_config_fails_before_any_job(tmp_path):
 
 
 def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
-    workdir = _copy_workflow(tmp_path)
+    workdir = copy_workflow(tmp_path)
     result = _snakemake(workdir, "-n", "--configfile", "config/config.yaml")
     counts = dict(line.split()[:2] for line in result.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
@@ -195,7 +184,7 @@ def test_a_changed_learning_rate_retrains_from_the_base(demo_run):
 
 
 def test_a_broken_tracking_store_never_fails_the_workflow(tmp_path):
-    workdir = _copy_workflow(tmp_path)
+    workdir = copy_workflow(tmp_path)
     (workdir / "not-a-dir").write_text("")
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
     config["mlflow"]["tracking_uri"] = "sqlite:///not-a-dir/mlflow.db"
