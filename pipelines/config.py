@@ -204,8 +204,10 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         for key in ("backend", "reward"):
             if key in model["trainer"]:
                 yield f"'models.{name}.trainer.{key}': set per method (training.methods), not per model"
+    # each method as configured, and again for every model whose own trainer keys change it
     for method, model in [(m, None) for m in training["methods"]] + [
-            (m, name) for name, spec in config["models"].items() for m in spec["methods"] if m in training["methods"]]:
+            (m, name) for name, spec in config["models"].items() if spec["trainer"]
+            for m in spec["methods"] if m in training["methods"]]:
         settings = resolved_trainer(config, method, model)
         where = f"'training.methods.{method}'" + (f" for model '{model}'" if model else "")
         low_high = settings.get("entropy_filter")

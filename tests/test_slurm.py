@@ -71,14 +71,16 @@ def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_
 
 def test_failing_job_is_reported_and_a_fixed_rerun_redoes_nothing(tmp_path):
     workdir = _workdir(tmp_path)
-    broken = {"datasets": {"arith_hard": {"source": {"kind": "file", "path": "config/demo_data/missing.jsonl"}}}}
+    # a file that exists (a missing one fails validation, before any job) but that its job refuses
+    (workdir / "config" / "demo_data" / "empty.jsonl").write_text("")
+    broken = {"datasets": {"arith_hard": {"source": {"kind": "file", "path": "config/demo_data/empty.jsonl"}}}}
     (workdir / "config" / "broken.yaml").write_text(yaml.safe_dump(broken))
     failed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml",
                         "config/broken.yaml", timeout=600)
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "results/logs/data/arith_hard.log" in output
-    assert "dataset file not found: config/demo_data/missing.jsonl" in (
+    assert "dataset file config/demo_data/empty.jsonl is empty" in (
         workdir / "results" / "logs" / "data" / "arith_hard.log").read_text()
     finished = {path: path.stat().st_mtime_ns for path in (workdir / "results").rglob("*")
                 if path.is_file() and path.suffix in {".parquet", ".json"} and "mlflow" not in path.parts}
