@@ -3,7 +3,7 @@
 This file only validates the config, includes the rule files and names the targets.
     snakemake --cores 2 --configfile config/demo.yaml      # the embedded CPU demo
     snakemake --profile slurm                              # the paper table on a cluster
-    snakemake -R results/eval/<model>/<method>/<benchmark>/metrics.json   # rerun one eval
+    snakemake -R results/eval/<model>/<method>/<benchmark>/<protocol>/generations.jsonl --configfile ...   # regenerate one
 """
 
 import sys
@@ -22,7 +22,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/eval.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -37,6 +37,6 @@ localrules:
 # whose consumer is up to date, so a deleted metrics.json would leave its number in the table.
 rule all:
     input:
-        table_outputs(),
-        all_eval_metrics(),
+        list(table_outputs().values()),
+        all_grade_metrics(),
     default_target: True

@@ -29,6 +29,12 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: Methods that need no training stage. Trained methods come with a training backend.
 UNTRAINED_METHOD = "base"
+#: The one protocol of a config that names none: evaluation.decoding as it stands.
+DEFAULT_PROTOCOL = "main"
+#: Graders that need no model (CPU jobs); the others run as judge jobs.
+RULE_GRADERS = ("math-verify", "empo-rules")
+#: Bootstrap of every interval (grade jobs and the table's paired differences): resamples, seed.
+BOOTSTRAP = {"samples": 2000, "seed": 0}
 
 
 class ConfigError(ValueError):
@@ -155,6 +161,7 @@ def validate_config(config: dict[str, Any], source: str,
     if errors:
         lines = "\n".join(f"  - {_with_location(_describe(error), files)}" for error in errors[:20])
         raise ConfigError(f"invalid configuration in {source}:\n{lines}")
+    resolved["evaluation"].setdefault("protocols", {DEFAULT_PROTOCOL: {}})
     problems = list(_cross_reference_problems(resolved))
     if problems:
         lines = "\n".join(f"  - {_with_location(problem, files)}" for problem in problems)
@@ -185,12 +192,19 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
     for benchmark in config["evaluation"]["per_benchmark"]:
         if benchmark not in benchmarks:
             yield f"'evaluation.per_benchmark.{benchmark}': '{benchmark}' is not in 'evaluation.benchmarks'"
+    for name, protocol in config["evaluation"]["protocols"].items():
+        for benchmark in protocol.get("benchmarks", []):
+            if benchmark not in benchmarks:
+                yield f"'evaluation.protocols.{name}.benchmarks': '{benchmark}' is not in 'evaluation.benchmarks'"
     for model in config["models"]:
-        for benchmark in benchmarks:
-            decoding = resolved_decoding(config, benchmark, model)
+        for benchmark, protocol in protocol_targets(config):
+            decoding = resolved_decoding(config, benchmark, model, protocol)
             if decoding["temperature"] == 0 and decoding["n"] != 1:
-                yield (f"'evaluation.decoding' for model '{model}', benchmark '{benchmark}': greedy decoding "
-                       f"(temperature 0) gives identical samples; set n: 1 or a temperature > 0")
+                yield (f"'evaluation.protocols.{protocol}' for model '{model}', benchmark '{benchmark}': greedy "
+                       f"decoding (temperature 0) gives identical samples; set n: 1 or a temperature > 0")
+    judge = config["evaluation"]["llm_judge"]
+    if "llm-judge" in config["evaluation"]["graders"] and judge["engine"] == "openai" and not judge["endpoint"]:
+        yield "'evaluation.llm_judge.endpoint': required when the llm-judge engine is 'openai'"
     training = config["training"]
     if training["methods"]:
         train_set = training.get("dataset")
@@ -313,11 +327,28 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 # Resolution: what one job needs, as plain JSON-able dicts.
 
 
-def resolved_decoding(config: dict[str, Any], benchmark: str, model: str | None = None) -> dict[str, Any]:
-    """evaluation.decoding, then the benchmark's per_benchmark keys, then the model's decoding."""
+def resolved_decoding(config: dict[str, Any], benchmark: str, model: str | None = None,
+                      protocol: str | None = None) -> dict[str, Any]:
+    """evaluation.decoding, then the benchmark's per_benchmark keys, then the model's decoding,
+    then the protocol's keys (a protocol names its sampling, so it has the last word)."""
     evaluation = config["evaluation"]
     model_keys = config["models"][model]["decoding"] if model is not None else {}
-    return {**evaluation["decoding"], **evaluation["per_benchmark"].get(benchmark, {}), **model_keys}
+    protocol_keys = {key: value for key, value in evaluation["protocols"].get(protocol, {}).items()
+                     if key != "benchmarks"} if protocol is not None else {}
+    return {**evaluation["decoding"], **evaluation["per_benchmark"].get(benchmark, {}), **model_keys,
+            **protocol_keys}
+
+
+def protocols_of(config: dict[str, Any], benchmark: str) -> list[str]:
+    """The protocols a benchmark is evaluated under, in config order."""
+    return [name for name, protocol in config["evaluation"]["protocols"].items()
+            if benchmark in protocol.get("benchmarks", config["evaluation"]["benchmarks"])]
+
+
+def protocol_targets(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (benchmark, protocol) pair, benchmarks in table order."""
+    return [(benchmark, protocol) for benchmark in config["evaluation"]["benchmarks"]
+            for protocol in protocols_of(config, benchmark)]
 
 
 def resolved_prompt(config: dict[str, Any], model: str) -> dict[str, Any]:
@@ -354,14 +385,20 @@ def cluster_setting(config: dict[str, Any], key: str) -> str | None:
     return os.environ.get(f"EMPO_SLURM_{key.upper()}") or config["cluster"].get(key)
 
 
-def eval_targets(config: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """Every (model, method, benchmark) the config asks for, in table order."""
+def generate_targets(config: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Every (model, method, benchmark, protocol) to generate, in table order."""
     return [
-        (model, method, benchmark)
+        (model, method, benchmark, protocol)
         for model, spec in config["models"].items()
         for method in spec["methods"]
-        for benchmark in config["evaluation"]["benchmarks"]
+        for benchmark, protocol in protocol_targets(config)
     ]
+
+
+def grade_targets(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """Every (model, method, benchmark, protocol, grader) to grade, in table order."""
+    return [(*target, grader) for target in generate_targets(config)
+            for grader in config["evaluation"]["graders"]]
 
 
 def data_job_spec(config: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -394,20 +431,52 @@ def convert_job_spec(config: dict[str, Any], model: str, method: str) -> dict[st
             "train": train_job_spec(config, model, method)}
 
 
-def eval_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str) -> dict[str, Any]:
+def generate_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str,
+                      protocol: str) -> dict[str, Any]:
+    """Everything a generation depends on (no grader: grading is its own job)."""
     evaluation = config["evaluation"]
     return {
         "model": model,
         "method": method,
         "benchmark": benchmark,
+        "protocol_name": protocol,
         "engine": evaluation["engine"],
         "batch_size": evaluation["batch_size"],
         "dtype": config["models"][model]["dtype"],
         "prompt": resolved_prompt(config, model),
-        "decoding": resolved_decoding(config, benchmark, model),
-        "pass_at_k": list(evaluation["pass_at_k"]),
-        "grading": dict(config["grading"]),
-        "gpus": resolved_resources(config, "eval", model=model)["gpus"],
+        "decoding": resolved_decoding(config, benchmark, model, protocol),
+        "gpus": resolved_resources(config, "generate", model=model)["gpus"],
+    }
+
+
+def grader_spec(config: dict[str, Any], grader: str) -> dict[str, Any]:
+    """A grader and every setting and version that moves its verdicts (a version bump or a
+    changed setting changes this spec, so Snakemake re-plans the grade jobs, and only them)."""
+    from importlib import metadata
+
+    spec: dict[str, Any] = {"name": grader, "timeout_seconds": config["grading"]["timeout_seconds"],
+                            "math_verify": metadata.version("math-verify")}
+    if grader != "math-verify":
+        spec["sympy"] = metadata.version("sympy")
+    if grader == "llm-judge":
+        spec["judge"] = dict(config["evaluation"]["llm_judge"])
+    return spec
+
+
+def grade_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str, protocol: str,
+                   grader: str) -> dict[str, Any]:
+    """What one grading job needs: the grader and the metrics it reports."""
+    stage = "grade" if grader in RULE_GRADERS else "judge"
+    return {
+        "model": model,
+        "method": method,
+        "benchmark": benchmark,
+        "protocol_name": protocol,
+        "grader": grader_spec(config, grader),
+        "pass_at_k": list(config["evaluation"]["pass_at_k"]),
+        "workers": resolved_resources(config, stage)["cpus"] if stage == "grade" else config["grading"]["workers"],
+        "gpus": resolved_resources(config, stage, model=None)["gpus"],
+        "bootstrap": dict(BOOTSTRAP),
     }
 
 
@@ -428,13 +497,22 @@ def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[st
     found: list[dict[str, str]] = []
     theirs_decoding = {**authors.get("decoding", {}), **own.get("decoding", {})}
     benchmarks = config["evaluation"]["benchmarks"]
+    headline = next(iter(config["evaluation"]["protocols"]))  # the protocol published numbers sit under
     for key, value in theirs_decoding.items():
-        ours = sorted({_shown(resolved_decoding(config, b, model).get(key)) for b in benchmarks})
+        ours = sorted({_shown(resolved_decoding(config, b, model, headline).get(key)) for b in benchmarks
+                       if headline in protocols_of(config, b)})
         if ours != [_shown(value)]:
             found.append({"setting": f"evaluation.decoding.{key}", "ours": " / ".join(ours), "theirs": _shown(value)})
     found += _differences("evaluation.prompt", resolved_prompt(config, model), authors.get("prompt", {}))
-    if authors.get("grader"):
-        found.append({"setting": "grader", "ours": "math-verify, strict (see the protocol)", "theirs": authors["grader"]})
+    graders = config["evaluation"]["graders"]
+    if authors.get("grader") and "llm-judge" not in graders:
+        found.append({"setting": "grader", "ours": " and ".join(graders) + " (one block of the table each; "
+                      "llm-judge is their full chain)", "theirs": authors["grader"]})
+    if authors.get("grader") and "llm-judge" in graders:
+        judge = config["evaluation"]["llm_judge"]
+        found.append({"setting": "llm-judge", "ours": f"{judge['model']}, greedy, shown the benchmark question",
+                      "theirs": "xVerify-8B-SFT (not released) at temperature 0.1, shown the question only where "
+                                "their data has one (AIME24)"})
     if method != UNTRAINED_METHOD and method in config["training"]["methods"]:
         source = config["models"][model]["source"]
         if own.get("start_model") and source.get("hub_id") != own["start_model"]:
@@ -458,11 +536,19 @@ def report_spec(config: dict[str, Any]) -> dict[str, Any]:
         return {"label_model": display.get("model", model),
                 "label_method": display.get("base", method) if method == UNTRAINED_METHOD else method}
 
+    evaluation = config["evaluation"]
     return {
-        "benchmarks": list(config["evaluation"]["benchmarks"]),
+        "benchmarks": list(evaluation["benchmarks"]),
+        "protocols": {name: [b for b in evaluation["benchmarks"] if name in protocols_of(config, b)]
+                      for name in evaluation["protocols"]},
+        "graders": list(evaluation["graders"]),
+        "bootstrap": dict(BOOTSTRAP),
         "rows": [
             {"model": model, "method": method, **label(model, method),
              "published": spec["published"].get(method, {}),
+             # trained rows are compared with their model's untrained row, paired per question
+             "baseline_method": UNTRAINED_METHOD if method != UNTRAINED_METHOD
+             and UNTRAINED_METHOD in spec["methods"] else None,
              "divergences": divergences(config, model, method)}
             for model, spec in config["models"].items()
             for method in spec["methods"]
@@ -493,10 +579,11 @@ def plan_spec(config: dict[str, Any]) -> dict[str, Any]:
                    "resources": resolved_resources(config, "train", model=model),
                    "start_model": config["models"][model]["source"]}
                   for model, method in train_targets(config)],
-        "eval": [{**eval_job_spec(config, model, method, benchmark),
-                  "data_source": config["datasets"][benchmark]["source"],
-                  "data_limit": config["datasets"][benchmark].get("limit")}
-                 for model, method, benchmark in eval_targets(config)],
+        "generate": [{**generate_job_spec(config, model, method, benchmark, protocol),
+                      "data_source": config["datasets"][benchmark]["source"],
+                      "data_limit": config["datasets"][benchmark].get("limit")}
+                     for model, method, benchmark, protocol in generate_targets(config)],
+        "graders": [grader_spec(config, grader) for grader in config["evaluation"]["graders"]],
     }
 
 

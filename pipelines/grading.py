@@ -267,20 +267,43 @@ def _worker_loop(connection: Connection) -> None:
             return
         if message is None:
             return
-        prediction, gold = message
+        rule, prediction, gold = message
         try:
-            verdict = bool(_verify_in_process(prediction, gold))
+            verdict, step = RULES[rule](prediction, gold)
         except BaseException as error:  # noqa: BLE001 - any parser failure is a wrong answer
             # BaseException too: math-verify's TimeoutException derives from it, and a worker
             # that exits on an input before its first answer would read as "cannot start".
-            verdict = False
             try:
                 detail = f"{type(error).__name__}: {error}"[:300]
             except BaseException:  # noqa: BLE001 - e.g. a str() that itself fails
                 detail = type(error).__name__
-            connection.send((verdict, detail))
+            connection.send((False, detail, "error"))
             continue
-        connection.send((verdict, None))
+        connection.send((bool(verdict), None, step))
+
+
+def _math_verify_rule(prediction: str, gold: str) -> tuple[bool, str]:
+    return _verify_in_process(prediction, gold), "math-verify"
+
+
+def _empo_rules_rule(prediction: str, gold: str) -> tuple[bool, str]:
+    from pipelines import empo_rules
+
+    return empo_rules.equivalent(prediction, gold)
+
+
+#: Equivalence rules a worker can apply, by grader name: (prediction, gold) -> (verdict, the step
+#: that decided). Extraction is each grader's own (ANSWER_EXTRACTORS).
+RULES = {"math-verify": _math_verify_rule, "empo-rules": _empo_rules_rule}
+
+
+def _empo_extract(text: str) -> str | None:
+    from pipelines import empo_rules
+
+    return empo_rules.extract_answer(text)
+
+
+ANSWER_EXTRACTORS = {"math-verify": lambda text: extract_answer(text), "empo-rules": _empo_extract}
 
 
 @dataclass(frozen=True)
@@ -291,6 +314,7 @@ class GradeResult:
     extracted: str | None
     timed_out: bool = False
     error: str | None = None
+    decided_by: str | None = None  # the rule step that gave the verdict (empo-rules: exact, sympy, ...)
 
 
 class GradingError(RuntimeError):
@@ -327,16 +351,21 @@ def _context():
     (pipelines.grading_warmup), not from a parent that may hold torch threads (fork after
     torch can deadlock)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["math_verify", "pipelines.grading", "pipelines.grading_warmup"])
+    context.set_forkserver_preload(["math_verify", "pipelines.grading", "pipelines.empo_rules",
+                                    "pipelines.grading_warmup"])
     return context
 
 
 class GradingPool:
     """Worker processes with a hard per-item deadline; results in input order."""
 
-    def __init__(self, workers: int | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS):
+    def __init__(self, workers: int | None = None, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+                 rule: str = "math-verify"):
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
+        if rule not in RULES:
+            raise ValueError(f"unknown grading rule {rule!r} (known: {', '.join(RULES)})")
+        self.rule = rule
         self.size = max(1, workers or os.cpu_count() or 1)
         self.timeout_seconds = timeout_seconds
         self.timeouts = 0
@@ -362,15 +391,16 @@ class GradingPool:
         """(equivalent, timed_out) per (prediction, gold) pair."""
         return [(r[0], r[1]) for r in self._run(pairs)]
 
-    def _run(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, bool, str | None]]:
-        results: list[tuple[bool, bool, str | None] | None] = [None] * len(pairs)
+    def _run(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, bool, str | None, str | None]]:
+        """(verdict, timed out, error, deciding step) per pair, in order."""
+        results: list[tuple[bool, bool, str | None, str | None] | None] = [None] * len(pairs)
         undecided: list[int] = []
         for index, (prediction, gold) in enumerate(pairs):
-            verdict = _fast_verdict(prediction, gold)
+            verdict = _fast_verdict(prediction, gold) if self.rule == "math-verify" else None
             if verdict is None:
                 undecided.append(index)
             else:
-                results[index] = (verdict, False, None)
+                results[index] = (verdict, False, None, "math-verify")
         if not undecided:
             return results  # type: ignore[return-value]
         # Longest first: the rare slow item (a long expression) starts early instead of
@@ -382,7 +412,7 @@ class GradingPool:
         while pending or busy:
             while idle and pending:
                 slot, item = idle.pop(), pending.popleft()
-                self._workers[slot].connection.send(pairs[item])
+                self._workers[slot].connection.send((self.rule, *pairs[item]))
                 busy[slot] = (item, time.monotonic() + self.timeout_seconds)
             next_deadline = min(deadline for _, deadline in busy.values())
             ready = wait([self._workers[s].connection for s in busy],
@@ -391,9 +421,9 @@ class GradingPool:
                 item, _ = busy.pop(slot)
                 worker = self._workers[slot]
                 try:
-                    equivalent, error = worker.connection.recv()
+                    equivalent, error, step = worker.connection.recv()
                     worker.answered += 1
-                    results[item] = (bool(equivalent), False, error)
+                    results[item] = (bool(equivalent), False, error, step)
                 except (EOFError, OSError):  # the worker died
                     worker.process.join(timeout=5)
                     if worker.answered == 0 and (worker.process.exitcode or 0) > 0:
@@ -401,13 +431,13 @@ class GradingPool:
                             f"a grading worker exited with code {worker.process.exitcode} before grading "
                             "anything: it could not start (workers re-import the main module: a script "
                             "must guard its code with `if __name__ == '__main__':`)") from None
-                    results[item] = (False, False, "grader process died")  # e.g. killed for memory
+                    results[item] = (False, False, "grader process died", None)  # e.g. killed for memory
                     self._replace(slot)
                 idle.append(slot)
             now = time.monotonic()
             for slot in [s for s, (_, deadline) in busy.items() if deadline <= now]:
                 item, _ = busy.pop(slot)
-                results[item] = (False, True, f"timed out after {self.timeout_seconds} s")
+                results[item] = (False, True, f"timed out after {self.timeout_seconds} s", None)
                 self.timeouts += 1
                 self._replace(slot)
                 idle.append(slot)
@@ -422,9 +452,10 @@ class GradingPool:
         """Extract each response's answer and compare it with its gold."""
         if len(responses) != len(golds):
             raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
-        extracted = [extract_answer(r) for r in responses]
+        extract = ANSWER_EXTRACTORS[self.rule]
+        extracted = [extract(r) for r in responses]
         todo = [i for i, answer in enumerate(extracted) if answer is not None]
-        outcomes: dict[int, tuple[bool, bool, str | None]] = {}
+        outcomes: dict[int, tuple[bool, bool, str | None, str | None]] = {}
         batches = [todo[i:i + 256] for i in range(0, len(todo), 256)]
         bar = None
         if progress:
@@ -441,7 +472,8 @@ class GradingPool:
         return [
             GradeResult(correct=False, extracted=None) if index not in outcomes else
             GradeResult(correct=outcomes[index][0], extracted=extracted[index],
-                        timed_out=outcomes[index][1], error=outcomes[index][2])
+                        timed_out=outcomes[index][1], error=outcomes[index][2],
+                        decided_by=outcomes[index][3])
             for index in range(len(responses))
         ]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import parse_stage_args, stage_parser
-from pipelines.provenance import file_sha256
+from pipelines.provenance import write_json_atomic, file_sha256
 
 LOG = logging.getLogger(__name__)
 
@@ -291,23 +291,23 @@ def download_hub_model(hub_id: str, revision: str | None,
             "sha256": {"config.json": file_sha256(snapshot_path / "config.json")}}
 
 
-def load_model_and_tokenizer(path: str | Path, dtype: str = "float32", device: str = "cpu"):
-    """Model + tokenizer ready for batched generation (left padding)."""
+def load_model_and_tokenizer(path: str | Path, dtype: str = "float32", device: str = "cpu",
+                             revision: str | None = None):
+    """Model + tokenizer ready for batched generation (left padding); a local directory or a
+    hub id (with its revision)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left", revision=revision)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision).to(device)
     return model, tokenizer
 
 
 def write_manifest(manifest: dict[str, Any], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(manifest, path)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -99,10 +99,11 @@ def render_plan(spec: Mapping[str, Any]) -> str:
             lines += [f"- `{results}/train/{job['model']}/{job['method']}/verl_command.txt`" for job in verl_jobs]
         lines += ["", f"Training total: ≤ {_hours(train_total)} GPU-hours.", ""]
     eval_total, unknown = 0.0, 0
-    lines += ["## Evaluation jobs", "",
-              "| model | method | benchmark | items | engine | decoding | max new tokens | prompt | GPU-hours (≤) |",
-              "|" + "---|" * 9]
-    for job in spec["eval"]:
+    lines += ["## Generation jobs", "",
+              "Each is graded on CPU by every grader: " + ", ".join(g["name"] for g in spec["graders"]) + ".", "",
+              "| model | method | benchmark | protocol | items | engine | decoding | max new tokens | prompt | GPU-hours (≤) |",
+              "|" + "---|" * 10]
+    for job in spec["generate"]:
         items = count_items(job["data_source"], job.get("data_limit"))
         decoding = job["decoding"]
         tokens = None if items is None else items * decoding["n"] * decoding["max_new_tokens"]
@@ -113,9 +114,9 @@ def render_plan(spec: Mapping[str, Any]) -> str:
             eval_total += hours
         prompt = job["prompt"]["format"] + (", own system prompt" if job["prompt"].get("system_prompt") else "")
         lines.append("| " + " | ".join([
-            job["model"], job["method"], job["benchmark"], "?" if items is None else str(items), job["engine"],
+            job["model"], job["method"], job["benchmark"], job["protocol_name"], "?" if items is None else str(items), job["engine"],
             _decoding(decoding), str(decoding["max_new_tokens"]), prompt, _hours(hours)]) + " |")
-    lines += ["", f"Evaluation total: ≤ {_hours(eval_total)} GPU-hours"
+    lines += ["", f"Generation total: ≤ {_hours(eval_total)} GPU-hours"
               + (f" ({unknown} job(s) of unknown size not counted)" if unknown else "") + ".", ""]
     return "\n".join(lines)
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args, spec, _ = parse_stage_args(parser, argv)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render_plan(spec), encoding="utf-8")
-    print(json.dumps({"train_jobs": len(spec["train"]), "eval_jobs": len(spec["eval"])}))
+    print(json.dumps({"train_jobs": len(spec["train"]), "generate_jobs": len(spec["generate"])}))
     return 0
 
 

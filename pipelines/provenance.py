@@ -58,3 +58,15 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write a whole file or nothing: a reader (or a killed job) never sees half of it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_json_atomic(payload: Any, path: Path) -> None:
+    write_text_atomic(json.dumps(payload, indent=2, ensure_ascii=False), path)

@@ -77,3 +77,71 @@ def train_setup(tmp_path_factory) -> dict:
                                 warm_start_examples=[(r["problem"], r["answer"]) for r in rows])
     write_manifest(manifest, root / "base.json")
     return {"root": root, "data": root / "train.parquet", "base": manifest}
+
+
+# ----------------------------------------------------------------------------------------
+# The evaluation stages' tests (test_generate, test_grade): a real tiny model and scripted engines.
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny demo model, its manifest, and a 20-item canonical benchmark."""
+    from pipelines.data import prepare_dataset
+    from pipelines.models import DemoModelSpec, build_demo_model, write_manifest
+
+    root = tmp_path_factory.mktemp("tiny")
+    corpus = [json.loads(line)["problem"] for line in (DEMO_DATA / "arith_train.jsonl").read_text().splitlines()]
+    manifest = build_demo_model(root / "model", corpus, DemoModelSpec(seed=0))
+    write_manifest(manifest, root / "model.json")
+    spec = {"name": "bench", "role": "benchmark", "format": "columns",
+            "source": {"kind": "file", "path": str(DEMO_DATA / "arith_easy.jsonl")},
+            "columns": {"question": "problem", "answer": "answer"},
+            "instruction": "Put the answer in \\boxed{}.", "limit": 20, "max_invalid_fraction": 0.0}
+    prepare_dataset(spec, root / "bench.parquet")
+    return {"root": root, "manifest": manifest, "data": root / "bench.parquet"}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class ScriptedTokenizer:
+    chat_template = "scripted"
+
+    def apply_chat_template(self, conversation, tokenize, add_generation_prompt):
+        assert tokenize is False and add_generation_prompt is True
+        return "|".join(f"{m['role']}:{m['content']}" for m in conversation) + "|assistant:"
+
+
+class AnswerScript:
+    """A scripted engine (the only non-model part) answering from the benchmark's own golds:
+    item i gets [gold, 2*gold/2 written as a fraction, wrong, no box] if i is even and
+    [gold, wrong, wrong, no box] if odd, so every metric has a known value."""
+
+    tokenizer = ScriptedTokenizer()
+
+    def __init__(self, golds, tag="A", fail_after_chunks=None):
+        self.golds, self.tag, self.fail_after_chunks = golds, tag, fail_after_chunks
+        self.next_item, self.calls = 0, 0
+
+    def generate(self, prompts, decoding, item_seeds):
+        from pipelines.generate import Completion
+
+        if self.fail_after_chunks is not None and self.calls >= self.fail_after_chunks:
+            raise RuntimeError("engine crashed")
+        self.calls += 1
+        results = []
+        for _ in prompts:
+            index, gold = self.next_item, self.golds[self.next_item]
+            self.next_item += 1
+            same = f"\\frac{{2 \\cdot ({gold})}}{{2}}" if index % 2 == 0 else "999"
+            texts = [f"{self.tag}: \\boxed{{{gold}}}", f"{self.tag}: \\boxed{{{same}}}",
+                     f"{self.tag}: \\boxed{{999}}", f"{self.tag}: no answer"]
+            results.append([Completion(t, 3, 4, "stop") for t in texts[:decoding["n"]]])
+        return results
+
+
+def benchmark_golds(tiny) -> list[str]:
+    from pipelines.data import read_canonical
+
+    return [row["reward_model"]["ground_truth"] for row in read_canonical(tiny["data"])]

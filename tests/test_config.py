@@ -28,7 +28,7 @@ def test_demo_and_paper_configs_validate():
     paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
     assert demo["evaluation"]["engine"] == "hf"
     assert paper["evaluation"]["engine"] == "vllm"
-    assert len(cfg.eval_targets(paper)) >= 15
+    assert len(cfg.generate_targets(paper)) >= 15
 
 
 def test_defaults_come_from_the_schema_and_partial_objects_keep_their_keys():
@@ -44,11 +44,41 @@ def test_defaults_come_from_the_schema_and_partial_objects_keep_their_keys():
     assert cfg.resolved_trainer(resolved, "grpo")["epsilon"] == 3e-4  # from the schema default
 
 
-def test_per_benchmark_decoding_overrides_only_its_benchmark():
+def test_protocols_name_their_decoding_and_their_benchmarks():
     resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
-    assert cfg.resolved_decoding(resolved, "arith_hard")["n"] == 4
-    assert cfg.resolved_decoding(resolved, "arith_hard")["max_new_tokens"] == 48
-    assert cfg.resolved_decoding(resolved, "arith_easy")["n"] == 1
+    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="sample4")["n"] == 4
+    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="sample4")["max_new_tokens"] == 48  # shared
+    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="greedy")["n"] == 1
+    assert cfg.protocols_of(resolved, "arith_easy") == ["greedy"]
+    assert cfg.protocols_of(resolved, "arith_hard") == ["greedy", "sample4"]
+    assert len(cfg.generate_targets(resolved)) == 3 * 3 and len(cfg.grade_targets(resolved)) == 3 * 3 * 2
+
+
+def test_a_config_without_protocols_has_one_that_is_its_decoding():
+    base = cfg.read_config_file(REPO_ROOT / "config" / "demo.yaml")
+    del base["evaluation"]["protocols"]
+    resolved = cfg.validate_config(base, source="demo without protocols")
+    assert list(resolved["evaluation"]["protocols"]) == [cfg.DEFAULT_PROTOCOL]
+    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="main") == resolved["evaluation"]["decoding"]
+
+
+def test_per_benchmark_decoding_overrides_only_its_benchmark():
+    base = cfg.read_config_file(REPO_ROOT / "config" / "demo.yaml")
+    base["evaluation"]["per_benchmark"] = {"arith_hard": {"max_new_tokens": 99}}
+    resolved = cfg.validate_config(base, source="demo + per_benchmark")
+    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="sample4")["max_new_tokens"] == 99
+    assert cfg.resolved_decoding(resolved, "arith_easy", protocol="greedy")["max_new_tokens"] == 48
+
+
+def test_a_grader_change_changes_only_the_grade_spec():
+    resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
+    before = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4"),
+              cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4", "empo-rules"))
+    resolved["grading"]["timeout_seconds"] = 9
+    after = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4"),
+             cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4", "empo-rules"))
+    assert before[0] == after[0] and before[1] != after[1]
+    assert before[1]["grader"]["math_verify"] == "0.9.0" and "sympy" in before[1]["grader"]
 
 
 @pytest.mark.parametrize(
@@ -59,11 +89,17 @@ def test_per_benchmark_decoding_overrides_only_its_benchmark():
         (lambda c: c["evaluation"]["decoding"].update(max_new_tokens="many"),
          "'evaluation.decoding.max_new_tokens'"),
         (lambda c: c["evaluation"]["benchmarks"].append("gsm8k"), "unknown benchmark 'gsm8k'"),
+        (lambda c: c["evaluation"]["protocols"]["sample4"].update(benchmarks=["gsm8k"]),
+         "'evaluation.protocols.sample4.benchmarks': 'gsm8k' is not in 'evaluation.benchmarks'"),
+        (lambda c: c["evaluation"]["protocols"]["greedy"].update(n=4), "'evaluation.protocols.greedy' for model"),
+        (lambda c: c["evaluation"]["protocols"]["greedy"].update(temprature=0.5), "'evaluation.protocols.greedy.temprature'"),
+        (lambda c: c["evaluation"].update(graders=["math_verify"]), "'evaluation.graders.0'"),
+        (lambda c: c["evaluation"].update(graders=["llm-judge"], llm_judge={"engine": "openai"}),
+         "'evaluation.llm_judge.endpoint': required"),
         (lambda c: c["evaluation"]["benchmarks"].append("arith_train"), "has role 'train'"),
         (lambda c: c["models"]["tiny-qwen2"].update(methods=["empo_typo"]), "unknown method 'empo_typo'"),
         (lambda c: c["models"]["tiny-qwen2"]["source"].update(corpus="nowhere"),
          "'models.tiny-qwen2.source.corpus'"),
-        (lambda c: c["evaluation"]["per_benchmark"].update(arith_easy={"n": 4}), "greedy decoding"),
         (lambda c: c["datasets"]["arith_easy"]["source"].pop("path"), "'datasets.arith_easy.source'"),
         (lambda c: c.update(mlfow={}), "unknown key 'mlfow'"),
         (lambda c: c["models"]["tiny-qwen2"].update(published={"base": {"nope": 1.0}}),
@@ -103,7 +139,7 @@ def test_later_files_override_earlier_ones(tmp_path):
 
 def test_job_specs_are_canonical_json():
     resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
-    spec = cfg.eval_job_spec(resolved, "tiny-qwen2", "base", "arith_hard")
+    spec = cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4")
     text = cfg.to_json(spec)
     assert json.loads(text) == spec
     assert text == cfg.to_json(json.loads(text))  # stable: an unchanged spec never triggers a rerun

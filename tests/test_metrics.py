@@ -84,3 +84,39 @@ def test_summarize_refuses_items_with_missing_samples():
     records = _records([[("1", True), ("1", True)], [("2", False)]])
     with pytest.raises(ValueError, match="exactly n=2"):
         summarize(records, n=2, ks=[1])
+
+
+def test_bootstrap_standard_error_matches_the_binomial_one_for_greedy():
+    from pipelines.metrics import bootstrap_intervals
+
+    correct = [1] * 20 + [0] * 20  # 40 questions, greedy, half right
+    interval = bootstrap_intervals(correct, n=1, samples=4000, seed=0)["accuracy"]
+    assert interval["se"] == pytest.approx((0.25 / 40) ** 0.5, rel=0.08)
+    low, high = interval["ci95"]
+    assert low == pytest.approx(0.5 - 1.96 * 0.079, abs=0.03) and high == pytest.approx(0.5 + 1.96 * 0.079, abs=0.03)
+    assert bootstrap_intervals(correct, n=1, samples=500, seed=3) == bootstrap_intervals(correct, n=1, samples=500, seed=3)
+
+
+def test_nested_samples_widen_the_interval_over_questions_only():
+    """mean@n adds the sampling noise of the n samples: questions all at 50% still vary."""
+    from pipelines.metrics import bootstrap_intervals
+
+    uniform = [2] * 40  # every question right 2 of 4 times
+    nested = bootstrap_intervals(uniform, n=4, ks=[2], samples=2000, seed=0)
+    assert nested["accuracy"]["se"] == pytest.approx((0.25 / 160) ** 0.5, rel=0.1)  # 160 Bernoulli samples
+    assert nested["pass@2"]["se"] > 0
+
+
+def test_paired_difference_is_paired():
+    from pipelines.metrics import paired_difference
+
+    base = {i: int(i < 50) for i in range(100)}
+    same = paired_difference(base, base, 1, 1)
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0] and not same["excludes_zero"]
+    better = {i: int(i < 58) for i in range(100)}  # 8 more right, none lost: paired, this is certain
+    result = paired_difference(better, base, 1, 1)
+    assert result["difference"] == pytest.approx(0.08) and result["excludes_zero"] and result["ci95"][0] > 0
+    shuffled = {i: int(50 <= i < 108) for i in range(100)}  # same 58% but on other questions
+    assert not paired_difference(shuffled, base, 1, 1)["excludes_zero"]
+    with pytest.raises(ValueError, match="share no question"):
+        paired_difference({1: 1}, {2: 1}, 1, 1)

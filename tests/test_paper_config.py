@@ -41,9 +41,15 @@ def test_each_model_trains_and_evaluates_with_its_scripts_settings(paper):
             assert spec["verl"]["validation_benchmarks"] == validation
             assert spec["verl"]["loss_agg_mode"] == "seq-mean-token-mean" and spec["verl"]["data_seed"] == 1
             assert trainer["reward"] == ("empo" if method == "empo" else "supervised")
-        for benchmark in paper["evaluation"]["benchmarks"]:
-            assert cfg.eval_job_spec(paper, model, "base", benchmark)["decoding"]["max_new_tokens"] == length
-    assert cfg.eval_job_spec(paper, "empo-released-octothinker-3b-long", "base", "aime24")["decoding"]["max_new_tokens"] == 16384
+        for benchmark, protocol in cfg.protocol_targets(paper):
+            spec = cfg.generate_job_spec(paper, model, "base", benchmark, protocol)
+            assert spec["decoding"]["max_new_tokens"] == length
+    released = cfg.generate_job_spec(paper, "empo-released-octothinker-3b-long", "base", "aime24", "avg16")
+    assert released["decoding"] == {**released["decoding"], "max_new_tokens": 16384, "temperature": 0.6,
+                                    "top_p": 0.95, "n": 16}
+    assert cfg.protocol_targets(paper) == [(b, "greedy") for b in paper["evaluation"]["benchmarks"][:3]] + [
+        ("aime24", "greedy"), ("aime24", "avg16"), ("amc23", "greedy"), ("amc23", "avg16")]
+    assert paper["evaluation"]["graders"] == ["math-verify", "empo-rules", "llm-judge"]
 
 
 def test_a_model_cannot_change_a_methods_reward(paper, tmp_path):
@@ -106,7 +112,7 @@ def test_plan_lists_every_job_with_gpu_hour_estimates(planned):
     plan = (planned / "results" / "plan.md").read_text()
     rows = [line for line in plan.splitlines() if line.startswith("| ") and not line.startswith("| model")]
     train_rows = [r for r in rows if "| verl |" in r]
-    assert len(train_rows) == 6 and len(rows) == 6 + 14 * 5
+    assert len(train_rows) == 6 and len(rows) == 6 + 14 * 7  # 5 benchmarks greedy + 2 of them avg16
     three_b = next(r for r in train_rows if r.startswith("| octothinker-3b-long | empo |"))
     # 100 steps x 256 prompts x 16 x 16384 tokens / 2000 tokens/s / 3600 s
     assert f"| {100 * 256 * 16 * 16384 / 2000 / 3600:,.1f} |" in three_b
@@ -119,21 +125,22 @@ def test_released_checkpoints_are_evaluation_only_rows(tmp_path):
     out = _snakemake(workdir, "-n", "--configfile", "config/config.yaml").stdout
     jobs = re.findall(r"^rule (\w+):\n(?:.*\n)*?\s+wildcards: (.*)$", out, flags=re.M)
     released = [(rule, wildcards) for rule, wildcards in jobs if "empo-released" in wildcards]
-    assert released and {rule for rule, _ in released} == {"model", "eval"}
-    assert sum(1 for rule, _ in released if rule == "eval") == 3 * 5
+    assert released and {rule for rule, _ in released} == {"model", "generate", "grade"}
+    assert sum(1 for rule, _ in released if rule == "generate") == 3 * 7
+    assert sum(1 for rule, _ in released if rule == "grade") == 3 * 7 * 3
 
 
 def test_the_table_lists_every_difference_from_the_authors(paper):
     table = report.build_table(cfg.report_spec(paper), {})
     markdown = report.render_markdown(table)
     section = markdown[markdown.index("## Differences from the authors"):]
-    assert "Every row:\n- grader: ours math-verify" in section and "xVerify" in section
+    assert "- llm-judge: ours IAAR-Shanghai/xVerify-8B-I, greedy" in section and "xVerify-8B-SFT" in section
     three_b = section[section.index("octothinker-3b-long / empo:"):]
     assert three_b.splitlines()[1] == ("- start model: ours OctoThinker/OctoThinker-3B-Long-Base; "
                                        "theirs OctoThinker/OctoThinker-3B-Long-Zero")
     assert "octothinker-3b-long / base:" not in section  # the start model concerns trained rows only
     assert "qwen2.5-math-7b / empo:\n- their script sets trainer.total_train_steps=300" in section
-    labels = [(row["label_model"], row["label_method"]) for row in table["rows"]]
+    labels = [(row["label_model"], row["label_method"]) for row in table["blocks"][0]["rows"]]
     assert ("qwen2.5-math-1.5b", "empo (released)") in labels
     assert "| qwen2.5-math-1.5b | empo (released) | measured |" in markdown
 

@@ -25,11 +25,17 @@ pytestmark = [
 ]
 
 BIN = Path(sys.executable).parent
-GPU_OVERLAY = {"resources": {"eval": {"gpus": 1, "cpus": 1, "mem_mb": 2000, "runtime": 30}}}
+GPU_OVERLAY = {"resources": {"generate": {"gpus": 1, "cpus": 1, "mem_mb": 2000, "runtime": 30}}}
 
 
 def _workdir(destination: Path) -> Path:
+    """The demo with one protocol and one grader (SLURM mechanics, not every block of the table:
+    18 jobs instead of 35), and an overlay that gives generation jobs a GPU."""
     copy_workflow(destination)
+    demo = yaml.safe_load((destination / "config" / "demo.yaml").read_text())
+    demo["evaluation"]["protocols"] = {"greedy": {"temperature": 0.0, "n": 1}}
+    demo["evaluation"]["graders"] = ["math-verify"]
+    (destination / "config" / "demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
     (destination / "config" / "gpu-overlay.yaml").write_text(yaml.safe_dump(GPU_OVERLAY))
     return destination
 
@@ -43,8 +49,8 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Comp
 
 def _cells(workdir: Path) -> dict:
     table = json.loads((workdir / "results" / "table.json").read_text())
-    return {(row["method"], benchmark): cell["value"] for row in table["rows"]
-            for benchmark, cell in row["cells"].items()}
+    return {(block["grader"], block["protocol"], row["method"], benchmark): cell["value"]
+            for block in table["blocks"] for row in block["rows"] for benchmark, cell in row["cells"].items()}
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +66,17 @@ def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_
     result = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile",
                         "config/demo.yaml", "config/gpu-overlay.yaml")
     assert result.returncode == 0, result.stderr[-6000:]
-    for metrics_path in (workdir / "results" / "eval").glob("*/*/*/metrics.json"):
-        runtime = json.loads(metrics_path.read_text())["runtime"]
-        assert runtime["slurm_job_id"], f"{metrics_path} did not run as a SLURM job"
-        assert runtime["cuda_visible_devices"] in {"0", "1"}, f"{metrics_path} got no GPU"
+    records = list((workdir / "results" / "eval").glob("*/*/*/*/generation.json"))
+    grades = list((workdir / "results" / "eval").glob("*/*/*/*/*/metrics.json"))
+    assert len(records) == 6 and len(grades) == 6
+    for path in records:
+        runtime = json.loads(path.read_text())["runtime"]
+        assert runtime["slurm_job_id"], f"{path} did not run as a SLURM job"
+        assert runtime["cuda_visible_devices"] in {"0", "1"}, f"{path} got no GPU"
+    for path in grades:
+        assert json.loads(path.read_text())["runtime"]["slurm_job_id"], f"{path} did not run as a SLURM job"
     slurm_logs = list((workdir / "results" / "logs" / "slurm").rglob("*.log"))
-    assert len(slurm_logs) >= 12  # 3 data + 1 model + 2 train + 6 eval jobs, logs kept
+    assert len(slurm_logs) >= 18  # 3 data + 1 model + 2 train + 6 generate + 6 grade jobs, logs kept
     assert _cells(workdir) == _cells(local_run)
 
 

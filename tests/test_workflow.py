@@ -1,5 +1,5 @@
 """End to end: the real `snakemake` on the demo config, the MLflow store it fills, a forced
-rerun of one eval updating the table, and bad configs refused before any job runs."""
+re-grade updating the table without regenerating, and bad configs refused before any job runs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from tests.conftest import copy_workflow
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-EASY = "results/eval/tiny-qwen2/base/arith_easy/metrics.json"
+EASY = "results/eval/tiny-qwen2/base/arith_easy/greedy/math-verify/metrics.json"
+HARD_SAMPLED = "results/eval/tiny-qwen2/base/arith_hard/sample4"
 
 
 def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,22 +56,34 @@ def demo_run(tmp_path_factory) -> Path:
     return workdir
 
 
+def _cells(workdir: Path, block: int = 0, row: int = 0) -> dict:
+    return json.loads((workdir / "results" / "table.json").read_text())["blocks"][block]["rows"][row]["cells"]
+
+
 def test_demo_produces_the_table_and_traceable_cells(demo_run):
     markdown = (demo_run / "results" / "table.md").read_text()
     assert "| tiny-qwen2 | base | measured |" in markdown
     for method in ("empo", "grpo"):  # trained rows say how: backend and steps
         assert f"| tiny-qwen2 | {method} (trl, 24 steps) | measured |" in markdown
-    assert "## Protocols" in markdown and "math-verify" in markdown
+    for grader in ("math-verify", "empo-rules"):  # two graders x two protocols, intervals and counts
+        assert f"## Grader {grader} · protocol greedy (pass@1)" in markdown
+        assert f"## Grader {grader} · protocol sample4 (mean@4)" in markdown
+    assert "arith_easy (N=24)" in markdown and " ± " in markdown and "|  |  | vs base |" in markdown
+    assert "## Protocols" in markdown
     table = json.loads((demo_run / "results" / "table.json").read_text())
-    for benchmark, cell in table["rows"][0]["cells"].items():
-        metrics = json.loads((demo_run / cell["metrics_path"]).read_text())
-        assert metrics["benchmark"] == benchmark
-        assert cell["value"] == pytest.approx(100 * metrics["accuracy"])
-        assert cell["protocol_id"] == metrics["protocol_id"]
-    hard = json.loads((demo_run / "results/eval/tiny-qwen2/base/arith_hard/metrics.json").read_text())
-    assert {"mean@4", "maj@4", "pass@2", "pass@4"} <= set(hard["metrics"])
-    generations = (demo_run / "results/eval/tiny-qwen2/base/arith_hard/generations.jsonl").read_text().splitlines()
+    assert [(b["grader"], b["protocol"]) for b in table["blocks"]] == [
+        ("math-verify", "greedy"), ("math-verify", "sample4"), ("empo-rules", "greedy"), ("empo-rules", "sample4")]
+    for block in table["blocks"]:
+        for benchmark, cell in block["rows"][0]["cells"].items():
+            metrics = json.loads((demo_run / cell["metrics_path"]).read_text())
+            assert (metrics["benchmark"], metrics["grader"]["name"]) == (benchmark, block["grader"])
+            assert cell["value"] == pytest.approx(100 * metrics["accuracy"])
+            assert cell["protocol_id"] == metrics["protocol_id"] and cell["items"] == metrics["counts"]["items"]
+    hard = json.loads((demo_run / HARD_SAMPLED / "math-verify" / "metrics.json").read_text())
+    assert {"mean@4", "maj@4", "pass@2", "pass@4"} <= set(hard["metrics"]) <= set(hard["uncertainty"]) | {"accuracy"}
+    generations = (demo_run / HARD_SAMPLED / "generations.jsonl").read_text().splitlines()
     assert len(generations) == 16 * 4
+    assert "| arith_easy | greedy | math-verify vs empo-rules |" in (demo_run / "results" / "agreement.md").read_text()
     summary = json.loads((demo_run / "results/data/arith_train.summary.json").read_text())
     assert summary["missing_answer"] == 1 and summary["rows_out"] == 240
     assert (demo_run / "results" / "table.png").stat().st_size > 5000
@@ -82,11 +95,16 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
     children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["id"]]
     stages = sorted(r["tags"]["pipeline.stage"] for r in children)
-    assert stages == ["data", "data", "data"] + ["eval"] * 6 + ["model", "table", "train", "train"]
+    assert stages == ["data"] * 3 + ["generate"] * 9 + ["grade"] * 18 + ["model", "table", "train", "train"]
     assert all(r["status"] == "FINISHED" for r in children)
-    evals = [r for r in children if r["tags"]["pipeline.stage"] == "eval"]
-    assert all({"accuracy", "running_accuracy", "count.items"} <= r["metrics"] for r in evals)
-    assert any({"mean_at_4", "maj_at_4", "pass_at_2"} <= r["metrics"] for r in evals)
+    generations = [r for r in children if r["tags"]["pipeline.stage"] == "generate"]
+    assert all({"items_done", "count.samples"} <= r["metrics"] for r in generations)
+    grades = [r for r in children if r["tags"]["pipeline.stage"] == "grade"]
+    assert all({"accuracy", "accuracy.se", "count.items"} <= r["metrics"] for r in grades)
+    assert {r["tags"]["grader"] for r in grades} == {"math-verify", "empo-rules"}
+    assert any({"mean_at_4", "maj_at_4", "pass_at_2"} <= r["metrics"] for r in grades)
+    generation_ids = {r["id"] for r in generations}
+    assert all(r["tags"]["generation_run_id"] in generation_ids for r in grades)  # a grade links its generation
     trains = [r for r in children if r["tags"]["pipeline.stage"] == "train"]
     assert all({"reward", "group/semantic_entropy", "group/majority_ratio", "learning_rate",
                 "tokens_per_second"} <= r["metrics"] for r in trains)
@@ -95,25 +113,42 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
                            (trains[0]["id"],)).fetchone()[0]
     assert steps == 24  # one point per optimizer step: a curve, not a number
     artifacts = demo_run / "results" / "mlflow" / "artifacts"
-    for run in evals:
-        assert (artifacts / run["id"] / "artifacts" / "eval" / "generations.jsonl").is_file()
+    for run in generations:
+        assert (artifacts / run["id"] / "artifacts" / "generate" / "generations.jsonl").is_file()
         assert (artifacts / run["id"] / "artifacts" / "logs").is_dir()
+    for run in grades:
+        assert (artifacts / run["id"] / "artifacts" / "grade" / "grades.jsonl").is_file()
 
 
-def test_forced_rerun_of_one_eval_updates_the_table(demo_run):
-    before = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]
+def test_forcing_the_grade_jobs_plans_no_generation(demo_run):
+    planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", "--forcerun", "grade"))
+    assert planned.get("grade") == 18 and planned.get("table") == 1 and "generate" not in planned, planned
+
+
+def test_a_new_grader_plans_only_its_grade_jobs(demo_run):
+    config = yaml.safe_load((demo_run / "config" / "demo.yaml").read_text())
+    config["evaluation"]["graders"].append("llm-judge")
+    (demo_run / "config" / "judge.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/judge.yaml"))
+    assert planned.get("grade") == 9 and planned.get("table") == 1 and "generate" not in planned, planned
+
+
+def test_forced_regrade_of_one_evaluation_updates_the_table(demo_run):
+    before = _cells(demo_run)
+    generation_mtime = (demo_run / EASY).parent.parent.joinpath("generations.jsonl").stat().st_mtime
     table_mtime = (demo_run / "results" / "table.md").stat().st_mtime
     _snakemake(demo_run, "--configfile", "config/demo.yaml", "-f", EASY)
     _snakemake(demo_run, "--configfile", "config/demo.yaml")
-    after = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]
+    after = _cells(demo_run)
     assert after["arith_easy"]["mlflow_run_id"] != before["arith_easy"]["mlflow_run_id"]
     assert after["arith_hard"]["mlflow_run_id"] == before["arith_hard"]["mlflow_run_id"]
-    assert after["arith_easy"]["value"] == before["arith_easy"]["value"]  # greedy is deterministic
+    assert after["arith_easy"]["value"] == before["arith_easy"]["value"]  # the same generations, regraded
+    assert (demo_run / EASY).parent.parent.joinpath("generations.jsonl").stat().st_mtime == generation_mtime
     assert (demo_run / "results" / "table.md").stat().st_mtime > table_mtime
     stages = [r["tags"].get("pipeline.stage") for r in _runs(demo_run)]
     assert stages.count("data") == 3 and stages.count("model") == 1  # nothing upstream redone
-    assert stages.count("train") == 2
-    assert stages.count("eval") == 7 and stages.count("table") == 2
+    assert stages.count("train") == 2 and stages.count("generate") == 9
+    assert stages.count("grade") == 19 and stages.count("table") == 2
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -134,7 +169,7 @@ def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
     result = _snakemake(workdir, "-n", "--configfile", "config/config.yaml")
     counts = dict(line.split()[:2] for line in result.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert int(counts["eval"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py
+    assert int(counts["generate"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py
     assert int(counts["train_verl"]) == 6 and int(counts["convert"]) == 6  # the paper trains with verl
 
 
@@ -144,15 +179,14 @@ def _planned(result: subprocess.CompletedProcess) -> dict[str, int]:
             if len(line.split()) == 2 and line.split()[1].isdigit()}
 
 
-def test_a_missing_metrics_file_replans_its_eval_and_the_table(demo_run):
+def test_a_missing_metrics_file_replans_its_grade_and_the_table(demo_run):
     """Snakemake alone would say "Nothing to be done" while table.md still showed the number."""
-    shown = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]["arith_easy"]["value"]
+    shown = _cells(demo_run)["arith_easy"]["value"]
     (demo_run / EASY).unlink()
     planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml"))
-    assert planned.get("eval") == 1 and planned.get("table") == 1, planned
+    assert planned.get("grade") == 1 and planned.get("table") == 1 and "generate" not in planned, planned
     _snakemake(demo_run, "--configfile", "config/demo.yaml")
-    cells = json.loads((demo_run / "results" / "table.json").read_text())["rows"][0]["cells"]
-    assert (demo_run / EASY).is_file() and cells["arith_easy"]["value"] == shown
+    assert (demo_run / EASY).is_file() and _cells(demo_run)["arith_easy"]["value"] == shown
 
 
 def test_a_finished_training_job_rerun_only_exports(demo_run):
@@ -174,7 +208,8 @@ def test_a_changed_learning_rate_retrains_from_the_base(demo_run):
     (demo_run / "config" / "lr.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     _snakemake(demo_run, "--configfile", "config/demo.yaml")  # everything up to date first
     planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/lr.yaml"))
-    assert planned.get("train") == 1 and planned.get("eval") == 2, planned  # only grpo and its evals
+    # only grpo, its 3 generations and their 6 grades
+    assert planned.get("train") == 1 and planned.get("generate") == 3 and planned.get("grade") == 6, planned
     _snakemake(demo_run, "--configfile", "config/lr.yaml")
     manifest = json.loads((demo_run / "results" / "models" / "tiny-qwen2" / "grpo" / "model.json").read_text())
     assert manifest["trainer"]["learning_rate"] == 1.0e-4

@@ -27,7 +27,7 @@ def paper_config():
 
 def paper_jobs():
     config = paper_config()
-    jobs = sorted({(model, method) for model, method, _ in cfg.eval_targets(config) if method != "base"})
+    jobs = sorted(cfg.train_targets(config))
     return config, jobs
 
 

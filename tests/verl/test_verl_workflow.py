@@ -1,5 +1,5 @@
 """The verl branch of the DAG with real Snakemake: demo data and model -> train_verl (our
-launcher, the job's MLflow child run) -> convert (verl.model_merger) -> eval (transformers) ->
+launcher, the job's MLflow child run) -> convert (verl.model_merger) -> generate (transformers) -> grade ->
 table. Only verl's GPU training loop is replaced, by tests/verl/standin_trainer.py, which
 composes the launcher's overrides against verl's config and writes real verl checkpoints."""
 
@@ -44,7 +44,7 @@ def test_verl_train_convert_eval_with_real_snakemake(tmp_path):
     shutil.copytree(REPO_ROOT, workdir, ignore=shutil.ignore_patterns(
         ".venv*", "results", ".snakemake", ".git", "__pycache__", "*.egg-info"))
     (workdir / "config" / "verl-test.yaml").write_text(OVERLAY)
-    target = "results/eval/tiny-qwen2/empo/arith_easy/metrics.json"
+    target = "results/eval/tiny-qwen2/empo/arith_easy/greedy/math-verify/metrics.json"
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                    "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(workdir)}
     result = subprocess.run([str(snakemake), "--configfile", "config/demo.yaml", "config/verl-test.yaml",
@@ -65,10 +65,10 @@ def test_verl_train_convert_eval_with_real_snakemake(tmp_path):
     with sqlite3.connect(results / "mlflow" / "mlflow.db") as db:
         runs = dict(db.execute("select name, status from runs").fetchall())
     assert runs["train:tiny-qwen2/empo"] == "FINISHED" and runs["convert:tiny-qwen2/empo"] == "FINISHED"
-    # a changed convert_step reruns the conversion and the eval, never the training
+    # a changed convert_step reruns the conversion, generation and grading, never the training
     (workdir / "config" / "verl-test.yaml").write_text(OVERLAY.replace("convert_step: 1", "convert_step: 2"))
     plan = subprocess.run([str(snakemake), "-n", "--configfile", "config/demo.yaml", "config/verl-test.yaml",
                            "--cores", "2", target], cwd=workdir, env=environment, capture_output=True, text=True)
     assert plan.returncode == 0, plan.stderr[-3000:]
-    assert "rule convert:" in plan.stdout and "rule eval:" in plan.stdout
+    assert "rule convert:" in plan.stdout and "rule generate:" in plan.stdout and "rule grade:" in plan.stdout
     assert "rule train_verl:" not in plan.stdout

@@ -18,6 +18,8 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     method=r"[a-z0-9_]+",
     benchmark=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    protocol=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    grader=r"math-verify|empo-rules|llm-judge",
 
 
 def resource(stage, key, model=None, dataset=None):
@@ -46,7 +48,7 @@ def slurm_resources(stage):
         "slurm_account": cfg.cluster_setting(CONFIG, "account"),
         "slurm_partition": cfg.cluster_setting(CONFIG, "partition"),
     }
-    if stage in ("train", "eval"):
+    if stage in ("train", "generate"):
         settings["gpu_model"] = cfg.cluster_setting(CONFIG, "gpu_model")
     return {key: value for key, value in settings.items() if value}
 
@@ -99,8 +101,24 @@ def model_manifest(model, method):
     return f"{RESULTS}/models/{model}/{method}/model.json"
 
 
-def eval_metrics(model, method, benchmark):
-    return f"{RESULTS}/eval/{model}/{method}/{benchmark}/metrics.json"
+def evaluation_dir(model, method, benchmark, protocol):
+    return f"{RESULTS}/eval/{model}/{method}/{benchmark}/{protocol}"
+
+
+def generations_path(model, method, benchmark, protocol):
+    return f"{evaluation_dir(model, method, benchmark, protocol)}/generations.jsonl"
+
+
+def generation_record_path(model, method, benchmark, protocol):
+    return f"{evaluation_dir(model, method, benchmark, protocol)}/generation.json"
+
+
+def grade_metrics_path(model, method, benchmark, protocol, grader):
+    return f"{evaluation_dir(model, method, benchmark, protocol)}/{grader}/metrics.json"
+
+
+def grades_path(model, method, benchmark, protocol, grader):
+    return f"{evaluation_dir(model, method, benchmark, protocol)}/{grader}/grades.jsonl"
 
 
 def all_verl_commands():
@@ -108,12 +126,18 @@ def all_verl_commands():
             if cfg.train_backend(CONFIG, method) == "verl"]
 
 
-def all_eval_metrics():
-    return [eval_metrics(*target) for target in cfg.eval_targets(CONFIG)]
+def all_grade_metrics():
+    return [grade_metrics_path(*target) for target in cfg.grade_targets(CONFIG)]
+
+
+def all_grades():
+    return [grades_path(*target) for target in cfg.grade_targets(CONFIG)]
 
 
 def table_outputs():
-    return [f"{RESULTS}/table.{suffix}" for suffix in ("md", "csv", "json", "png")]
+    """The report's files by name (rule table's outputs; rule all asks for them)."""
+    files = {suffix: f"{RESULTS}/table.{suffix}" for suffix in ("md", "csv", "json", "png")}
+    return {**files, "agreement": f"{RESULTS}/agreement.md", "flips": f"{RESULTS}/grader_flips.jsonl"}
 
 
 def demo_corpus(wildcards):

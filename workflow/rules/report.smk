@@ -1,15 +1,15 @@
-# The results table: rows model x method, columns the benchmarks + average, the published
-# numbers beside each measured row, a chart, and a JSON map from every cell to its metrics.json.
+# The results table: one block per grader and protocol, rows model x method, columns the
+# benchmarks + average (value ± 95% half-width, question counts), the published numbers beside
+# each measured row, paired differences against the model's base row, a chart, a JSON map from
+# every cell to its metrics.json, and the graders' agreement (flips, with examples).
 
 
 rule table:
     input:
-        metrics=all_eval_metrics(),
+        metrics=all_grade_metrics(),
+        grades=all_grades(),
     output:
-        md=f"{RESULTS}/table.md",
-        csv=f"{RESULTS}/table.csv",
-        json=f"{RESULTS}/table.json",
-        png=f"{RESULTS}/table.png",
+        **table_outputs(),
     log:
         f"{RESULTS}/logs/table.log",
     params:

@@ -99,7 +99,7 @@ rule convert:
         spec=lambda w: cfg.to_json(cfg.convert_job_spec(CONFIG, w.model, w.method)),
     threads: 2
     resources:
-        mem_mb=resource("eval", "mem_mb"),
+        mem_mb=resource("generate", "mem_mb"),
         runtime=120,
         **slurm_resources("convert"),
     conda:

@@ -1,18 +1,20 @@
-"""Evaluation stage: one (model, method, benchmark) -> generations.jsonl + metrics.json.
+"""Generation stage: one (model, method, benchmark, protocol) -> generations.jsonl + generation.json.
+
+Grading is a separate stage (pipelines.grade), so a new or fixed grader re-grades the same
+generations without regenerating them.
 
 Protocol. Every knob that moves published numbers is explicit in the job spec and recorded in
-metrics.json: prompt format (the model's chat template or plain text, system prompt),
-decoding (temperature, top_p, n, seed, max_new_tokens, stop strings), engine, dtype and the
-grader with its version. The model's own generation_config sampling defaults (Qwen ships
-temperature/top_p/repetition_penalty there) are deliberately NOT applied: the config is the
-protocol.
+generation.json: prompt format (the model's chat template or plain text, system prompt),
+decoding (temperature, top_p, top_k, n, seed, max_new_tokens, stop strings), engine and dtype.
+The model's own generation_config sampling defaults (Qwen ships temperature/top_p/repetition_penalty
+there) are deliberately NOT applied: the config is the protocol.
 
 Resume. Items are cut into fixed chunks of `batch_size` by index. Each finished chunk is
-appended, generated and graded, to `generations.partial.jsonl`; chunk k is sampled with seed
-`seed + k` (hf) or each item with `seed + index` (vllm), so a resumed run produces what an
-uninterrupted one would. A restarted job keeps the complete chunks, drops a torn one, and
-continues. On completion the partial file becomes `generations.jsonl`. The partial file is not
-a declared Snakemake output, so Snakemake does not delete it when a job fails or is killed.
+appended to `generations.partial.jsonl`; chunk k is sampled with seed `seed + k` (hf) or each
+item with `seed + index` (vllm), so a resumed run produces what an uninterrupted one would. A
+restarted job keeps the complete chunks, drops a torn one, and continues. On completion the
+partial file becomes `generations.jsonl`. The partial file is not a declared Snakemake output,
+so Snakemake does not delete it when a job fails or is killed.
 """
 
 from __future__ import annotations
@@ -27,16 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelines import grading
 from pipelines.cli import parse_stage_args, stage_parser
 from pipelines.data import read_canonical
-from pipelines.metrics import summarize
-from pipelines.provenance import file_sha256, fingerprint, git_commit, package_versions
+from pipelines.provenance import file_sha256, fingerprint, git_commit, package_versions, write_json_atomic
 
 LOG = logging.getLogger(__name__)
 
 
-class EvalError(RuntimeError):
+class GenerationError(RuntimeError):
     """An evaluation that cannot run as configured; the message says what to change."""
 
 
@@ -64,13 +64,18 @@ def render_prompt(messages: Sequence[Mapping[str, str]], tokenizer: Any,
     if prompt["format"] == "plain":
         return "\n\n".join(m["content"] for m in messages if m["role"] == "user")
     if not getattr(tokenizer, "chat_template", None):
-        raise EvalError("prompt.format is 'chat' but the model's tokenizer has no chat template; "
+        raise GenerationError("prompt.format is 'chat' but the model's tokenizer has no chat template; "
                         "set prompt.format: plain for this model (models.<name>.prompt)")
     conversation = [dict(m) for m in messages]
     if prompt.get("system_prompt") is not None:
         conversation = [{"role": "system", "content": prompt["system_prompt"]},
                         *[m for m in conversation if m["role"] != "system"]]
     return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+
+def question_of(row: Mapping[str, Any]) -> str:
+    """The benchmark question as written (the last user message), for graders that read it."""
+    return next((m["content"] for m in reversed(row["prompt"]) if m["role"] == "user"), "")
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -175,7 +180,7 @@ class VLLMEngine:
         try:
             from vllm import LLM
         except ImportError as error:
-            raise EvalError("evaluation.engine is 'vllm' but vllm is not installed in this "
+            raise GenerationError("evaluation.engine is 'vllm' but vllm is not installed in this "
                             "environment (envs/eval-vllm.yaml); use engine: hf on CPU") from error
         self.llm = LLM(model=model_path, dtype=dtype, seed=seed,
                        tensor_parallel_size=max(1, tensor_parallel_size))
@@ -280,16 +285,15 @@ class GenerationStore:
         self.meta_path.unlink(missing_ok=True)
 
 
-def protocol_of(spec: Mapping[str, Any], grader_version: str) -> dict[str, Any]:
-    """Everything about how a number was produced except the model and the data."""
+def protocol_of(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """How the generations were produced, except the model and the data (the grader is
+    recorded by each grade job)."""
     return {
+        "name": spec["protocol_name"],
         "engine": spec["engine"],
         "dtype": spec["dtype"],
         "prompt": dict(spec["prompt"]),
         "decoding": dict(spec["decoding"]),
-        "grader": {"name": "math-verify", "version": grader_version,
-                   "timeout_seconds": spec["grading"]["timeout_seconds"],
-                   "answer": grading.ANSWER_RULE},
         "chunk_size": spec["batch_size"],
     }
 
@@ -298,26 +302,27 @@ def chunk_items(count: int, chunk_size: int) -> list[range]:
     return [range(start, min(start + chunk_size, count)) for start in range(0, count, chunk_size)]
 
 
-def write_json_atomic(payload: Mapping[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
-    tmp.replace(path)
+def generation_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    return {
+        "items": len({int(r["index"]) for r in records}),
+        "samples": len(records),
+        "truncated": sum(r["finish_reason"] == "length" for r in records),
+        "mean_response_tokens": sum(int(r["response_tokens"]) for r in records) / max(1, len(records)),
+    }
 
 
-def run_evaluation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_path: Path,
-                   metrics_path: Path, generations_path: Path, tracker: Any = None,
+def run_generation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_path: Path,
+                   generations_path: Path, record_path: Path, tracker: Any = None,
                    threads: int | None = None, engine: Engine | None = None) -> dict[str, Any]:
-    """Generate (resuming), grade, summarize and write both outputs; return metrics.json."""
+    """Generate (resuming), then write generations.jsonl and its record; return the record."""
     from tqdm import tqdm
-
-    from pipelines import grading
 
     started = time.time()
     rows = read_canonical(data_path)
     dataset_digest = file_sha256(data_path)
     decoding = spec["decoding"]
     n = decoding["n"]
-    protocol = protocol_of(spec, grading.MATH_VERIFY_VERSION)
+    protocol = protocol_of(spec)
     run_fingerprint = fingerprint({"protocol": protocol, "model": manifest, "data": dataset_digest})
     chunks = chunk_items(len(rows), spec["batch_size"])
     expected = {k: {(i, s) for i in chunk for s in range(n)} for k, chunk in enumerate(chunks)}
@@ -326,60 +331,43 @@ def run_evaluation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_pa
     store.start()
     todo = [k for k in range(len(chunks)) if k not in done]
     if done:
-        LOG.info("resuming: %d of %d chunks already generated and graded", len(done), len(chunks))
+        LOG.info("resuming: %d of %d chunks already generated", len(done), len(chunks))
     items_done = sum(len(chunks[k]) for k in done)
-    correct_so_far = sum(bool(r["correct"]) for records in done.values() for r in records)
-
-    with grading.GradingPool(workers=spec["grading"]["workers"],
-                             timeout_seconds=spec["grading"]["timeout_seconds"]) as pool:
-        if todo:
-            engine = engine or make_engine(spec, manifest["path"], threads)
-            progress = tqdm(total=len(rows), initial=items_done, unit="item",
-                            desc=f"{spec['model']}/{spec['method']}/{spec['benchmark']}",
-                            mininterval=2.0)
-            for k in todo:
-                chunk_rows = [rows[i] for i in chunks[k]]
-                prompts = [render_prompt(row["prompt"], engine.tokenizer, spec["prompt"])
-                           for row in chunk_rows]
-                seeds = ([decoding["seed"] + k] * len(prompts) if spec["engine"] == "hf"
-                         else [decoding["seed"] + i for i in chunks[k]])
-                completions = engine.generate(prompts, decoding, seeds)
-                golds = [row["reward_model"]["ground_truth"] for row in chunk_rows]
-                flat = [(i, s, prompt, gold, c)
-                        for i, prompt, gold, samples in zip(chunks[k], prompts, golds, completions)
-                        for s, c in enumerate(samples)]
-                grades = pool.grade_many([f[4].text for f in flat], [f[3] for f in flat])
-                records = [
-                    {"index": i, "sample": s, "chunk": k, "prompt": prompt, "response": c.text,
-                     "extracted": g.extracted, "gold": gold, "correct": g.correct,
-                     "grader_timeout": g.timed_out, "prompt_tokens": c.prompt_tokens,
-                     "response_tokens": c.response_tokens, "finish_reason": c.finish_reason}
-                    for (i, s, prompt, gold, c), g in zip(flat, grades)
-                ]
-                store.append_chunk(records)
-                done[k] = records
-                items_done += len(chunks[k])
-                correct_so_far += sum(r["correct"] for r in records)
-                progress.update(len(chunks[k]))
-                if tracker is not None:
-                    tracker.log_metrics({"items_done": items_done,
-                                         "running_accuracy": correct_so_far / (items_done * n)},
-                                        step=items_done)
-            progress.close()
-        records = [r for k in sorted(done) for r in done[k]]
-        summary = summarize(records, n=n, ks=spec["pass_at_k"],
-                            cluster=lambda answers: grading.cluster_answers(answers, pool=pool))
-
+    if todo:
+        engine = engine or make_engine(spec, manifest["path"], threads)
+        progress = tqdm(total=len(rows), initial=items_done, unit="item", mininterval=2.0,
+                        desc=f"{spec['model']}/{spec['method']}/{spec['benchmark']}/{spec['protocol_name']}")
+        for k in todo:
+            chunk_rows = [rows[i] for i in chunks[k]]
+            prompts = [render_prompt(row["prompt"], engine.tokenizer, spec["prompt"]) for row in chunk_rows]
+            seeds = ([decoding["seed"] + k] * len(prompts) if spec["engine"] == "hf"
+                     else [decoding["seed"] + i for i in chunks[k]])
+            completions = engine.generate(prompts, decoding, seeds)
+            records = [
+                {"index": i, "sample": s, "chunk": k, "question": question_of(row), "prompt": prompt,
+                 "response": c.text,
+                 "gold": row["reward_model"]["ground_truth"], "prompt_tokens": c.prompt_tokens,
+                 "response_tokens": c.response_tokens, "finish_reason": c.finish_reason}
+                for i, prompt, row, samples in zip(chunks[k], prompts, chunk_rows, completions)
+                for s, c in enumerate(samples)
+            ]
+            store.append_chunk(records)
+            done[k] = records
+            items_done += len(chunks[k])
+            progress.update(len(chunks[k]))
+            if tracker is not None:
+                tracker.log_metrics({"items_done": items_done}, step=items_done)
+        progress.close()
+    records = [r for k in sorted(done) for r in done[k]]
     result = {
         "model": spec["model"], "method": spec["method"], "benchmark": spec["benchmark"],
-        "accuracy": summary["metrics"]["accuracy"],
-        "metrics": summary["metrics"],
-        "counts": summary["counts"],
+        "protocol_name": spec["protocol_name"],
         "protocol": protocol,
         "protocol_id": fingerprint(protocol, length=8),
+        "counts": generation_counts(records),
         "model_manifest": dict(manifest),
         "dataset": {"path": str(data_path), "sha256": dataset_digest, "rows": len(rows)},
-        "generations": str(generations_path),
+        "generations_sha256": None,
         "versions": package_versions(),
         "git_commit": git_commit(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -389,40 +377,41 @@ def run_evaluation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_pa
                     "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
                     "hostname": os.uname().nodename},
     }
-    metrics_tmp = metrics_path.with_name(metrics_path.name + ".tmp")
-    write_json_atomic(result, metrics_tmp)
+    # record first (as .tmp), then the generations, then the record: no torn pair on a kill
+    result["generations_sha256"] = file_sha256(store.partial_path)
+    record_tmp = record_path.with_name(record_path.name + ".tmp")
+    write_json_atomic(result, record_tmp)
     store.finalize()
-    metrics_tmp.replace(metrics_path)
-    LOG.info("%s/%s on %s: accuracy %.4f over %d items (%d samples, %d no answer, %d grader timeouts)",
-             spec["model"], spec["method"], spec["benchmark"], result["accuracy"],
-             summary["counts"]["items"], summary["counts"]["samples"],
-             summary["counts"]["no_answer"], summary["counts"]["grader_timeouts"])
+    record_tmp.replace(record_path)
+    LOG.info("%s/%s on %s (%s): %d items, %d samples, %d truncated", spec["model"], spec["method"],
+             spec["benchmark"], spec["protocol_name"], result["counts"]["items"],
+             result["counts"]["samples"], result["counts"]["truncated"])
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipelines.evaluate` — one model (and method) on one benchmark."""
+    """`python -m pipelines.generate` — one model (and method) on one benchmark under one protocol."""
     from pipelines import tracking
     from pipelines.models import read_manifest
 
     parser = stage_parser(main.__doc__)
     parser.add_argument("--model-manifest", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--metrics", required=True, type=Path)
     parser.add_argument("--generations", required=True, type=Path)
+    parser.add_argument("--record", required=True, type=Path, help="generation.json")
     parser.add_argument("--threads", type=int, default=None)
     args, spec, tracking_config = parse_stage_args(parser, argv)
     manifest = read_manifest(args.model_manifest)
-    name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}"
-    with tracking.job_run(tracking_config, "eval", name, spec, log_file=args.log_file) as tracker:
+    name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}/{spec['protocol_name']}"
+    with tracking.job_run(tracking_config, "generate", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"],
-                          "benchmark": spec["benchmark"]})
-        result = run_evaluation(spec, manifest, args.data, args.metrics, args.generations,
+                          "benchmark": spec["benchmark"], "protocol": spec["protocol_name"]})
+        result = run_generation(spec, manifest, args.data, args.generations, args.record,
                                 tracker=tracker, threads=args.threads)
-        tracker.log_metrics({**result["metrics"], **{f"count.{k}": v for k, v in result["counts"].items()}})
+        tracker.log_metrics({f"count.{k}": v for k, v in result["counts"].items()})
         tracker.set_tags({"protocol_id": result["protocol_id"]})
-        tracker.log_artifact(args.metrics, "eval")
-        tracker.log_artifact(args.generations, "eval")
+        tracker.log_artifact(args.record, "generate")
+        tracker.log_artifact(args.generations, "generate")
     return 0
 
 

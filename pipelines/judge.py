@@ -1,0 +1,216 @@
+"""An LLM judge: a model asked whether a response's answer matches the gold, as the authors
+graded with xVerify after their rules (QingyangZhang/EMPO,
+verl-empo/verl/utils/reward_score/empo_verify.py, `grade_answer_xverify`).
+
+One prompt per (question, response, gold), the judge's greedy reply parsed into a verdict:
+True, False, or None when the reply says neither (counted by the grade stage, never guessed).
+Three ways to run the judge model, chosen in `evaluation.llm_judge.engine`:
+- `hf`: transformers on CPU or one GPU, batched (left padding);
+- `vllm`: vLLM's offline engine on the job's GPUs (pipelines.generate's engine);
+- `openai`: an OpenAI-compatible chat-completions server (what the authors ran).
+Prompts and replies go through the model's chat template in every engine (an OpenAI server
+applies it itself), so the three engines ask the same question.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+LOG = logging.getLogger(__name__)
+
+#: The authors' xVerify prompt (empo_verify.py, `grade_answer_xverify`), verbatim: their layout,
+#: their fifth rule and their spelling; filled with the question, the extracted answer and the gold.
+XVERIFY_PROMPT = (
+    "\nYou are a diligent and precise assistant tasked with evaluating the correctness of responses. You will\n"
+    "receive a question, an output sentence, and the correct answer. Your task is to determine if the output\n"
+    "sentence accurately answers the question based on the provided correct answer. Respond with either\n"
+    "[Correct] or [Incorrect].\n"
+    "-\n"
+    "Special considerations:\n"
+    "1. **Multiple Answers**: If the output contains multiple answers, evaluate whether later answers\n"
+    "modify or correct earlier ones. In such cases, compare the final answer with the correct answer. If the\n"
+    "final answer is unclear or incorrect, respond with [Incorrect].\n"
+    "2. **Mathematical Problems**: If the formats differ but the answers are mathematically equivalent such as 256/55=4.65,\n"
+    "respond with [Correct].\n"
+    "3. **Phycis Problems**: If the values match such as 3=3 \\, \\text{{GHz}} return [Correct].\n"
+    "4. **Explicit Options**: If the question provides explicit candidate answers, the output will be\n"
+    "considered correct if it clearly indicates the correct option\u2019s code or the correct option\u2019s content.\n"
+    "5. **No Explicit Options**: If the question does not provide explicit options, the output must align\n"
+    "with the correct answer in content and meaning to be considered [Correct].\n"
+    "-\n"
+    "Question: \"\"\"{question}\"\"\"\n"
+    "Output sentence: \"\"\"{output}\"\"\"\n"
+    "Correct answer: \"\"\"{answer}\"\"\"\n"
+    "Judgement:\n"
+)
+
+#: Replies read as a verdict, exactly as the authors read them (after strip, case-sensitive).
+CORRECT_REPLIES = ("Correct", "[Correct]")
+INCORRECT_REPLIES = ("Incorrect", "[Incorrect]")
+
+
+@dataclass(frozen=True)
+class JudgeVerdict:
+    verdict: bool | None  # None: the reply says neither correct nor incorrect
+    raw: str
+
+
+def render_judge_prompt(question: str, output: str, answer: str) -> str:
+    return XVERIFY_PROMPT.format(question=question, output=output, answer=answer)
+
+
+def parse_verdict(reply: str) -> bool | None:
+    """True for the authors' two correct replies, False for the two incorrect ones, None for
+    anything else (they score it wrong; the grade stage does too, and counts it)."""
+    reply = (reply or "").strip()
+    if reply in CORRECT_REPLIES:
+        return True
+    if reply in INCORRECT_REPLIES:
+        return False
+    return None
+
+
+class Judge:
+    """Prompts in, verdicts out, through one completion backend."""
+
+    def __init__(self, complete: Callable[[Sequence[str]], list[str]], batch_size: int, name: str):
+        self.complete = complete
+        self.batch_size = batch_size
+        self.name = name
+        self.calls = 0
+
+    def judge_many(self, questions: Sequence[str], outputs: Sequence[str],
+                   answers: Sequence[str]) -> list[JudgeVerdict]:
+        from tqdm import tqdm
+
+        prompts = [render_judge_prompt(q, o, a) for q, o, a in zip(questions, outputs, answers, strict=True)]
+        verdicts: list[JudgeVerdict] = []
+        with tqdm(total=len(prompts), unit="answer", desc=f"judge {self.name}", mininterval=2.0) as bar:
+            for start in range(0, len(prompts), self.batch_size):
+                replies = self.complete(prompts[start:start + self.batch_size])
+                self.calls += len(replies)
+                verdicts += [JudgeVerdict(parse_verdict(reply), reply) for reply in replies]
+                bar.update(len(replies))
+        return verdicts
+
+
+class HFCompletion:
+    """Greedy chat completions with transformers (CPU or one GPU), left-padded batches."""
+
+    def __init__(self, model: str, revision: str | None, dtype: str, max_new_tokens: int):
+        import torch
+
+        from pipelines.models import load_model_and_tokenizer
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto" and self.device == "cpu":
+            dtype = "float32"
+        self.model, self.tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=self.device,
+                                                              revision=revision)
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, prompts: Sequence[str]) -> list[str]:
+        import torch
+
+        texts = [chat_text(self.tokenizer, prompt) for prompt in prompts]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with torch.inference_mode():
+            output = self.model.generate(**encoded, do_sample=False, max_new_tokens=self.max_new_tokens,
+                                         pad_token_id=self.tokenizer.pad_token_id, top_p=1.0, top_k=0,
+                                         temperature=1.0)
+        width = encoded["input_ids"].shape[1]
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in output]
+
+
+class VLLMCompletion:
+    """Greedy chat completions with vLLM's offline engine."""
+
+    def __init__(self, model: str, revision: str | None, dtype: str, max_new_tokens: int, gpus: int):
+        from pipelines.generate import vllm_engine_kwargs
+
+        from vllm import LLM
+
+        self.llm = LLM(model=model, revision=revision, dtype=dtype, seed=0,
+                       **vllm_engine_kwargs(tensor_parallel_size=gpus))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_new_tokens = max_new_tokens
+
+    def __call__(self, prompts: Sequence[str]) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, max_tokens=self.max_new_tokens)
+        outputs = self.llm.generate([chat_text(self.tokenizer, p) for p in prompts], params, use_tqdm=False)
+        return [request.outputs[0].text for request in outputs]
+
+
+class OpenAICompletion:
+    """An OpenAI-compatible chat-completions server (vLLM's, SGLang's, ...), temperature 0.
+
+    Requests run `concurrency` at a time; a failed request is an error that names the server,
+    never a silent verdict."""
+
+    def __init__(self, endpoint: str, model: str, max_new_tokens: int, api_key_env: str,
+                 timeout_seconds: float, concurrency: int):
+        self.url = endpoint.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.api_key = os.environ.get(api_key_env)
+        self.timeout_seconds = timeout_seconds
+        self.concurrency = concurrency
+
+    def _one(self, prompt: str) -> str:
+        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                           "temperature": 0.0, "max_tokens": self.max_new_tokens}).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                payload = json.loads(response.read().decode("utf-8"))
+        except (urllib.error.URLError, TimeoutError, ValueError) as error:
+            raise RuntimeError(f"the judge server {self.url} failed: {error}") from error
+        try:
+            return payload["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as error:
+            raise RuntimeError(f"the judge server {self.url} sent no completion: {str(payload)[:300]}") from error
+
+    def __call__(self, prompts: Sequence[str]) -> list[str]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._one, prompts))
+
+
+def chat_text(tokenizer: Any, prompt: str) -> str:
+    """The judge prompt as one user turn of the judge model's chat template (as a server does)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt
+
+
+def make_judge(settings: Mapping[str, Any], gpus: int = 0) -> Judge:
+    """The judge of `evaluation.llm_judge` on the engine it names."""
+    engine = settings["engine"]
+    if engine == "openai":
+        complete: Callable[[Sequence[str]], list[str]] = OpenAICompletion(
+            settings["endpoint"], settings["model"], settings["max_new_tokens"], settings["api_key_env"],
+            settings["timeout_seconds"], settings["batch_size"])
+    elif engine == "vllm":
+        complete = VLLMCompletion(settings["model"], settings.get("revision"), settings["dtype"],
+                                  settings["max_new_tokens"], gpus)
+    else:
+        complete = HFCompletion(settings["model"], settings.get("revision"), settings["dtype"],
+                                settings["max_new_tokens"])
+    return Judge(complete, settings["batch_size"], name=f"{settings['model']} ({engine})")

@@ -1,0 +1,227 @@
+"""Generation: prompts, engines, resumable generations, generation.json — on a real tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from pipelines import generate
+from pipelines.provenance import file_sha256
+from tests.conftest import REPO_ROOT, AnswerScript, ScriptedTokenizer, benchmark_golds, read_jsonl
+
+
+def _spec(**decoding) -> dict:
+    return {"model": "tiny", "method": "base", "benchmark": "bench", "protocol_name": "p", "engine": "hf",
+            "batch_size": 8, "dtype": "float32", "prompt": {"format": "chat", "system_prompt": "Be brief."},
+            "decoding": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0,
+                         "max_new_tokens": 12, "stop": [], **decoding},
+            "gpus": 0}
+
+
+def test_render_prompt_formats():
+    messages = [{"role": "user", "content": "What is 2+2?"}]
+    tokenizer = ScriptedTokenizer()
+    assert generate.render_prompt(messages, tokenizer, {"format": "plain", "system_prompt": None}) == "What is 2+2?"
+    assert generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": None}) == \
+        "user:What is 2+2?|assistant:"
+    assert generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": "S"}) == \
+        "system:S|user:What is 2+2?|assistant:"
+    tokenizer.chat_template = None
+    with pytest.raises(generate.GenerationError, match="prompt.format: plain"):
+        generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": None})
+
+
+def test_cut_at_stop_uses_the_earliest_stop_string():
+    assert generate.cut_at_stop("a</s>b\n\nc", ["\n\n", "</s>"]) == ("a", True)
+    assert generate.cut_at_stop("abc", ["x"]) == ("abc", False)
+
+
+def test_greedy_generation_writes_generations_and_record(tiny, tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    result = generate.run_generation(_spec(), tiny["manifest"], tiny["data"], out / "generations.jsonl",
+                                     out / "generation.json")
+    records = read_jsonl(out / "generations.jsonl")
+    assert len(records) == 20 and sorted(r["index"] for r in records) == list(range(20))
+    first = records[0]
+    assert set(first) >= {"question", "prompt", "response", "gold", "prompt_tokens", "response_tokens",
+                          "finish_reason"}
+    assert "correct" not in first  # grading is its own stage
+    assert "Be brief." in first["prompt"] and first["prompt"].endswith("<|im_start|>assistant\n")
+    assert first["question"] in first["prompt"]
+    assert all(1 <= r["response_tokens"] <= 12 for r in records)
+    saved = json.loads((out / "generation.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert saved["protocol"]["decoding"]["max_new_tokens"] == 12 and saved["protocol"]["name"] == "p"
+    assert saved["generations_sha256"] == file_sha256(out / "generations.jsonl")
+    assert saved["versions"]["transformers"] and saved["dataset"]["rows"] == 20
+    assert saved["counts"]["samples"] == 20
+    assert not (out / "generations.partial.jsonl").exists() and not (out / "generation.json.tmp").exists()
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tiny, tmp_path):
+    """SIGKILL the real CLI mid-run, restart it, and compare with an uninterrupted run."""
+    spec = _spec(temperature=1.0, n=2, max_new_tokens=24)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    generate.run_generation(spec, tiny["manifest"], tiny["data"], reference / "generations.jsonl",
+                            reference / "generation.json")
+
+    out = tmp_path / "resumed"
+    out.mkdir()
+    partial = out / "generations.partial.jsonl"
+    command = [sys.executable, "-m", "pipelines.generate", "--spec", json.dumps(spec),
+               "--model-manifest", str(tiny["root"] / "model.json"), "--data", str(tiny["data"]),
+               "--record", str(out / "generation.json"), "--generations", str(out / "generations.jsonl")]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if partial.exists() and len(partial.read_text().splitlines()) >= 16:  # one chunk of 8 x 2
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert partial.exists() and not (out / "generation.json").exists()
+    with open(partial, "a") as handle:  # a torn write, as a kill during write would leave
+        handle.write('{"index": 19, "sample": 0, "chu')
+    kept_before = len([l for l in partial.read_text().splitlines() if l.endswith("}")])
+
+    subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True)
+    resumed = read_jsonl(out / "generations.jsonl")
+    expected = read_jsonl(reference / "generations.jsonl")
+    key = lambda r: (r["index"], r["sample"])  # noqa: E731
+    assert len(resumed) == len(expected) == 40
+    assert len({key(r) for r in resumed}) == 40  # no duplicate, nothing lost
+    assert sorted(resumed, key=key) == sorted(expected, key=key)  # same samples as uninterrupted
+    assert kept_before >= 16
+    assert json.loads((out / "generation.json").read_text())["generations_sha256"] == \
+        json.loads((reference / "generation.json").read_text())["generations_sha256"]
+
+
+def test_partial_file_of_another_protocol_is_set_aside_not_reused(tiny, tmp_path):
+    store = generate.GenerationStore(tmp_path / "generations.jsonl", "old-fingerprint")
+    store.start()
+    store.append_chunk([{"index": 0, "sample": 0, "chunk": 0}])
+    generate.run_generation(_spec(), tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl",
+                            tmp_path / "generation.json")
+    assert len(read_jsonl(tmp_path / "generations.jsonl")) == 20
+    stale = list(tmp_path.glob("generations.partial.jsonl.stale-*"))
+    assert len(stale) == 1 and read_jsonl(stale[0]) == [{"index": 0, "sample": 0, "chunk": 0}]
+
+
+def test_vllm_adapter_maps_the_protocol(monkeypatch):
+    """vLLM needs a GPU; a stand-in module records what our adapter asks of its API."""
+    calls = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            calls["init"] = kwargs
+
+        def get_tokenizer(self):
+            return ScriptedTokenizer()
+
+        def generate(self, prompts, params, use_tqdm):
+            calls["params"] = params
+            output = types.SimpleNamespace(text="\\boxed{1}", token_ids=[1, 2, 3], finish_reason="length")
+            return [types.SimpleNamespace(prompt_token_ids=[0] * 5, outputs=[output] * p.n)
+                    for p in params]
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    spec = {**_spec(temperature=0.6, n=2, stop=["</s>"]), "engine": "vllm", "gpus": 4, "dtype": "bfloat16"}
+    engine = generate.make_engine(spec, "/models/x", threads=None)
+    assert calls["init"] == {"model": "/models/x", "dtype": "bfloat16", "seed": 0, "tensor_parallel_size": 4}
+    results = engine.generate(["a", "b"], spec["decoding"], [10, 11])
+    assert [p.seed for p in calls["params"]] == [10, 11]
+    assert calls["params"][0].__dict__ == {"n": 2, "temperature": 0.6, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
+                                           "repetition_penalty": 1.0, "max_tokens": 12, "stop": ["</s>"],
+                                           "seed": 10}
+    spec["decoding"]["top_k"] = 20
+    engine.generate(["a"], spec["decoding"], [0])
+    assert calls["params"][0].top_k == 20
+    assert results[1][1] == generate.Completion("\\boxed{1}", 5, 3, "length")
+
+
+def test_vllm_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(generate.GenerationError, match="vllm is not installed"):
+        generate.make_engine({**_spec(), "engine": "vllm"}, "/models/x", threads=None)
+
+
+def test_resume_reuses_finished_chunks(tiny, tmp_path):
+    """A crashed run leaves chunk 0; the rerun generates only chunks 1-2 and keeps chunk 0's
+    records (a generation that silently started over would regenerate them)."""
+    golds = benchmark_golds(tiny)
+    spec = _spec(temperature=1.0, n=4)
+    crashed = AnswerScript(golds, tag="first", fail_after_chunks=1)
+    with pytest.raises(RuntimeError, match="engine crashed"):
+        generate.run_generation(spec, tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl",
+                                tmp_path / "generation.json", engine=crashed)
+    assert len(read_jsonl(tmp_path / "generations.partial.jsonl")) == 8 * 4
+    rerun = AnswerScript(golds, tag="second")
+    rerun.next_item = 8  # it is asked for items 8.. only
+    result = generate.run_generation(spec, tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl",
+                                     tmp_path / "generation.json", engine=rerun)
+    records = read_jsonl(tmp_path / "generations.jsonl")
+    assert rerun.calls == 2 and rerun.next_item == 20
+    assert {r["response"].split(":")[0] for r in records if r["chunk"] == 0} == {"first"}
+    assert {r["response"].split(":")[0] for r in records if r["chunk"] > 0} == {"second"}
+    assert result["counts"]["samples"] == 80
+
+
+def test_hf_sampling_uses_exactly_the_protocols_logits_processors(tiny, monkeypatch, tmp_path):
+    """transformers fills unset knobs from its defaults (top_k=50) and the model's
+    generation_config: the processors generate really applies must be the protocol's only."""
+    import shutil
+
+    from transformers.generation.utils import GenerationMixin
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny["manifest"]["path"], model_dir)
+    config_file = model_dir / "generation_config.json"
+    shipped = json.loads(config_file.read_text()) if config_file.exists() else {}
+    # What Qwen2.5-Math ships: sampling defaults the protocol must not inherit.
+    config_file.write_text(json.dumps({**shipped, "top_k": 20, "top_p": 0.8, "temperature": 0.7,
+                                       "repetition_penalty": 1.05, "min_p": 0.1}))
+
+    seen = []
+    original = GenerationMixin._get_logits_processor
+
+    def spy(self, *args, **kwargs):
+        processors = original(self, *args, **kwargs)
+        seen.append(sorted(type(p).__name__ for p in processors))
+        return processors
+
+    monkeypatch.setattr(GenerationMixin, "_get_logits_processor", spy)
+    engine = generate.HFEngine(str(model_dir), "float32")
+    decoding = _spec()["decoding"]
+    engine.generate(["1+1="], {**decoding, "temperature": 1.0}, [0])
+    engine.generate(["1+1="], {**decoding, "temperature": 0.6, "top_p": 0.95}, [0])
+    engine.generate(["1+1="], {**decoding, "temperature": 0.6, "top_p": 0.95, "top_k": 20}, [0])
+    engine.generate(["1+1="], decoding, [0])
+    assert seen == [[], ["TemperatureLogitsWarper", "TopPLogitsWarper"],
+                    ["TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"], []]
+
+
+def test_a_batched_prompt_generates_what_it_generates_alone(tiny):
+    """Left padding must not change a greedy generation."""
+    engine = generate.HFEngine(tiny["manifest"]["path"], "float32")
+    decoding = {**_spec()["decoding"], "max_new_tokens": 16}
+    prompts = ["What is 8 + 8?", "Compute $2 \\times 5$ and explain the steps in detail please.", "1"]
+    batched = engine.generate(prompts, decoding, [0] * 3)
+    for prompt, together in zip(prompts, batched):
+        alone = engine.generate([prompt], decoding, [0])[0]
+        assert alone[0].text == together[0].text and alone[0].response_tokens == together[0].response_tokens
