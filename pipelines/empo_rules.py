@@ -24,6 +24,7 @@ bound (grading.timeout_seconds), after which the answer counts as wrong and as a
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import signal
@@ -214,6 +215,7 @@ def _strip_string(text: str) -> str:
     return _fix_a_slash_b(text)
 
 
+@functools.lru_cache(maxsize=65536)
 def mathd_normalize(answer: str) -> str:
     answer = answer.strip()
     try:
@@ -262,6 +264,7 @@ def _latex_to_text(text: str) -> str:
     return text.strip()
 
 
+@functools.lru_cache(maxsize=65536)
 def sympy_normalize(text: str) -> str:
     match = _TEXT_WRAPPED.search(text)
     if match is not None:

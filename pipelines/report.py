@@ -142,7 +142,8 @@ def build_table(spec: Mapping[str, Any], metrics: Mapping[Key, Mapping[str, Any]
                 })
             blocks.append({"grader": grader, "protocol": protocol, "benchmarks": list(benchmarks),
                            "headline": protocol == headline, "rows": rows})
-    return {"benchmarks": list(spec["benchmarks"]), "blocks": blocks, "rows": spec["rows"],
+    return {"benchmarks": list(spec["benchmarks"]), "graders": list(spec["graders"]), "blocks": blocks,
+            "rows": spec["rows"],
             "protocols": protocols, "published_only": list(spec.get("published_only", [])),
             "reference": dict(spec.get("reference", {}))}
 
@@ -257,6 +258,8 @@ def render_markdown(table: Mapping[str, Any]) -> str:
         lines += ["", "## Published numbers", "", f"Source: {reference['source']}."]
         if reference.get("protocol"):
             lines.append(f"Their protocol: {reference['protocol']}.")
+    if table.get("agreement"):
+        lines += ["", render_agreement(table["agreement"], table["graders"], heading="##").rstrip("\n")]
     lines += render_divergences(table["rows"])
     if table["published_only"]:
         lines += ["", "Published rows this configuration does not run: " + "; ".join(
@@ -407,8 +410,8 @@ def _read_generations(path: str) -> dict[tuple[int, int], Mapping[str, Any]]:
         return {}  # examples lose their text, the counts stand
 
 
-def render_agreement(summary: Sequence[Mapping[str, Any]], graders: Sequence[str]) -> str:
-    lines = ["# Grader agreement", ""]
+def render_agreement(summary: Sequence[Mapping[str, Any]], graders: Sequence[str], heading: str = "#") -> str:
+    lines = [f"{heading} Grader agreement", ""]
     if len(graders) < 2:
         return "\n".join(lines + ["One grader configured (evaluation.graders): nothing to compare.", ""])
     lines += [f"Samples (every row of the table, every sample) graded by {graders[0]} and by each other grader. "

@@ -2,7 +2,7 @@
 exactly what a fresh run gives or stops with an error naming what is wrong. The numbers refer
 to the README's fault table; workflow-level cases (stale table, profile, a finished training
 job rerun by Snakemake, a broken store under Snakemake) are in tests/test_workflow.py, and the
-grader's digit groups (8) and sampling knobs (9) in tests/test_grading.py and tests/test_evaluate.py."""
+grader's digit groups (8) and sampling knobs (9) in tests/test_grading.py and tests/test_generate.py."""
 
 from __future__ import annotations
 
@@ -232,11 +232,11 @@ def test_config_errors_name_file_line_and_column(tmp_path, monkeypatch):
     with pytest.raises(cfg.ConfigError, match=f"{broken}:4:4: not valid YAML"):
         cfg.load_config([broken])
     config = yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
-    config["evaluation"]["per_benchmark"]["arith_hard"]["temprature"] = 1.0
+    config["evaluation"]["protocols"]["sample4"]["temprature"] = 1.0
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(config, sort_keys=False))
     line = next(i for i, text in enumerate(typo.read_text().splitlines(), 1) if "temprature" in text)
-    with pytest.raises(cfg.ConfigError, match=rf"'evaluation.per_benchmark.arith_hard.temprature'.*\[{typo}:{line}:"):
+    with pytest.raises(cfg.ConfigError, match=rf"'evaluation.protocols.sample4.temprature'.*\[{typo}:{line}:"):
         cfg.load_config([typo])
     # an overlay: the location is in the file that sets the key
     overlay = tmp_path / "overlay.yaml"

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -117,42 +116,6 @@ def test_partial_file_of_another_protocol_is_set_aside_not_reused(tiny, tmp_path
     assert len(read_jsonl(tmp_path / "generations.jsonl")) == 20
     stale = list(tmp_path.glob("generations.partial.jsonl.stale-*"))
     assert len(stale) == 1 and read_jsonl(stale[0]) == [{"index": 0, "sample": 0, "chunk": 0}]
-
-
-def test_vllm_adapter_maps_the_protocol(monkeypatch):
-    """vLLM needs a GPU; a stand-in module records what our adapter asks of its API."""
-    calls = {}
-
-    class LLM:
-        def __init__(self, **kwargs):
-            calls["init"] = kwargs
-
-        def get_tokenizer(self):
-            return ScriptedTokenizer()
-
-        def generate(self, prompts, params, use_tqdm):
-            calls["params"] = params
-            output = types.SimpleNamespace(text="\\boxed{1}", token_ids=[1, 2, 3], finish_reason="length")
-            return [types.SimpleNamespace(prompt_token_ids=[0] * 5, outputs=[output] * p.n)
-                    for p in params]
-
-    class SamplingParams:
-        def __init__(self, **kwargs):
-            self.__dict__.update(kwargs)
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
-    spec = {**_spec(temperature=0.6, n=2, stop=["</s>"]), "engine": "vllm", "gpus": 4, "dtype": "bfloat16"}
-    engine = generate.make_engine(spec, "/models/x", threads=None)
-    assert calls["init"] == {"model": "/models/x", "dtype": "bfloat16", "seed": 0, "tensor_parallel_size": 4}
-    results = engine.generate(["a", "b"], spec["decoding"], [10, 11])
-    assert [p.seed for p in calls["params"]] == [10, 11]
-    assert calls["params"][0].__dict__ == {"n": 2, "temperature": 0.6, "top_p": 1.0, "top_k": 0, "min_p": 0.0,
-                                           "repetition_penalty": 1.0, "max_tokens": 12, "stop": ["</s>"],
-                                           "seed": 10}
-    spec["decoding"]["top_k"] = 20
-    engine.generate(["a"], spec["decoding"], [0])
-    assert calls["params"][0].top_k == 20
-    assert results[1][1] == generate.Completion("\\boxed{1}", 5, 3, "length")
 
 
 def test_vllm_missing_is_a_clear_error(monkeypatch):

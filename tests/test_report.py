@@ -111,6 +111,7 @@ def test_graders_and_protocols_each_get_a_block_and_published_only_the_first_pro
     assert table["blocks"][1]["rows"][0]["cells"]["b2"]["metric"] == "mean@4"
     markdown = (tmp_path / "table.md").read_text()
     assert "## Grader empo-rules · protocol avg4 (mean@4)" in markdown
+    assert "## Grader agreement" in markdown and "| b2 | greedy | math-verify vs empo-rules | 40 |" in markdown
 
     agreement = (tmp_path / "agreement.md").read_text()
     assert "| b2 | greedy | math-verify vs empo-rules | 40 | 20 | 0 | 5 | 87.5% |" in agreement
