@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ def run_grading(spec: Mapping[str, Any], generations_path: Path, record_path: Pa
         "metrics": summary["metrics"],
         "uncertainty": summary["uncertainty"],
         "counts": {**summary["counts"], **(judge_counts if grader["name"] == "llm-judge" else {}),
-                   "decided_by": _tally(v["decided_by"] for v in verdicts)},
+                   "decided_by": dict(sorted(Counter(str(v["decided_by"]) for v in verdicts).items()))},
         "per_item": summary["per_item"],
         "protocol": {**generation["protocol"], "grader": grader_record},
         "protocol_id": fingerprint({**generation["protocol"], "grader": grader_record}, length=8),
@@ -171,13 +172,6 @@ def run_grading(spec: Mapping[str, Any], generations_path: Path, record_path: Pa
              result["accuracy"], result["uncertainty"]["accuracy"]["se"], summary["counts"]["items"],
              summary["counts"]["no_answer"], summary["counts"]["grader_timeouts"])
     return result
-
-
-def _tally(values: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for value in values:
-        counts[str(value)] = counts.get(str(value), 0) + 1
-    return dict(sorted(counts.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

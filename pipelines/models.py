@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import parse_stage_args, stage_parser
-from pipelines.provenance import write_json_atomic, file_sha256
+from pipelines.provenance import file_sha256, write_json_atomic
 
 LOG = logging.getLogger(__name__)
 

@@ -393,20 +393,24 @@ def grader_agreement(metrics: Mapping[Key, Mapping[str, Any]], graders: Sequence
     return list(summary.values()), flips
 
 
+def _by_sample(path: Path | str) -> dict[tuple[int, int], dict[str, Any]]:
+    """A JSONL file of per-sample records keyed by (index, sample)."""
+    with open(path, encoding="utf-8") as handle:
+        return {(int(r["index"]), int(r["sample"])): r for r in map(json.loads, handle)}
+
+
 def _read_grades(entry: Mapping[str, Any]) -> dict[tuple[int, int], dict[str, Any]]:
     path = Path(entry["_path"]).with_name("grades.jsonl")
     try:
-        with open(path, encoding="utf-8") as handle:
-            return {(int(r["index"]), int(r["sample"])): r for r in map(json.loads, handle)}
+        return _by_sample(path)
     except (OSError, ValueError, KeyError) as error:
         raise ReportError(f"{path}: the grades beside {entry['_path']} cannot be read ({error})") from error
 
 
 def _read_generations(path: str) -> dict[tuple[int, int], Mapping[str, Any]]:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return {(int(r["index"]), int(r["sample"])): r for r in map(json.loads, handle)}
-    except (OSError, ValueError):
+        return _by_sample(path)
+    except (OSError, ValueError, KeyError):
         return {}  # examples lose their text, the counts stand
 
 

@@ -43,7 +43,7 @@ def test_paper_batch_semantics_map_to_trl():
     cpu = trl_backend.grpo_arguments({**TRAINER, "loss": "grpo"}, Path("/c"), 1, use_cpu=True, report_to=[])
     assert cpu["bf16"] is False and cpu["use_cpu"] is True and cpu["importance_sampling_level"] == "token"
     assert "use_vllm" not in cpu
-    with pytest.raises(ValueError, match="vllm_rollouts needs a GPU"):
+    with pytest.raises(ValueError, match="vllm_rollouts needs a GPU"):  # or VLLM_TARGET_DEVICE=cpu
         trl_backend.grpo_arguments({**TRAINER, "vllm_rollouts": True}, Path("/c"), 1, use_cpu=True, report_to=[])
     with pytest.raises(ValueError, match="cannot be split over 3 processes"):
         trl_backend.grpo_arguments(TRAINER, Path("/c"), 3, use_cpu=True, report_to=[])

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.provenance import file_sha256, fingerprint
+from pipelines.provenance import file_sha256, fingerprint, write_text_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -99,8 +99,6 @@ def claim_checkpoint_dir(checkpoint_dir: Path, settings: Mapping[str, Any]) -> d
                     "moved to %s; training starts from the base model", checkpoint_dir, previous or "none",
                     current, superseded)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(SETTINGS_FILE + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": current, "settings": settings}, indent=1, sort_keys=True),
-                   encoding="utf-8")
-    tmp.replace(record_path)
+    write_text_atomic(json.dumps({"fingerprint": current, "settings": settings}, indent=1, sort_keys=True),
+                      record_path)
     return {"fingerprint": current, "resumable": False, "superseded": str(superseded) if superseded else None}

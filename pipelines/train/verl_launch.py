@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import parse_stage_args, stage_parser
+from pipelines.provenance import write_text_atomic
 from pipelines.train import verl_backend
 from pipelines.train.checkpoints import claim_checkpoint_dir, shaping_settings
 
@@ -200,9 +201,7 @@ def write_command_file(spec: Mapping[str, Any], tracking_config: Mapping[str, An
     module = spec["verl"].get("trainer_module", verl_backend.DEFAULT_TRAINER_MODULE)
     command = verl_backend.trainer_command(overrides, python="python", module=module)
     args.write_command.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.write_command.with_name(args.write_command.name + ".tmp")
-    temporary.write_text(shlex.join(command) + "\n")
-    temporary.replace(args.write_command)
+    write_text_atomic(shlex.join(command) + "\n", args.write_command)
     LOG.info("verl command of %s/%s written to %s", spec["model"], spec["method"], args.write_command)
 
 
@@ -277,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if not record["saved_steps"]:
             raise RuntimeError(f"verl finished without saving a checkpoint in {args.checkpoints}")
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.output.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record, indent=1, sort_keys=True))
-        temporary.replace(args.output)
+        write_text_atomic(json.dumps(record, indent=1, sort_keys=True), args.output)
         tracker.log_artifact(args.output, "train")
     return 0
 

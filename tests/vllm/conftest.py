@@ -67,3 +67,19 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("vLLM on CPU: timings")
         for name, seconds in TIMINGS.items():
             terminalreporter.write_line(f"{name}: {seconds:.2f} s")
+
+
+def canonical_demo_rows(path, source: str, limit: int):
+    """Demo questions in the canonical schema, converted without `datasets` (as the data stage
+    would), for the tests that need a benchmark or a training set."""
+    import json
+
+    from pipelines.data import ConversionReport, to_canonical, write_canonical
+    from tests.conftest import DEMO_DATA
+
+    lines = (DEMO_DATA / source).read_text().splitlines()[:limit]
+    spec = {"name": "bench", "role": "benchmark", "format": "columns", "instruction": "",
+            "columns": {"question": "problem", "answer": "answer"}}
+    write_canonical(to_canonical([json.loads(line) for line in lines], "bench", spec,
+                                 ConversionReport(name="bench", source="file")), path)
+    return path

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, read_jsonl
-from tests.vllm.conftest import TIMINGS
+from tests.vllm.conftest import TIMINGS, canonical_demo_rows
 
 DECODING = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0, "max_new_tokens": 16, "stop": []}
 
@@ -35,16 +35,7 @@ def engine(tiny_vllm_model):
 
 @pytest.fixture(scope="module")
 def benchmark(tmp_path_factory) -> Path:
-    """12 demo questions in the canonical schema (converted without `datasets`, absent here)."""
-    from pipelines.data import ConversionReport, to_canonical, write_canonical
-
-    lines = (REPO_ROOT / "config" / "demo_data" / "arith_easy.jsonl").read_text().splitlines()[:12]
-    spec = {"name": "bench", "role": "benchmark", "format": "columns", "instruction": "",
-            "columns": {"question": "problem", "answer": "answer"}}
-    path = tmp_path_factory.mktemp("bench") / "bench.parquet"
-    write_canonical(to_canonical([json.loads(line) for line in lines], "bench", spec,
-                                 ConversionReport(name="bench", source="file")), path)
-    return path
+    return canonical_demo_rows(tmp_path_factory.mktemp("bench") / "bench.parquet", "arith_easy.jsonl", 12)
 
 
 def test_greedy_outputs_equal_the_hf_engine_token_for_token(engine, tiny_vllm_model):
