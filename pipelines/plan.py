@@ -100,7 +100,7 @@ def render_plan(spec: Mapping[str, Any]) -> str:
         lines += ["", f"Training total: ≤ {_hours(train_total)} GPU-hours.", ""]
     eval_total, unknown = 0.0, 0
     lines += ["## Generation jobs", "",
-              "Each is graded on CPU by every grader: " + ", ".join(g["name"] for g in spec["graders"]) + ".", "",
+              "Each is graded by every grader, one job each: " + describe_graders(spec["graders"]) + ".", "",
               "| model | method | benchmark | protocol | items | engine | decoding | max new tokens | prompt | GPU-hours (≤) |",
               "|" + "---|" * 10]
     for job in spec["generate"]:
@@ -119,6 +119,22 @@ def render_plan(spec: Mapping[str, Any]) -> str:
     lines += ["", f"Generation total: ≤ {_hours(eval_total)} GPU-hours"
               + (f" ({unknown} job(s) of unknown size not counted)" if unknown else "") + ".", ""]
     return "\n".join(lines)
+
+
+def describe_graders(graders: list[dict]) -> str:
+    """The graders as plan.md names them; the judge's jobs need its model (and a GPU, or a server)."""
+    parts = []
+    for grader in graders:
+        judge = grader.get("judge")
+        if judge is None:
+            parts.append(f"{grader['name']} (CPU)")
+        elif judge["engine"] == "openai":
+            parts.append(f"{grader['name']} ({judge['model']} at {judge['endpoint']}, asked about answers the rules "
+                         "call wrong)")
+        else:
+            parts.append(f"{grader['name']} ({judge['model']} on {judge['engine']}, resources.judge, asked about "
+                         "answers the rules call wrong)")
+    return ", ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,6 +118,7 @@ def test_plan_lists_every_job_with_gpu_hour_estimates(planned):
     assert f"| {100 * 256 * 16 * 16384 / 2000 / 3600:,.1f} |" in three_b
     assert "seq-mean-token-mean" in three_b and "| 100 |" in three_b
     assert "Training total" in plan and "verl_command.txt" in plan
+    assert "math-verify (CPU), empo-rules (CPU), llm-judge (IAAR-Shanghai/xVerify-8B-I on vllm" in plan
 
 
 def test_released_checkpoints_are_evaluation_only_rows(tmp_path):
