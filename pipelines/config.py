@@ -31,7 +31,8 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 UNTRAINED_METHOD = "base"
 #: The one protocol of a config that names none: evaluation.decoding as it stands.
 DEFAULT_PROTOCOL = "main"
-#: Graders that need no model (CPU jobs); the others run as judge jobs.
+#: Graders that need no model (CPU jobs; pipelines.grading.RULES); the others run as judge jobs.
+#: Every grader name is in the schema's `evaluation.graders` enum (tests keep the three in step).
 RULE_GRADERS = ("math-verify", "empo-rules")
 #: Bootstrap of every interval (grade jobs and the table's paired differences): resamples, seed.
 BOOTSTRAP = {"samples": 2000, "seed": 0}
@@ -42,6 +43,11 @@ class ConfigError(ValueError):
 
 
 @functools.cache
+def grader_names() -> list[str]:
+    """Every grader the schema accepts (`evaluation.graders`), e.g. for wildcard constraints."""
+    return list(load_schema()["properties"]["evaluation"]["properties"]["graders"]["items"]["enum"])
+
+
 def load_schema() -> dict[str, Any]:
     with open(SCHEMA_PATH, encoding="utf-8") as handle:
         return yaml.safe_load(handle)

@@ -1,6 +1,8 @@
 # Shared by all rule files: the validated config, output paths and input functions.
 # Kept light (yaml + jsonschema only) so that a dry-run of the full paper table stays fast.
 
+import re
+
 from pipelines import config as cfg
 
 
@@ -19,7 +21,7 @@ wildcard_constraints:
     method=r"[a-z0-9_]+",
     benchmark=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     protocol=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    grader=r"math-verify|empo-rules|llm-judge",
+    grader="|".join(re.escape(name) for name in cfg.grader_names()),
 
 
 def resource(stage, key, model=None, dataset=None):
@@ -55,8 +57,6 @@ def slurm_resources(stage):
 
 def methods_regex(backend):
     """Wildcard constraint matching exactly the training methods of one backend."""
-    import re
-
     methods = cfg.methods_of_backend(CONFIG, backend)
     return "|".join(re.escape(method) for method in methods) if methods else "(?!)"
 
