@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import parse_stage_args, stage_parser
-from pipelines.provenance import file_sha256, fingerprint, git_commit, package_versions, write_json_atomic
+from pipelines.provenance import (file_sha256, fingerprint, git_commit, package_versions, write_json_atomic,
+                                  write_text_atomic)
 
 LOG = logging.getLogger(__name__)
 
@@ -136,10 +137,7 @@ def run_grading(spec: Mapping[str, Any], generations_path: Path, record_path: Pa
         summary = summarize(graded, n=n, ks=spec["pass_at_k"],
                             cluster=lambda answers: grading.cluster_answers(answers, pool=pool),
                             bootstrap=spec["bootstrap"])
-    tmp = grades_path.with_name(grades_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts)
-    tmp.replace(grades_path)
+    write_text_atomic("".join(json.dumps(v, ensure_ascii=False) + "\n" for v in verdicts), grades_path)
     grader_record = {**grader, "answer": grading.ANSWER_RULE if grader["name"] == "math-verify"
                      else empo_rules.ANSWER_RULE}
     result = {
