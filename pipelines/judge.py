@@ -142,10 +142,7 @@ class VLLMCompletion:
 
         from pipelines.generate import vllm_engine_kwargs
 
-        if dtype == "auto" and os.environ.get("VLLM_TARGET_DEVICE") == "cpu":
-            dtype = "float32"
-        self.llm = LLM(model=model, revision=revision, dtype=dtype, seed=0,
-                       **vllm_engine_kwargs(tensor_parallel_size=gpus))
+        self.llm = LLM(model=model, revision=revision, seed=0, **vllm_engine_kwargs(gpus, dtype))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_new_tokens = max_new_tokens
 
