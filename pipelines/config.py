@@ -33,7 +33,7 @@ UNTRAINED_METHOD = "base"
 DEFAULT_PROTOCOL = "main"
 #: Graders that need no model (CPU jobs; pipelines.grading.RULES); the others run as judge jobs.
 #: Every grader name is in the schema's `evaluation.graders` enum (tests keep the three in step).
-RULE_GRADERS = ("math-verify", "empo-rules")
+RULE_GRADERS = ("math-verify", "empo-rules", "choice-letter")
 #: Bootstrap of every interval (grade jobs and the table's paired differences): resamples, seed.
 BOOTSTRAP = {"samples": 2000, "seed": 0}
 
@@ -175,6 +175,15 @@ def validate_config(config: dict[str, Any], source: str,
     return resolved
 
 
+def dataset_files(path: str) -> list[Path]:
+    """The files of a dataset's `source.path`: the file, or every match of a glob, sorted."""
+    import glob
+
+    if glob.has_magic(path):
+        return [Path(p) for p in sorted(glob.glob(path)) if Path(p).is_file()]
+    return [Path(path)] if Path(path).is_file() else []
+
+
 def used_datasets(config: dict[str, Any]) -> list[str]:
     """Datasets some job reads: benchmarks, the training set, demo corpora, verl validation."""
     names = list(config["evaluation"]["benchmarks"])
@@ -211,6 +220,15 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
     judge = config["evaluation"]["llm_judge"]
     if "llm-judge" in config["evaluation"]["graders"] and judge["engine"] == "openai" and not judge["endpoint"]:
         yield "'evaluation.llm_judge.endpoint': required when the llm-judge engine is 'openai'"
+    if "choice-letter" in config["evaluation"]["graders"]:
+        for benchmark in benchmarks:
+            spec = datasets.get(benchmark)
+            if spec is not None and spec["format"] == "columns" and "options" not in spec["columns"]:
+                yield (f"'datasets.{benchmark}.columns.options': the choice-letter grader grades multiple-choice "
+                       f"benchmarks; '{benchmark}' has no options column")
+    for name, spec in datasets.items():
+        if spec.get("template") is not None and "{question}" not in spec["template"]:
+            yield f"'datasets.{name}.template': has no {{question}} placeholder"
     training = config["training"]
     if training["methods"]:
         train_set = training.get("dataset")
@@ -236,10 +254,13 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         if settings["prompts_per_step"] % settings["mini_batch_prompts"]:
             yield (f"{where}: prompts_per_step ({settings['prompts_per_step']}) must be a "
                    f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
+        semantic_judge = training["semantic_judge"]
+        if settings["equivalence"] == "judge" and semantic_judge["engine"] == "openai" and not semantic_judge["endpoint"]:
+            yield f"'training.semantic_judge.endpoint': required for {where} (equivalence judge, engine openai)"
     yield from _verl_problems(config)
     for name in used_datasets(config):
         source = config["datasets"][name]["source"]
-        if source["kind"] == "file" and not Path(source["path"]).is_file():
+        if source["kind"] == "file" and not dataset_files(source["path"]):
             yield (f"'datasets.{name}.source.path': file not found: {source['path']} (relative paths "
                    f"are read from the directory snakemake runs in, {Path.cwd()})")
     for name, model in config["models"].items():
@@ -422,6 +443,8 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
     resources = resolved_resources(config, "train", model=model)
     spec = {"model": model, "method": method, "dataset": config["training"]["dataset"],
             "trainer": trainer, "gpus": resources["gpus"], "grading": dict(config["grading"])}
+    if trainer["equivalence"] == "judge":  # only judge-based methods retrain when the judge changes
+        spec["semantic_judge"] = dict(config["training"]["semantic_judge"])
     if trainer["backend"] == "verl":
         # convert_step only matters to the conversion job; changing it must not retrain
         spec["verl"] = {key: copy.deepcopy(value) for key, value in resolved_verl(config, model).items()

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         tracker.log_metrics({"converted_step": converted["step"]})
         manifest = {"kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],
                     "backend": "verl", "verl_version": record.get("verl_version"),
-                    "trainer": spec["train"]["trainer"], "global_step": converted["step"],
+                    "trainer": spec["train"]["trainer"], "semantic_judge": spec["train"].get("semantic_judge"),
+                    "global_step": converted["step"],
                     "saved_steps": record.get("saved_steps"), "training_run_id": record.get("mlflow_run_id"),
                     "base": record["base"], **converted}
         write_manifest(manifest, args.output)

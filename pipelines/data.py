@@ -7,7 +7,12 @@ and the evaluator:
     prompt       list[{role, content}]      one user message; instruction suffix included
     ability      str                        "math"
     reward_model {ground_truth: str, style: "rule"}
-    extra_info   {index: int, split: str, question: str}
+    extra_info   {index: int, split: str, question: str, options: list[str] | None}
+
+Multiple-choice datasets (`columns.options`) write their options under the question, one
+"\nA. <option>" line each (the authors' MMLU-Pro/GPQA `format_example`), keep them in
+`extra_info.options`, and hold the correct option's letter as the ground truth. A dataset's
+`template` and `system_prompt` shape the prompt as the authors' scripts do for that dataset.
 
 `ground_truth` is a plain string (the authors' files hold a one-element list; we unwrap it).
 Rows missing a question or an answer are dropped and counted; above a configured fraction
@@ -19,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +43,7 @@ CANONICAL_SCHEMA = pa.schema([
     ("ability", pa.string()),
     ("reward_model", pa.struct([("ground_truth", pa.string()), ("style", pa.string())])),
     ("extra_info", pa.struct([("index", pa.int64()), ("split", pa.string()),
-                              ("question", pa.string())])),
+                              ("question", pa.string()), ("options", pa.list_(pa.string()))])),
 ])
 
 FILE_LOADERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -58,12 +63,13 @@ class ConversionReport:
     rows_out: int = 0
     missing_question: int = 0
     missing_answer: int = 0
+    bad_options: int = 0  # multiple choice: fewer than two options, or a gold that is not an option's letter
     dropped_by_limit: int = 0
     examples_dropped: list[str] = field(default_factory=list)
 
     @property
     def invalid(self) -> int:
-        return self.missing_question + self.missing_answer
+        return self.missing_question + self.missing_answer + self.bad_options
 
 
 def describe_source(source: Mapping[str, Any]) -> str:
@@ -90,13 +96,25 @@ def load_records(source: Mapping[str, Any]) -> list[dict[str, Any]]:
                 f"network access, download it beforehand (HF_HOME) or point the dataset at a "
                 f"local file with source: {{kind: file, path: ...}}") from error
     elif source["kind"] == "file":
-        path = Path(source["path"])
-        loader = check_data_file(path)
+        from pipelines.config import dataset_files
+
+        paths = dataset_files(source["path"])
+        if not paths:
+            raise DataError(f"dataset file not found: {source['path']}")
+        loaders = {check_data_file(path) for path in paths}
+        if len(loaders) != 1:
+            raise DataError(f"{source['path']} matches files of different types: {', '.join(map(str, paths))}")
+        loader = loaders.pop()
+        options: dict[str, Any] = {}
+        if source.get("column_names"):
+            if loader != "csv":
+                raise DataError(f"source.column_names is for CSV files without a header, not {source['path']}")
+            options = {"column_names": list(source["column_names"]), "header": None}
         try:
-            dataset = datasets.load_dataset(loader, data_files=str(path), split="train")
+            dataset = datasets.load_dataset(loader, data_files=[str(p) for p in paths], split="train", **options)
         except Exception as error:  # noqa: BLE001 - datasets wraps parser errors in its own types
             cause = error.__cause__ or error.__context__ or error
-            raise DataError(f"cannot read dataset file {path} as {loader}: {type(cause).__name__}: "
+            raise DataError(f"cannot read dataset file {source['path']} as {loader}: {type(cause).__name__}: "
                             f"{str(cause)[:300]}") from error
     else:
         raise DataError(f"unsupported dataset source kind '{source['kind']}'")
@@ -157,27 +175,83 @@ def _user_message(prompt: Any) -> str | None:
     return None
 
 
+def _options(record: Mapping[str, Any], column: str | Sequence[str] | None) -> list[str] | None:
+    """A row's options (a list column, or one column per option); blank trailing options dropped."""
+    if column is None:
+        return None
+    values = record.get(column) if isinstance(column, str) else [record.get(c) for c in column]
+    if not isinstance(values, (list, tuple)):
+        return None
+    texts = [_text(value) for value in values]
+    while texts and texts[-1] is None:
+        texts.pop()
+    return None if len(texts) < 2 or None in texts else [str(t) for t in texts]
+
+
+def _choice_gold(options: list[str] | None, answer: str | None, shuffle_seed: int | None,
+                 position: int) -> tuple[list[str] | None, str | None]:
+    """Options (permuted per row when `shuffle_options` is set: a file that lists the correct
+    answer first, as GPQA's does) and the gold letter. The answer column may hold the letter or
+    the correct option's text."""
+    if options is None or answer is None:
+        return options, answer
+    from pipelines.free_form import CHOICE_LETTERS
+
+    correct = (CHOICE_LETTERS.index(answer) if len(answer) == 1 and answer in CHOICE_LETTERS[:len(options)]
+               else options.index(answer) if answer in options else None)
+    if correct is None:
+        return options, None
+    if shuffle_seed is not None:
+        import random
+
+        order = list(range(len(options)))
+        random.Random(f"{shuffle_seed}:{position}").shuffle(order)
+        options, correct = [options[i] for i in order], order.index(correct)
+    return options, CHOICE_LETTERS[correct]
+
+
+def user_content(question: str, spec: Mapping[str, Any]) -> str:
+    """The user message of a columns-format row: the dataset's template, else question + instruction."""
+    template = spec.get("template")
+    if template is not None:
+        return template.replace("{question}", question)
+    return f"{question} {spec.get('instruction', '')}".strip()
+
+
 def to_canonical(records: Iterable[Mapping[str, Any]], name: str, spec: Mapping[str, Any],
                  report: ConversionReport) -> list[dict[str, Any]]:
     """Map raw rows to canonical rows, dropping (and counting) rows without question or answer."""
+    from pipelines.free_form import CHOICE_LETTERS, format_options
+
     rows: list[dict[str, Any]] = []
     fmt = spec.get("format", "verl")
     columns = spec.get("columns", {})
-    instruction = spec.get("instruction", "")
     limit = spec.get("limit")
+    system = [{"role": "system", "content": spec["system_prompt"]}] if spec.get("system_prompt") else []
     for position, record in enumerate(records):
         report.rows_in += 1
         extra = record.get("extra_info") if isinstance(record.get("extra_info"), Mapping) else {}
+        options = None
         if fmt == "verl":
             content = _user_message(record.get("prompt"))
             reward = record.get("reward_model")
             answer = _ground_truth(reward.get("ground_truth")) if isinstance(reward, Mapping) else None
             question = _text(extra.get("question")) or content
+            options = extra.get("options") or None
             messages = [{"role": "user", "content": content}] if content else None
         else:
             question = _text(record.get(columns.get("question", "problem")))
             answer = _ground_truth(record.get(columns.get("answer", "answer")))
-            content = f"{question} {instruction}".strip() if question else None
+            if "options" in columns and question is not None:
+                options = _options(record, columns["options"])
+                options, answer = _choice_gold(options, answer, spec.get("shuffle_options"), position)
+                if options is None or answer is None or answer not in CHOICE_LETTERS[:len(options)]:
+                    report.bad_options += 1
+                    if len(report.examples_dropped) < 5:
+                        report.examples_dropped.append(f"row {position}: options {options!r}, answer {answer!r}")
+                    continue
+                question = format_options(question, options)
+            content = user_content(question, spec) if question else None
             messages = [{"role": "user", "content": content}] if content else None
         if messages is None:
             report.missing_question += 1
@@ -194,11 +268,11 @@ def to_canonical(records: Iterable[Mapping[str, Any]], name: str, spec: Mapping[
             continue
         rows.append({
             "data_source": name,
-            "prompt": messages,
-            "ability": _text(record.get("ability")) or "math",
+            "prompt": system + messages,
+            "ability": _text(record.get("ability")) or ("multiple_choice" if options else "math"),
             "reward_model": {"ground_truth": answer, "style": "rule"},
             "extra_info": {"index": len(rows), "split": _text(extra.get("split")) or "test",
-                           "question": question},
+                           "question": question, "options": options},
         })
     report.rows_out = len(rows)
     return rows
@@ -212,7 +286,8 @@ def check_invalid_fraction(report: ConversionReport, max_invalid_fraction: float
         raise DataError(
             f"dataset '{report.name}' ({report.source}): {report.invalid} of {report.rows_in} rows "
             f"({fraction:.1%}) lack a question ({report.missing_question}) or an answer "
-            f"({report.missing_answer}), above max_invalid_fraction={max_invalid_fraction:.1%}. "
+            f"({report.missing_answer}) or have unusable options ({report.bad_options}), above "
+            f"max_invalid_fraction={max_invalid_fraction:.1%}. "
             f"Check the column mapping (datasets.{report.name}.columns) or raise the limit. "
             f"First problems: {'; '.join(report.examples_dropped)}")
     if report.rows_out == 0:
@@ -248,8 +323,8 @@ def prepare_dataset(spec: Mapping[str, Any], output: Path) -> ConversionReport:
     rows = to_canonical(records, name, spec, report)
     check_invalid_fraction(report, spec.get("max_invalid_fraction", 0.01))
     if report.invalid:
-        LOG.warning("dataset %s: dropped %d rows without question and %d without answer (%s)",
-                    name, report.missing_question, report.missing_answer,
+        LOG.warning("dataset %s: dropped %d rows without question, %d without answer, %d with unusable "
+                    "options (%s)", name, report.missing_question, report.missing_answer, report.bad_options,
                     "; ".join(report.examples_dropped))
     write_canonical(rows, output)
     LOG.info("dataset %s: %d rows in, %d rows written to %s", name, report.rows_in,
@@ -272,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         args.summary.write_text(json.dumps(summary, indent=2))
         tracker.log_metrics({"rows_in": report.rows_in, "rows": report.rows_out,
                              "missing_question": report.missing_question,
-                             "missing_answer": report.missing_answer})
+                             "missing_answer": report.missing_answer, "bad_options": report.bad_options})
         import pandas as pd
 
         tracker.log_dataset(pd.read_parquet(args.output), name=spec["name"], source=report.source,

@@ -74,6 +74,12 @@ def render_prompt(messages: Sequence[Mapping[str, str]], tokenizer: Any,
     return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
 
+def options_of(row: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{"options": [...]} for a multiple-choice row (the choice-letter grader reads them), else {}."""
+    options = (row.get("extra_info") or {}).get("options")
+    return {"options": list(options)} if options else {}
+
+
 def question_of(row: Mapping[str, Any]) -> str:
     """The benchmark question as written (the last user message), for graders that read it."""
     return next((m["content"] for m in reversed(row["prompt"]) if m["role"] == "user"), "")
@@ -361,7 +367,8 @@ def run_generation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_pa
                 {"index": i, "sample": s, "chunk": k, "question": question_of(row), "prompt": prompt,
                  "response": c.text,
                  "gold": row["reward_model"]["ground_truth"], "prompt_tokens": c.prompt_tokens,
-                 "response_tokens": c.response_tokens, "finish_reason": c.finish_reason}
+                 "response_tokens": c.response_tokens, "finish_reason": c.finish_reason,
+                 **options_of(row)}
                 for i, prompt, row, samples in zip(chunks[k], prompts, chunk_rows, completions)
                 for s, c in enumerate(samples)
             ]

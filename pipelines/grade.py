@@ -62,13 +62,27 @@ def read_generations(generations_path: Path, record_path: Path) -> tuple[dict[st
 
 def rule_of(grader: str) -> str:
     """The rule chain a grader applies (the judge grader starts from the authors' rules)."""
-    return "math-verify" if grader == "math-verify" else "empo-rules"
+    return "empo-rules" if grader == "llm-judge" else grader
+
+
+def golds_for(grader: str, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What each record's answer is compared with: the gold, or (choice-letter) the accepted
+    answers built from the gold letter and the record's options."""
+    if grader != "choice-letter":
+        return [r["gold"] for r in records]
+    from pipelines.free_form import choice_gold
+
+    missing = sum("options" not in r for r in records)
+    if missing:
+        raise ValueError(f"the choice-letter grader grades multiple-choice generations; {missing} of "
+                         f"{len(records)} records have no options (is this benchmark multiple choice?)")
+    return [choice_gold(r["gold"], r["options"]) for r in records]
 
 
 def grade_records(grader: Mapping[str, Any], records: Sequence[Mapping[str, Any]], pool: Any,
                   judge: Any = None) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """One verdict per generation record: extracted answer, correct, timed out, deciding step."""
-    results = pool.grade_many([r["response"] for r in records], [r["gold"] for r in records], progress=True)
+    results = pool.grade_many([r["response"] for r in records], golds_for(grader["name"], records), progress=True)
     verdicts = [
         {"index": r["index"], "sample": r["sample"], "extracted": g.extracted, "correct": g.correct,
          "grader_timeout": g.timed_out, "decided_by": g.decided_by if g.extracted is not None else "no answer"}

@@ -293,9 +293,16 @@ def _empo_rules_rule(prediction: str, gold: str) -> tuple[bool, str]:
     return empo_rules.equivalent(prediction, gold)
 
 
+def _choice_letter_rule(prediction: str, gold: str) -> tuple[bool, str]:
+    from pipelines import free_form
+
+    return free_form.is_accepted_choice(prediction, gold), "choice-letter"
+
+
 #: Equivalence rules a worker can apply, by grader name: (prediction, gold) -> (verdict, the step
-#: that decided). Extraction is each grader's own (ANSWER_EXTRACTORS).
-RULES = {"math-verify": _math_verify_rule, "empo-rules": _empo_rules_rule}
+#: that decided). Extraction is each grader's own (ANSWER_EXTRACTORS). The choice-letter gold is
+#: its accepted answers, JSON-encoded (`free_form.choice_gold`).
+RULES = {"math-verify": _math_verify_rule, "empo-rules": _empo_rules_rule, "choice-letter": _choice_letter_rule}
 
 
 def _empo_extract(text: str) -> str | None:
@@ -304,7 +311,14 @@ def _empo_extract(text: str) -> str | None:
     return empo_rules.extract_answer(text)
 
 
-ANSWER_EXTRACTORS = {"math-verify": lambda text: extract_answer(text), "empo-rules": _empo_extract}
+def _choice_extract(text: str) -> str | None:
+    from pipelines import free_form
+
+    return free_form.choice_answer(text)
+
+
+ANSWER_EXTRACTORS = {"math-verify": lambda text: extract_answer(text), "empo-rules": _empo_extract,
+                     "choice-letter": _choice_extract}
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,23 @@ Three ways to run the judge model, chosen in `evaluation.llm_judge.engine`:
 - `openai`: an OpenAI-compatible chat-completions server (what the authors ran).
 Prompts and replies go through the model's chat template in every engine (an OpenAI server
 applies it itself), so the three engines ask the same question.
+
+The same machinery (model loading, the vLLM engine, the OpenAI-compatible client) serves the
+*semantic judge* of the natural-reasoning track: `EquivalenceJudge` asks a verifier model
+(default TIGER-Lab/general-verifier, the authors' choice) whether two free-form answers to a
+question are equivalent, read from its next-token "Yes"/"No" scores after the authors' raw
+prompt (QingyangZhang/EMPO, trl/src/open_r1/semantic_uncertainty.py,
+`GeneralVerifier.check_implication`). Training rewards cluster a group's answers with it
+(`pipelines.rewards.core.judge_cluster_ids`), many pairs per forward pass.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -170,17 +180,9 @@ class OpenAICompletion:
         self.concurrency = concurrency
 
     def _one(self, prompt: str) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": 0.0, "max_tokens": self.max_new_tokens}).encode("utf-8")
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
-                payload = json.loads(response.read().decode("utf-8"))
-        except (urllib.error.URLError, TimeoutError, ValueError) as error:
-            raise RuntimeError(f"the judge server {self.url} failed: {error}") from error
+        payload = post_json(self.url, {"model": self.model, "messages": [{"role": "user", "content": prompt}],
+                                       "temperature": 0.0, "max_tokens": self.max_new_tokens},
+                            self.api_key, self.timeout_seconds)
         try:
             return payload["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as error:
@@ -189,6 +191,19 @@ class OpenAICompletion:
     def __call__(self, prompts: Sequence[str]) -> list[str]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(self._one, prompts))
+
+
+def post_json(url: str, body: Mapping[str, Any], api_key: str | None, timeout_seconds: float) -> Any:
+    """One JSON POST to an OpenAI-compatible server; a failure is an error naming the server."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode("utf-8"), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except (urllib.error.URLError, TimeoutError, ValueError) as error:
+        raise RuntimeError(f"the judge server {url} failed: {error}") from error
 
 
 def chat_text(tokenizer: Any, prompt: str) -> str:
@@ -213,3 +228,185 @@ def make_judge(settings: Mapping[str, Any], gpus: int = 0) -> Judge:
         complete = HFCompletion(settings["model"], settings.get("revision"), settings["dtype"],
                                 settings["max_new_tokens"])
     return Judge(complete, settings["batch_size"], name=f"{settings['model']} ({engine})")
+
+
+# --- The semantic judge: a verifier's Yes/No decision on pairs of answers --------------------
+
+#: The authors' verifier prompt (semantic_uncertainty.py, `check_implication`), verbatim: raw
+#: text, no chat template, ending where the verifier's decision word comes next. The authors fill
+#: "Ground Truth Answer" with the first answer of the pair and "Student Answer" with the second.
+GENERAL_VERIFIER_PROMPT = (
+    "User: ### Question: {question}\n\n"
+    "### Ground Truth Answer: {reference}\n\n"
+    "### Student Answer: {answer}\n\n"
+    "For the above question, please verify if the student's answer is equivalent to the ground truth answer.\n"
+    "Do not solve the question by yourself; just check if the student's answer is equivalent to the ground truth answer.\n"
+    "If correct, output \"Final Decision: Yes\". If incorrect, output \"Final Decision: No\".\n"
+    "Assistant: Final Decision: "
+)
+
+
+def render_verifier_prompt(template: str | None, question: str, reference: str, answer: str) -> str:
+    return (template or GENERAL_VERIFIER_PROMPT).format(question=question, reference=reference, answer=answer)
+
+
+class EquivalenceJudge:
+    """(question, reference, answer) triples in, "equivalent?" verdicts out: the answer is
+    equivalent when the verifier scores "Yes" above "No" as its next token (the authors'
+    `yes_prob > no_prob`; a softmax never changes which of two logits is larger).
+
+    `batch_size` triples go through one forward pass; `pairs`, `forward_passes` and `seconds`
+    count what the judge did, for the group diagnostics and the benchmark."""
+
+    def __init__(self, margins: Callable[[Sequence[str]], list[float]], batch_size: int,
+                 template: str | None = None, name: str = "judge"):
+        self.margins = margins
+        self.batch_size = batch_size
+        self.template = template
+        self.name = name
+        self.pairs = 0
+        self.forward_passes = 0
+        self.seconds = 0.0
+
+    def equivalent_many(self, triples: Sequence[tuple[str, str, str]]) -> list[bool]:
+        prompts = [render_verifier_prompt(self.template, q, r, a) for q, r, a in triples]
+        verdicts: list[bool] = []
+        for start in range(0, len(prompts), self.batch_size):
+            began = time.perf_counter()
+            margins = self.margins(prompts[start:start + self.batch_size])
+            self.seconds += time.perf_counter() - began
+            self.forward_passes += 1
+            self.pairs += len(margins)
+            verdicts += [margin > 0 for margin in margins]  # NaN (neither word scored) is "No"
+        return verdicts
+
+
+def resolve_device(device: str) -> str:
+    """`auto` = the last visible GPU (where the authors put their verifier), else the CPU."""
+    import torch
+
+    if device != "auto":
+        return device
+    return f"cuda:{torch.cuda.device_count() - 1}" if torch.cuda.is_available() else "cpu"
+
+
+def decision_token_ids(tokenizer: Any, yes: str, no: str) -> tuple[int, int]:
+    """The ids of the decision words, as the authors take them (`tokenizer(" Yes", " No")`, the
+    first two ids), refusing words that are not one token each (their ids would then be the
+    wrong tokens, silently)."""
+    for word in (yes, no):
+        pieces = tokenizer(word, add_special_tokens=False).input_ids
+        if len(pieces) != 1:
+            raise ValueError(f"the verifier's tokenizer splits the decision word {word!r} into {len(pieces)} "
+                             f"tokens; set training.semantic_judge.yes_token/no_token to single-token words")
+    ids = tokenizer(yes, no, add_special_tokens=False).input_ids
+    return int(ids[0]), int(ids[1])
+
+
+class HFDecision:
+    """Yes-minus-No next-token logits with transformers, left-padded batches (position ids from
+    the attention mask, so a padded prompt scores as it would alone)."""
+
+    def __init__(self, model: str, revision: str | None, dtype: str, device: str, yes: str, no: str):
+        from pipelines.models import load_model_and_tokenizer
+
+        self.device = resolve_device(device)
+        if dtype == "auto" and self.device == "cpu":
+            dtype = "float32"
+        self.model, self.tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=self.device,
+                                                              revision=revision)
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.yes_id, self.no_id = decision_token_ids(self.tokenizer, yes, no)
+
+    def __call__(self, prompts: Sequence[str]) -> list[float]:
+        import torch
+
+        # The authors tokenise with the tokenizer's default special tokens (add_special_tokens=True).
+        encoded = self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(self.device)
+        positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(**encoded, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()
+        return (logits[:, self.yes_id] - logits[:, self.no_id]).tolist()
+
+
+def _margin_from_top_logprobs(top: Mapping[str, float] | None, yes: str, no: str) -> float:
+    """Yes-minus-No log-probability from a top-k table; a word outside it scores -inf, and
+    neither in it is NaN (read as "No")."""
+    top = top or {}
+    if yes not in top and no not in top:
+        return math.nan
+    return top.get(yes, -math.inf) - top.get(no, -math.inf)
+
+
+class VLLMDecision:
+    """The decision with vLLM: one generated token with its top-20 log-probabilities."""
+
+    TOP_LOGPROBS = 20
+
+    def __init__(self, model: str, revision: str | None, dtype: str, gpus: int, yes: str, no: str):
+        from vllm import LLM
+
+        from pipelines.generate import vllm_engine_kwargs
+
+        self.llm = LLM(model=model, revision=revision, seed=0, **vllm_engine_kwargs(gpus, dtype))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.yes_id, self.no_id = decision_token_ids(self.tokenizer, yes, no)
+
+    def __call__(self, prompts: Sequence[str]) -> list[float]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=self.TOP_LOGPROBS)
+        margins = []
+        for request in self.llm.generate(list(prompts), params, use_tqdm=False):
+            table = request.outputs[0].logprobs[0]
+            scores = {self.yes_id: -math.inf, self.no_id: -math.inf}
+            scores.update({token: entry.logprob for token, entry in table.items() if token in scores})
+            both_missing = all(math.isinf(v) for v in scores.values())
+            margins.append(math.nan if both_missing else scores[self.yes_id] - scores[self.no_id])
+        return margins
+
+
+class OpenAIDecision:
+    """The decision from an OpenAI-compatible completions endpoint (raw prompt, one token,
+    top-20 log-probabilities), `concurrency` requests at a time."""
+
+    def __init__(self, endpoint: str, model: str, api_key_env: str, timeout_seconds: float, concurrency: int,
+                 yes: str, no: str):
+        self.url = endpoint.rstrip("/") + "/completions"
+        self.model = model
+        self.api_key = os.environ.get(api_key_env)
+        self.timeout_seconds = timeout_seconds
+        self.concurrency = concurrency
+        self.yes, self.no = yes, no
+
+    def _one(self, prompt: str) -> float:
+        payload = post_json(self.url, {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
+                                       "logprobs": 20}, self.api_key, self.timeout_seconds)
+        try:
+            top = payload["choices"][0]["logprobs"]["top_logprobs"][0]
+        except (KeyError, IndexError, TypeError) as error:
+            raise RuntimeError(f"the judge server {self.url} sent no log-probabilities: {str(payload)[:300]}") from error
+        return _margin_from_top_logprobs(top, self.yes, self.no)
+
+    def __call__(self, prompts: Sequence[str]) -> list[float]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(self._one, prompts))
+
+
+def make_equivalence_judge(settings: Mapping[str, Any], gpus: int = 0) -> EquivalenceJudge:
+    """The semantic judge of `training.semantic_judge` on the engine it names."""
+    engine, yes, no = settings["engine"], settings["yes_token"], settings["no_token"]
+    if engine == "openai":
+        margins: Callable[[Sequence[str]], list[float]] = OpenAIDecision(
+            settings["endpoint"], settings["model"], settings["api_key_env"], settings["timeout_seconds"],
+            settings["batch_size"], yes, no)
+    elif engine == "vllm":
+        margins = VLLMDecision(settings["model"], settings.get("revision"), settings["dtype"], gpus, yes, no)
+    else:
+        margins = HFDecision(settings["model"], settings.get("revision"), settings["dtype"], settings["device"],
+                             yes, no)
+    return EquivalenceJudge(margins, settings["batch_size"], settings.get("prompt"),
+                            name=f"{settings['model']} ({engine})")

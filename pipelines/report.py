@@ -61,9 +61,11 @@ def describe_training(manifest: Mapping[str, Any] | None) -> str | None:
     if not manifest or manifest.get("kind") != "trained":
         return None
     backend = manifest.get("backend", "?")
+    judge = manifest.get("semantic_judge")
+    judged = f", semantic judge {judge['model']} ({judge['engine']})" if judge else ""
     if backend == "trl":
-        return f"trl, {manifest.get('rollout_steps', manifest.get('global_step'))} steps"
-    return f"{backend}, step {manifest.get('global_step')}"
+        return f"trl, {manifest.get('rollout_steps', manifest.get('global_step'))} steps{judged}"
+    return f"{backend}, step {manifest.get('global_step')}{judged}"
 
 
 def _paired_vs_base(entry: Mapping[str, Any], base: Mapping[str, Any] | None,
@@ -166,6 +168,9 @@ def describe_protocol(protocol: Mapping[str, Any]) -> str:
         prompt_text += f', system prompt "{system}"' if system is not None else ", template's default system prompt"
     stops = f", stop {json.dumps(decoding['stop'])}" if decoding["stop"] else ""
     judge = f", judge {grader['judge']['model']} ({grader['judge']['engine']})" if grader.get("judge") else ""
+    if grader["name"] == "choice-letter":
+        judge += ("; the authors' MMLU-Pro/GPQA rule: the boxed answer math-verify extracts, normalised, "
+                  "must be the gold letter or '<letter>. <option text>'")
     return (f"{protocol.get('name', '?')}: {protocol['engine']} engine ({protocol['dtype']}), {sampling}, "
             f"max {decoding['max_new_tokens']} new tokens{stops}; prompt: {prompt_text}; grader: {grader['name']} "
             f"(math-verify {grader.get('math_verify', grader.get('version', '?'))}, timeout "

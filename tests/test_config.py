@@ -167,6 +167,6 @@ def test_local_data_overlay_switches_every_paper_dataset_to_files(shared_data, t
 def test_grader_names_agree_across_schema_config_and_grading():
     from pipelines import grading
 
-    assert cfg.grader_names() == ["math-verify", "empo-rules", "llm-judge"]
+    assert cfg.grader_names() == ["math-verify", "empo-rules", "llm-judge", "choice-letter"]
     assert tuple(grading.RULES) == cfg.RULE_GRADERS == tuple(grading.ANSWER_EXTRACTORS)
     assert set(cfg.grader_names()) - set(cfg.RULE_GRADERS) == {"llm-judge"}

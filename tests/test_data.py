@@ -114,3 +114,62 @@ def test_real_training_set_converts(shared_data, tmp_path):
             "format": "verl", "limit": None, "max_invalid_fraction": 0.0}
     report = data.prepare_dataset(spec, tmp_path / "numina.parquet")
     assert report.rows_out == 20000
+
+
+# ---------------------------------------------------------------- multiple choice and templates
+
+
+def test_multiple_choice_rows_keep_options_and_a_letter_gold(tmp_path):
+    raw = tmp_path / "mc.jsonl"
+    rows = [{"q": "Capital of France?", "options": ["Lyon", "Paris", "Nice"], "a": "B"},
+            {"q": "Bad gold?", "options": ["x", "y"], "a": "C"},  # no option C: counted, dropped
+            {"q": "One option?", "options": ["x"], "a": "A"},
+            {"q": "Gold as text?", "options": ["red", "blue"], "a": "blue"}]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = _columns_spec(raw, columns={"question": "q", "answer": "a", "options": "options"},
+                         template="Question: {question}\n Put the letter in \\boxed{}.",
+                         system_prompt="Reason step by step.")
+    report = data.prepare_dataset(spec, tmp_path / "mc.parquet")
+    assert (report.rows_out, report.bad_options) == (2, 2)
+    first, second = data.read_canonical(tmp_path / "mc.parquet")
+    assert first["prompt"] == [
+        {"role": "system", "content": "Reason step by step."},
+        {"role": "user", "content": "Question: Capital of France?\nA. Lyon\nB. Paris\nC. Nice\n Put the letter in \\boxed{}."}]
+    assert first["reward_model"]["ground_truth"] == "B" and first["extra_info"]["options"] == ["Lyon", "Paris", "Nice"]
+    assert first["ability"] == "multiple_choice"
+    assert second["reward_model"]["ground_truth"] == "B"
+
+
+def test_shuffled_options_are_reproducible_and_the_gold_follows(tmp_path):
+    raw = tmp_path / "gpqa.jsonl"
+    rows = [{"Question": f"Q{i}?", "Correct": f"right{i}", "W1": f"w{i}a", "W2": f"w{i}b", "W3": f"w{i}c"}
+            for i in range(12)]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = _columns_spec(raw, columns={"question": "Question", "answer": "Correct",
+                                       "options": ["Correct", "W1", "W2", "W3"]}, shuffle_options=0)
+    data.prepare_dataset(spec, tmp_path / "a.parquet")
+    data.prepare_dataset(spec, tmp_path / "b.parquet")
+    first, again = data.read_canonical(tmp_path / "a.parquet"), data.read_canonical(tmp_path / "b.parquet")
+    assert first == again
+    letters = [row["reward_model"]["ground_truth"] for row in first]
+    assert len(set(letters)) > 1  # not always A, as in the file
+    for i, row in enumerate(first):
+        options = row["extra_info"]["options"]
+        assert options["ABCD".index(letters[i])] == f"right{i}" and sorted(options) == sorted(
+            [f"right{i}", f"w{i}a", f"w{i}b", f"w{i}c"])
+
+
+def test_headerless_csv_files_by_glob(tmp_path):
+    folder = tmp_path / "gpqa"
+    folder.mkdir()
+    (folder / "biology_test.csv").write_text('"Which, with a comma?",a1,b1,c1,d1,C\n')
+    (folder / "physics_test.csv").write_text("Second?,a2,b2,c2,d2,A\nThird?,a3,b3,c3,d3,D\n")
+    spec = _columns_spec(folder / "*_test.csv", columns={"question": "question", "answer": "answer",
+                                                         "options": ["A", "B", "C", "D"]})
+    spec["source"]["column_names"] = ["question", "A", "B", "C", "D", "answer"]
+    report = data.prepare_dataset(spec, tmp_path / "gpqa.parquet")
+    rows = data.read_canonical(tmp_path / "gpqa.parquet")
+    assert report.rows_in == 3 and [r["reward_model"]["ground_truth"] for r in rows] == ["C", "A", "D"]
+    assert rows[0]["extra_info"]["question"] == "Which, with a comma?\nA. a1\nB. b1\nC. c1\nD. d1"
+    with pytest.raises(data.DataError, match="dataset file not found"):
+        data.prepare_dataset(_columns_spec(folder / "*_dev.csv"), tmp_path / "none.parquet")

@@ -10,7 +10,10 @@ Baselines and the supervised reference look at one completion at a time:
 and applies the entropy filter.
 
 Answers come from `pipelines.grading.extract_answer` and equivalence from the grading
-module, so rewards share the grader's normalisation and its hard time bound.
+module, so rewards share the grader's normalisation and its hard time bound. For free-form
+answers (the natural-reasoning track) a semantic judge model decides equivalence instead:
+`judge_cluster_ids` clusters with it, `empo_free_form_rewards` and `judge_supervised_rewards`
+shape rewards as the authors' `empo_common` and `general_accuracy` do.
 """
 
 from pipelines.rewards.core import (
@@ -18,11 +21,17 @@ from pipelines.rewards.core import (
     METHOD_REWARDS,
     GroupDiagnostics,
     GroupScore,
+    JudgeWork,
+    SemanticJudge,
     cluster_group,
+    empo_free_form_rewards,
     empo_rewards,
     format_rewards,
     group_diagnostics,
     group_metrics,
+    judge_cluster_group,
+    judge_cluster_ids,
+    judge_supervised_rewards,
     majority_rewards,
     passes_entropy_filter,
     random_rewards,
@@ -31,7 +40,8 @@ from pipelines.rewards.core import (
 )
 
 __all__ = [
-    "EMPTY_POLICIES", "METHOD_REWARDS", "GroupDiagnostics", "GroupScore", "cluster_group",
-    "empo_rewards", "format_rewards", "group_diagnostics", "group_metrics", "majority_rewards",
+    "EMPTY_POLICIES", "METHOD_REWARDS", "GroupDiagnostics", "GroupScore", "JudgeWork", "SemanticJudge",
+    "cluster_group", "empo_free_form_rewards", "empo_rewards", "format_rewards", "group_diagnostics",
+    "group_metrics", "judge_cluster_group", "judge_cluster_ids", "judge_supervised_rewards", "majority_rewards",
     "passes_entropy_filter", "random_rewards", "score_group", "supervised_rewards",
 ]

@@ -1,4 +1,12 @@
-"""Reward functions over one prompt's group of completions, and the group diagnostics."""
+"""Reward functions over one prompt's group of completions, and the group diagnostics.
+
+Equivalence of two answers has two backends: `math` (the grading module: math-verify, for
+answers a parser can compare) and `judge` (a verifier model asked about each pair, for
+free-form answers; the natural-reasoning track). The judge is any object with
+`equivalent_many([(question, reference, answer), ...]) -> [bool, ...]` and the counters
+`pairs`, `forward_passes`, `seconds` (pipelines.judge.EquivalenceJudge); the core never
+imports torch.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,19 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import fmean
+from typing import Protocol
 
-from pipelines import grading
+from pipelines import free_form, grading
+
+
+class SemanticJudge(Protocol):
+    pairs: int
+    forward_passes: int
+    seconds: float
+
+    def equivalent_many(self, triples: Sequence[tuple[str, str, str]]) -> list[bool]: ...
 
 #: What an empty/unparseable answer gets under EMPO.
 #: "singleton" = the authors' verl release: its own cluster, reward 1/G;
@@ -38,6 +55,80 @@ def cluster_group(completions: Sequence[str], pool: grading.GradingPool | None =
     """Extract each completion's final answer and cluster the answers by equivalence."""
     answers = [grading.extract_answer(text) for text in completions]
     return GroupClusters(answers, grading.cluster_answers(answers, pool=pool))
+
+
+def judge_cluster_ids(answers: Sequence[str | None], question: str, judge: SemanticJudge) -> list[int | None]:
+    """The authors' clustering (semantic_uncertainty.py, `get_semantic_ids`), batched.
+
+    Their loop: each answer not yet in a cluster opens one, and every *later* answer the judge
+    calls equivalent to it joins it (an answer already in an earlier cluster moves). They ask
+    one pair per forward pass. The pairs of one representative do not depend on each other, so
+    here they go to the judge together, and a pair of strings already asked in this group is
+    not asked again: the same clusters (the judge is deterministic in its prompt), with as many
+    judge calls as clusters. A missing answer (the authors' '') is never equivalent to anything:
+    no cluster (None)."""
+    ids: list[int | None] = [None if answer is None else -1 for answer in answers]
+    asked: dict[tuple[str, str], bool] = {}
+    next_id = 0
+    for i, representative in enumerate(answers):
+        if representative is None or ids[i] != -1:
+            continue
+        ids[i] = next_id
+        later = [j for j in range(i + 1, len(answers)) if answers[j] is not None]
+        new_pairs = list(dict.fromkeys((representative, answers[j]) for j in later
+                                       if (representative, answers[j]) not in asked))
+        if new_pairs:
+            verdicts = judge.equivalent_many([(question, a, b) for a, b in new_pairs])
+            asked.update(zip(new_pairs, verdicts))
+        for j in later:
+            if asked[(representative, answers[j])]:  # type: ignore[index]
+                ids[j] = next_id
+        next_id += 1
+    return ids
+
+
+def judge_cluster_group(completions: Sequence[str], question: str, judge: SemanticJudge) -> GroupClusters:
+    """Free-form answers (the authors' extraction) clustered by the semantic judge."""
+    answers = [free_form.free_form_answer(text) for text in completions]
+    return GroupClusters(answers, judge_cluster_ids(answers, question, judge))
+
+
+#: The authors' free-form EMPO shaping (rewards.py, `empo_common`): no answer scores -0.5, and a
+#: group whose largest cluster holds under this share of it (more than one cluster) scores 0.
+FREE_FORM_EMPTY_REWARD = -0.5
+FREE_FORM_MIN_MAJORITY_SHARE = 0.2
+
+
+def empo_free_form_rewards(clusters: GroupClusters, question: str) -> list[float]:
+    """EMPO on free-form answers as the authors shape it (`empo_common`): -0.5 without an answer;
+    0 for an answer lifted from the question (`free_form.copies_question`); 0 for everyone when
+    the group is too dispersed; else the share of the group in the answer's cluster."""
+    size = len(clusters.answers)
+    sizes = clusters.sizes
+    singletons = sum(c is None for c in clusters.cluster_ids)  # the authors' '' are clusters of one
+    largest = max(list(sizes.values()) + ([1] if singletons else [0]))
+    dispersed = largest / size < FREE_FORM_MIN_MAJORITY_SHARE and len(sizes) + singletons > 1
+    rewards = []
+    for answer, cluster_id in zip(clusters.answers, clusters.cluster_ids):
+        if answer is None:
+            rewards.append(FREE_FORM_EMPTY_REWARD)
+        elif free_form.copies_question(answer, question) or dispersed:
+            rewards.append(0.0)
+        else:
+            rewards.append(sizes[cluster_id] / size)
+    return rewards
+
+
+def judge_supervised_rewards(answers: Sequence[str | None], gold: str, question: str,
+                             judge: SemanticJudge) -> list[float]:
+    """The labelled reference of the free-form track (rewards.py, `general_accuracy`): 1 if the
+    judge calls the answer equivalent to the reference answer, -0.5 without an answer, else 0.
+    Their call order is kept: the answer fills the prompt's "Ground Truth Answer" slot and the
+    reference the "Student Answer" slot (`are_equivalent(prediction, gold_answer, ...)`)."""
+    present = [i for i, answer in enumerate(answers) if answer is not None]
+    verdicts = dict(zip(present, judge.equivalent_many([(question, answers[i], gold) for i in present])))
+    return [FREE_FORM_EMPTY_REWARD if answer is None else (1.0 if verdicts[i] else 0.0)
+            for i, answer in enumerate(answers)]
 
 
 def _empo_from_clusters(clusters: GroupClusters, empty_policy: str) -> list[float]:
@@ -100,6 +191,15 @@ def random_rewards(completions: Sequence[str], seed: int, probability: float = 0
 
 
 @dataclass(frozen=True)
+class JudgeWork:
+    """What the semantic judge did for one group: pairs asked, forward passes, seconds."""
+
+    pairs: int = 0
+    forward_passes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class GroupDiagnostics:
     """What trainers log per group; `majority_correct` needs a gold and is never a reward input."""
 
@@ -108,10 +208,12 @@ class GroupDiagnostics:
     majority_ratio: float
     no_answer_fraction: float
     majority_correct: bool | None
+    judge: JudgeWork | None = None
 
 
 def group_diagnostics(clusters: GroupClusters, gold: str | None = None,
-                      pool: grading.GradingPool | None = None) -> GroupDiagnostics:
+                      pool: grading.GradingPool | None = None, judge: SemanticJudge | None = None,
+                      question: str | None = None) -> GroupDiagnostics:
     """Semantic entropy (nats; each missing answer its own cluster), clusters, majority share."""
     size = len(clusters.answers)
     counts = list(clusters.sizes.values()) + [1] * sum(c is None for c in clusters.cluster_ids)
@@ -124,8 +226,11 @@ def group_diagnostics(clusters: GroupClusters, gold: str | None = None,
             majority_correct = False
         else:
             representative = clusters.answers[clusters.cluster_ids.index(majority)]
-            verdicts = (pool.equivalent_many([(representative, gold)])[0][0] if pool is not None
-                        else grading.is_equivalent(representative, gold))
+            if judge is not None:
+                verdicts = judge.equivalent_many([(question or "", representative, gold)])[0]
+            else:
+                verdicts = (pool.equivalent_many([(representative, gold)])[0][0] if pool is not None
+                            else grading.is_equivalent(representative, gold))
             majority_correct = bool(verdicts)
     return GroupDiagnostics(semantic_entropy=abs(entropy), num_clusters=len(clusters.sizes),
                             majority_ratio=majority_ratio,
@@ -150,19 +255,41 @@ class GroupScore:
     filtered: bool
 
 
+def _judge_counters(judge: SemanticJudge) -> tuple[int, int, float]:
+    return judge.pairs, judge.forward_passes, judge.seconds
+
+
 def score_group(completions: Sequence[str], reward: str, gold: str | None = None, *,
                 empty_policy: str = "singleton", entropy_filter: tuple[float, float] | None = None,
-                seed: int = 0, pool: grading.GradingPool | None = None) -> GroupScore:
+                seed: int = 0, pool: grading.GradingPool | None = None, judge: SemanticJudge | None = None,
+                question: str | None = None) -> GroupScore:
     """Rewards of one group for a reward kind, its diagnostics, and the entropy filter.
 
     A filtered group gets None rewards: trainers treat those completions as unscorable
     (no advantage, no gradient). Label-free rewards never read `gold`; it is used for the
     logged majority-vs-gold diagnostic and by the supervised reward only.
+
+    With a `judge` (the `judge` equivalence backend), answers are free-form, clustered by the
+    judge for the `question`, and EMPO and the supervised reward take the authors' free-form
+    shape (`empo_free_form_rewards`, `judge_supervised_rewards`); the judge's work for this
+    group is in `diagnostics.judge`.
     """
-    clusters = cluster_group(completions, pool)
-    diagnostics = group_diagnostics(clusters, gold, pool)
-    if reward == "empo":
-        rewards: list[float | None] = list(_empo_from_clusters(clusters, empty_policy))
+    if judge is not None:
+        if question is None:
+            raise ValueError("the judge equivalence backend needs the group's question")
+        before = _judge_counters(judge)
+        clusters = judge_cluster_group(completions, question, judge)
+    else:
+        clusters = cluster_group(completions, pool)
+    diagnostics = group_diagnostics(clusters, gold, pool, judge, question)
+    if judge is not None and reward == "empo":
+        rewards: list[float | None] = list(empo_free_form_rewards(clusters, question))
+    elif judge is not None and reward == "supervised":
+        if gold is None:
+            raise ValueError("the supervised reward needs the gold answer")
+        rewards = list(judge_supervised_rewards(clusters.answers, gold, question, judge))
+    elif reward == "empo":
+        rewards = list(_empo_from_clusters(clusters, empty_policy))
     elif reward == "majority":
         rewards = list(_majority_from_clusters(clusters))
     elif reward == "supervised":
@@ -175,10 +302,18 @@ def score_group(completions: Sequence[str], reward: str, gold: str | None = None
         rewards = list(random_rewards(completions, seed))
     else:
         raise ValueError(f"unknown reward {reward!r} (one of {sorted(set(METHOD_REWARDS.values()))})")
+    if judge is not None:
+        after = _judge_counters(judge)
+        diagnostics = _with_judge_work(diagnostics, JudgeWork(after[0] - before[0], after[1] - before[1],
+                                                              after[2] - before[2]))
     filtered = entropy_filter is not None and not passes_entropy_filter(diagnostics.majority_ratio, *entropy_filter)
     if filtered:
         rewards = [None] * len(completions)
     return GroupScore(rewards=rewards, diagnostics=diagnostics, filtered=filtered)
+
+
+def _with_judge_work(diagnostics: GroupDiagnostics, work: JudgeWork) -> GroupDiagnostics:
+    return replace(diagnostics, judge=work)
 
 
 def group_metrics(scores: Sequence[GroupScore]) -> dict[str, float]:
@@ -197,4 +332,9 @@ def group_metrics(scores: Sequence[GroupScore]) -> dict[str, float]:
     judged = [d.majority_correct for d in diagnostics if d.majority_correct is not None]
     if judged:
         metrics["group/majority_vs_gold_accuracy"] = fmean(map(float, judged))
+    work = [d.judge for d in diagnostics if d.judge is not None]
+    if work:
+        metrics["group/judge_pairs"] = fmean(w.pairs for w in work)
+        metrics["group/judge_forward_passes"] = fmean(w.forward_passes for w in work)
+        metrics["group/judge_seconds"] = fmean(w.seconds for w in work)
     return metrics

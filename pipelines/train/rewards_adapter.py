@@ -3,8 +3,9 @@
 TRL calls a reward function with this process's completions; each prompt's `num_generations`
 completions are consecutive in the *global* batch, but with several processes a group can be
 split across ranks. Group rewards (EMPO, majority) need the whole group, so the adapter gathers
-completions from every rank, scores every group (the same result on each rank), and returns
-this rank's slice. Per-batch diagnostics go to TRL's `log_metric`, hence to MLflow.
+completions from every rank, each rank scores its share of the groups (a semantic judge's
+forward passes are not repeated on every rank), the scores are gathered, and each rank returns
+its slice. Per-batch diagnostics go to TRL's `log_metric`, hence to MLflow.
 """
 
 from __future__ import annotations
@@ -29,13 +30,21 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"unsupported completion type {type(completion).__name__}")
 
 
-def gather_across_ranks(local: list[Any]) -> tuple[list[Any], int]:
-    """All ranks' items in rank order, and where this rank's items start."""
+def _distributed() -> Any:
+    """torch.distributed when several ranks run, else None."""
     try:
         import torch.distributed as dist
     except ImportError:  # the core itself never needs torch
-        return local, 0
+        return None
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return dist
+
+
+def gather_across_ranks(local: list[Any]) -> tuple[list[Any], int]:
+    """All ranks' items in rank order, and where this rank's items start."""
+    dist = _distributed()
+    if dist is None:
         return local, 0
     gathered: list[list[Any]] = [None] * dist.get_world_size()  # type: ignore[list-item]
     dist.all_gather_object(gathered, local)
@@ -43,12 +52,30 @@ def gather_across_ranks(local: list[Any]) -> tuple[list[Any], int]:
     return [item for part in gathered for item in part], offset
 
 
+def map_shared(items: Sequence[Any], function: Any) -> list[Any]:
+    """`function` over `items`, each rank computing every world-size-th item, results gathered
+    (in order, the same list on every rank)."""
+    dist = _distributed()
+    if dist is None:
+        return [function(item) for item in items]
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = [(index, function(items[index])) for index in range(rank, len(items), world)]
+    gathered: list[list[Any]] = [None] * world  # type: ignore[list-item]
+    dist.all_gather_object(gathered, mine)
+    results: list[Any] = [None] * len(items)
+    for part in gathered:
+        for index, result in part:
+            results[index] = result
+    return results
+
+
 class GroupRewardFunction:
     """Callable TRL reward function for one training method."""
 
     def __init__(self, method: str, reward: str, num_generations: int, empty_policy: str = "singleton",
                  entropy_filter: Sequence[float] | None = None, seed: int = 0,
-                 grading_workers: int = 1, grading_timeout: float = grading.DEFAULT_TIMEOUT_SECONDS):
+                 grading_workers: int = 1, grading_timeout: float = grading.DEFAULT_TIMEOUT_SECONDS,
+                 judge: Any = None):
         if reward not in set(METHOD_REWARDS.values()):
             raise ValueError(f"unknown reward {reward!r}")
         self.__name__ = f"{method}_{reward}"  # TRL names logged reward columns after it
@@ -58,31 +85,35 @@ class GroupRewardFunction:
         self.entropy_filter = tuple(entropy_filter) if entropy_filter else None
         self.seed = seed
         self.pool = grading.GradingPool(workers=grading_workers, timeout_seconds=grading_timeout)
+        self.judge = judge  # the semantic judge (equivalence backend `judge`), or None for math
 
     def __call__(self, prompts: list[Any], completions: list[Any], log_metric=None,
-                 reward_model: list[Mapping[str, Any]] | None = None, **_: Any) -> list[float | None]:
+                 reward_model: list[Mapping[str, Any]] | None = None,
+                 extra_info: list[Mapping[str, Any]] | None = None, **_: Any) -> list[float | None]:
         golds = [None if rm is None else rm.get("ground_truth") for rm in (reward_model or [None] * len(prompts))]
-        local = [(json.dumps(p, sort_keys=True, default=str), completion_text(c), g)
-                 for p, c, g in zip(prompts, completions, golds)]
+        questions = [None if info is None else info.get("question") for info in (extra_info or [None] * len(prompts))]
+        local = [(json.dumps(p, sort_keys=True, default=str), completion_text(c), g, q)
+                 for p, c, g, q in zip(prompts, completions, golds, questions)]
         everything, offset = gather_across_ranks(local)
         if len(everything) % self.num_generations:
             raise ValueError(f"{len(everything)} completions are not whole groups of {self.num_generations}")
-        rewards: list[float | None] = []
-        scores = []
-        for start in range(0, len(everything), self.num_generations):
-            group = everything[start:start + self.num_generations]
-            if len({prompt for prompt, _, _ in group}) != 1:
+        groups = [everything[start:start + self.num_generations]
+                  for start in range(0, len(everything), self.num_generations)]
+        for group in groups:
+            if len({prompt for prompt, _, _, _ in group}) != 1:
                 raise ValueError("a group's completions do not share one prompt: the batch layout is not "
                                  "num_generations consecutive completions per prompt")
-            score = score_group([text for _, text, _ in group], self.reward, gold=group[0][2],
-                                empty_policy=self.empty_policy, entropy_filter=self.entropy_filter,
-                                seed=self.seed, pool=self.pool)
-            rewards.extend(score.rewards)
-            scores.append(score)
+        scores = map_shared(groups, self._score)
+        rewards: list[float | None] = [reward for score in scores for reward in score.rewards]
         if log_metric is not None:
             for name, value in group_metrics(scores).items():
                 log_metric(name, value)
         return rewards[offset:offset + len(local)]
+
+    def _score(self, group: Sequence[tuple[str, str, str | None, str | None]]) -> Any:
+        return score_group([text for _, text, _, _ in group], self.reward, gold=group[0][2],
+                           empty_policy=self.empty_policy, entropy_filter=self.entropy_filter,
+                           seed=self.seed, pool=self.pool, judge=self.judge, question=group[0][3])
 
     def close(self) -> None:
         self.pool.close()

@@ -206,14 +206,21 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
         # TRL's MLflowCallback logs into the active run, i.e. this job's child run (setting
         # MLFLOW_RUN_ID as well would make it try to start that run a second time).
         rows = read_canonical(data_path)
-        dataset = datasets.Dataset.from_list([{"prompt": row["prompt"], "reward_model": row["reward_model"]}
+        # extra_info carries the question the semantic judge reads (TRL passes it to the reward)
+        dataset = datasets.Dataset.from_list([{"prompt": row["prompt"], "reward_model": row["reward_model"],
+                                               "extra_info": {"question": row["extra_info"]["question"]}}
                                               for row in rows])
         model = AutoModelForCausalLM.from_pretrained(base["path"], dtype=dtype)
+        judge = None
+        if trainer_settings["equivalence"] == "judge":
+            from pipelines.judge import make_equivalence_judge
+
+            judge = make_equivalence_judge(spec["semantic_judge"], gpus=spec["gpus"])
         reward = GroupRewardFunction(
             spec["method"], trainer_settings["reward"], trainer_settings["num_generations"],
             empty_policy=trainer_settings["empty_policy"], entropy_filter=trainer_settings["entropy_filter"],
             seed=trainer_settings["seed"], grading_workers=spec["grading"]["workers"],
-            grading_timeout=spec["grading"]["timeout_seconds"])
+            grading_timeout=spec["grading"]["timeout_seconds"], judge=judge)
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config,
                               train_dataset=dataset, processing_class=tokenizer)
         # First in line, so the MLflow callback already sees the tokens/s it adds to each log.
@@ -238,7 +245,8 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
         plot_curves(log_history, checkpoint_dir / "curves.png")
     return {
         "kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],
-        "backend": "trl", "trainer": trainer_settings, "global_step": global_step,
+        "backend": "trl", "trainer": trainer_settings, "semantic_judge": spec.get("semantic_judge"),
+        "global_step": global_step,
         "rollout_steps": math.ceil(global_step / updates_per_step(trainer_settings)),
         "resumed_from": str(resume) if resume else None, "exported_only": exported_only,
         "settings_fingerprint": claim.get("fingerprint"), "superseded_checkpoints": claim.get("superseded"),

@@ -75,7 +75,8 @@ class GroupRewardReplayBuffer(ReplayBuffer):
 
     Configured through `trainer.v1.sampler.sampler_kwargs` (written by `verl_backend`): method,
     reward, empty_policy, entropy_filter, seed, num_generations, train_batch_size, tokenizer,
-    grading_workers, grading_timeout.
+    grading_workers, grading_timeout, and for the free-form track equivalence (`judge`) and
+    semantic_judge (the judge's settings; loaded on first use, in this process).
     """
 
     def __init__(self, trainer_mode: str, trainer_config: Any, max_off_policy_threshold: int | None,
@@ -106,6 +107,11 @@ class GroupRewardReplayBuffer(ReplayBuffer):
                                         timeout_seconds=float(options.get("grading_timeout",
                                                                           grading.DEFAULT_TIMEOUT_SECONDS)))
         self._scored: list[tuple[GroupScore, dict[str, float]]] = []
+        self.equivalence = str(options.get("equivalence", "math"))
+        if self.equivalence == "judge" and not options.get("semantic_judge"):
+            raise ValueError("equivalence 'judge' needs trainer.v1.sampler.sampler_kwargs.semantic_judge")
+        self._judge_settings = dict(options.get("semantic_judge") or {})
+        self._judge = None
 
     # -------------------------------------------------------------- what verl calls
 
@@ -118,6 +124,17 @@ class GroupRewardReplayBuffer(ReplayBuffer):
 
             self._tokenizer = AutoTokenizer.from_pretrained(self._tokenizer_path)
         return self._tokenizer
+
+    @property
+    def judge(self):
+        """The semantic judge (equivalence `judge`), loaded once; None for math equivalence."""
+        if self.equivalence != "judge":
+            return None
+        if self._judge is None:
+            from pipelines.judge import make_equivalence_judge
+
+            self._judge = make_equivalence_judge(self._judge_settings)
+        return self._judge
 
     def _dapo_filtered_keys(self, partition_id: str) -> tuple[set[str], Counter]:
         """Score newly finished training groups; return those the entropy filter evicts."""
@@ -157,8 +174,8 @@ class GroupRewardReplayBuffer(ReplayBuffer):
             sessions[session].append((index, key))
         order = sorted(sessions)
         all_keys = [key for session in order for _, key in sorted(sessions[session])]
-        data = tq.kv_batch_get(keys=all_keys, partition_id=partition_id,
-                               select_fields=["responses", "reward_model", "extra_fields"])
+        fields = ["responses", "reward_model", "extra_fields"] + (["extra_info"] if self.judge is not None else [])
+        data = tq.kv_batch_get(keys=all_keys, partition_id=partition_id, select_fields=fields)
         row_of = {key: position for position, key in enumerate(all_keys)}
         responses = list(data["responses"].unbind(0))
         extra_fields = list(data["extra_fields"])
@@ -168,8 +185,10 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         if self.num_generations and len(texts) != int(self.num_generations):
             LOG.warning("group of %d completions (expected %s); scoring what finished",
                         len(texts), self.num_generations)
+        question = _unwrap(list(data["extra_info"])[0]).get("question") if self.judge is not None else None
         score = score_group(texts, self.reward, gold=gold, empty_policy=self.empty_policy,
-                            entropy_filter=self.entropy_filter, seed=self.seed, pool=self.pool)
+                            entropy_filter=self.entropy_filter, seed=self.seed, pool=self.pool,
+                            judge=self.judge, question=question)
         extras = {}
         gold_accuracy = [_unwrap(_unwrap(extra_fields[row]).get("reward_extra_info")).get("acc") for row in final]
         if all(value is not None for value in gold_accuracy):
