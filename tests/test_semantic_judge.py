@@ -273,43 +273,13 @@ VERIFIER_CORPUS = ("Assistant: Final Decision: Yes", "Assistant: Final Decision:
                    "### Ground Truth Answer: carbon dioxide ### Student Answer: oxygen")
 
 
-def make_opinionated(path: str, prompts: list[str]) -> None:
-    """Turn a random tiny model into one whose Yes/No decision depends on the answers: a random
-    model's last hidden state barely moves with them (every prompt ends alike), so its decision
-    is the same for all. Set the Yes row of its output layer to the No row plus the direction
-    along which these prompts' last hidden states differ most, centred on their mean."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pipelines.judge import decision_token_ids
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    captured = []
-    hook = model.lm_head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0][0, -1]))
-    with torch.inference_mode():
-        for prompt in prompts:
-            model(tokenizer(prompt, return_tensors="pt").input_ids)
-    hook.remove()
-    states = torch.stack(captured)
-    mean = states.mean(0)
-    direction = torch.linalg.svd(states - mean, full_matrices=False).Vh[0]
-    yes, no = decision_token_ids(tokenizer, " Yes", " No")
-    with torch.no_grad():
-        weight = model.lm_head.weight
-        # margin(h) = (w_yes - w_no) . h = scale * direction . (h - mean)
-        scale = 50.0 / float((states - mean).matmul(direction).abs().max())
-        weight[yes] = weight[no] + scale * (direction - direction.dot(mean) * mean / mean.dot(mean))
-    model.save_pretrained(path)
-
-
 @pytest.fixture(scope="module")
 def tiny_verifier(tmp_path_factory) -> str:
-    from tests.tiny_models import build_tiny_qwen2
+    from tests.tiny_models import build_tiny_qwen2, make_opinionated_verifier
 
     path = build_tiny_qwen2(tmp_path_factory.mktemp("verifier"), attention_heads=2, kv_heads=1,
                             max_length=512, extra_corpus=VERIFIER_CORPUS, seed=3)
-    make_opinionated(path, [render_verifier_prompt(None, QUESTION, a, b) for a in ANSWERS for b in ANSWERS])
+    make_opinionated_verifier(path, [render_verifier_prompt(None, QUESTION, a, b) for a in ANSWERS for b in ANSWERS])
     return path
 
 

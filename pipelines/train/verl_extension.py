@@ -90,6 +90,8 @@ class GroupRewardReplayBuffer(ReplayBuffer):
             raise ValueError(f"trainer.v1.sampler.sampler_kwargs is missing {missing}")
         if options["reward"] not in set(METHOD_REWARDS.values()):
             raise ValueError(f"unknown reward {options['reward']!r}")
+        if options.get("equivalence", "math") == "judge" and not options.get("semantic_judge"):
+            raise ValueError("equivalence 'judge' needs trainer.v1.sampler.sampler_kwargs.semantic_judge")
         super().__init__(trainer_mode, trainer_config, max_off_policy_threshold, max_off_policy_strategy,
                          sampler_kwargs, poll_interval=poll_interval, refill_fn=refill_fn,
                          filter_groups_metric=GROUP_FILTER_METRIC,
@@ -108,8 +110,6 @@ class GroupRewardReplayBuffer(ReplayBuffer):
                                                                           grading.DEFAULT_TIMEOUT_SECONDS)))
         self._scored: list[tuple[GroupScore, dict[str, float]]] = []
         self.equivalence = str(options.get("equivalence", "math"))
-        if self.equivalence == "judge" and not options.get("semantic_judge"):
-            raise ValueError("equivalence 'judge' needs trainer.v1.sampler.sampler_kwargs.semantic_judge")
         self._judge_settings = dict(options.get("semantic_judge") or {})
         self._judge = None
 

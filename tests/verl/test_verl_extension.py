@@ -43,7 +43,7 @@ def tokenizer(tmp_path_factory):
     return AutoTokenizer.from_pretrained(tiny_base_model(tmp_path_factory.mktemp("base")))
 
 
-def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train"):
+def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train", question=None):
     """One finished prompt group, written exactly as verl's AgentLoopWorkerTQ writes it."""
     from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
@@ -61,6 +61,8 @@ def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train"
         field = output.as_dict()
         field.update({"uid": uid, "session_id": session, "data_source": "test", "global_steps": global_steps,
                       "reward_model": {"ground_truth": gold, "style": "rule"}})
+        if question is not None:  # verl carries the dataset's extra_info with each trajectory
+            field["extra_info"] = {"index": 0, "split": "train", "question": question}
         keys.append(f"{uid}_{session}_0")
         fields.append(field)
         tags.append({"status": "success", "global_steps": global_steps})
@@ -196,3 +198,45 @@ def test_verl_builds_our_buffer_from_the_generated_config(transfer_queue, tmp_pa
     buffer.max_inflight_gen_batches = 1
     batch, _ = buffer.sample(global_steps=1, partition_id="train", batch_size=1)
     assert rewards_verl_reads(transfer_queue, batch)[uid] == [0.75, 0.75, 0.75, 0.25]
+
+
+JUDGE_QUESTION = "Which gas do plants take in for photosynthesis?"
+FREE_FORM_GROUPS = [
+    ["so \\boxed{carbon dioxide}", "\\boxed{CO2}", "\\boxed{carbon dioxide}", "nothing boxed"],
+    ["\\boxed{oxygen}", "\\boxed{oxygen}", "\\boxed{photosynthesis}", "\\boxed{N2}"],
+]
+
+
+@pytest.mark.parametrize("reward", ["empo", "supervised"])
+def test_the_semantic_judge_scores_verl_groups_as_the_reward_core_does(transfer_queue, tokenizer, tmp_path, reward):
+    from pipelines.judge import make_equivalence_judge
+    from pipelines.train.verl_extension import GroupRewardReplayBuffer
+    from tests.tiny_models import build_tiny_qwen2
+
+    verifier = build_tiny_qwen2(tmp_path / "verifier", attention_heads=2, kv_heads=1, max_length=512,
+                                extra_corpus=("Assistant: Final Decision: Yes", "Assistant: Final Decision: No"))
+    settings = {"model": verifier, "engine": "hf", "device": "cpu", "dtype": "float32", "batch_size": 4,
+                "yes_token": " Yes", "no_token": " No", "api_key_env": "X", "timeout_seconds": 5}
+    uids = [put_group(transfer_queue, tokenizer, texts, gold="carbon dioxide", question=JUDGE_QUESTION)
+            for texts in FREE_FORM_GROUPS]
+    buffer = GroupRewardReplayBuffer(
+        "sync", {}, 8, "drop",
+        {"reward": reward, "train_batch_size": len(uids), "num_generations": 4, "seed": 0,
+         "equivalence": "judge", "semantic_judge": settings},
+        poll_interval=0.05, refill_fn=lambda n: n, tokenizer=tokenizer)
+    batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=len(uids))
+    seen = rewards_verl_reads(transfer_queue, batch)
+    reference = make_equivalence_judge(settings)
+    for uid, texts in zip(uids, FREE_FORM_GROUPS):
+        expected = score_group(texts, reward, gold="carbon dioxide", judge=reference, question=JUDGE_QUESTION)
+        assert seen[uid] == pytest.approx(expected.rewards), texts
+    assert seen[uids[0]][3] == -0.5  # no answer: the authors' penalty, with either reward
+    assert metrics["group/judge_pairs"] > 0 and metrics["group/judge_forward_passes"] >= 1
+
+
+def test_the_judge_backend_needs_its_settings(tokenizer):
+    from pipelines.train.verl_extension import GroupRewardReplayBuffer
+
+    with pytest.raises(ValueError, match="semantic_judge"):
+        GroupRewardReplayBuffer("sync", {}, 8, "drop", {"reward": "empo", "train_batch_size": 1,
+                                                         "equivalence": "judge"}, tokenizer=tokenizer)
