@@ -34,6 +34,9 @@ DEFAULT_PROTOCOL = "main"
 #: Graders that need no model (CPU jobs; pipelines.grading.RULES); the others run as judge jobs.
 #: Every grader name is in the schema's `evaluation.graders` enum (tests keep the three in step).
 RULE_GRADERS = ("math-verify", "empo-rules", "choice-letter")
+#: Graders that are the authors' own chain for a track: llm-judge (maths: rules, then xVerify),
+#: choice-letter (MMLU-Pro, GPQA). With one of them in the table, no grader difference is listed.
+AUTHORS_GRADERS = {"llm-judge", "choice-letter"}
 #: Bootstrap of every interval (grade jobs and the table's paired differences): resamples, seed.
 BOOTSTRAP = {"samples": 2000, "seed": 0}
 
@@ -445,6 +448,8 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
             "trainer": trainer, "gpus": resources["gpus"], "grading": dict(config["grading"])}
     if trainer["equivalence"] == "judge":  # only judge-based methods retrain when the judge changes
         spec["semantic_judge"] = dict(config["training"]["semantic_judge"])
+    else:  # math, the default: left out, so specs (and checkpoint fingerprints) from before the key stay equal
+        del trainer["equivalence"]
     if trainer["backend"] == "verl":
         # convert_step only matters to the conversion job; changing it must not retrain
         spec["verl"] = {key: copy.deepcopy(value) for key, value in resolved_verl(config, model).items()
@@ -534,7 +539,7 @@ def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[st
             found.append({"setting": f"evaluation.decoding.{key}", "ours": " / ".join(ours), "theirs": _shown(value)})
     found += _differences("evaluation.prompt", resolved_prompt(config, model), authors.get("prompt", {}))
     graders = config["evaluation"]["graders"]
-    if authors.get("grader") and "llm-judge" not in graders:
+    if authors.get("grader") and not set(graders) & AUTHORS_GRADERS:
         found.append({"setting": "grader", "ours": " and ".join(graders) + " (one block of the table each; "
                       "llm-judge is their full chain)", "theirs": authors["grader"]})
     if authors.get("grader") and "llm-judge" in graders:

@@ -282,12 +282,18 @@ class EquivalenceJudge:
 
 
 def resolve_device(device: str) -> str:
-    """`auto` = the last visible GPU (where the authors put their verifier), else the CPU."""
+    """`auto`: in a multi-process run, this rank's own GPU (each rank judges its share of the
+    groups, so the verifier copies spread over the GPUs instead of piling onto one); in one
+    process, the last visible GPU (where the authors put theirs); without a GPU, the CPU."""
     import torch
 
     if device != "auto":
         return device
-    return f"cuda:{torch.cuda.device_count() - 1}" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return f"cuda:{torch.cuda.device_count() - 1}"
 
 
 def decision_token_ids(tokenizer: Any, yes: str, no: str) -> tuple[int, int]:

@@ -88,8 +88,10 @@ def render_plan(spec: Mapping[str, Any]) -> str:
             loss = trainer["loss"] + (f" ({verl['loss_agg_mode']})" if verl else " (sequence mean)")
             gpus = resources["gpus"] * resources.get("nodes", 1)
             validation = ", ".join(verl.get("validation_benchmarks", [])) or "–"
+            judge = job.get("semantic_judge")
+            reward = trainer["reward"] + (f" (semantic judge {judge['model']}, {judge['engine']})" if judge else "")
             lines.append("| " + " | ".join([
-                job["model"], job["method"], trainer["backend"], trainer["reward"], _start(job["start_model"]),
+                job["model"], job["method"], trainer["backend"], reward, _start(job["start_model"]),
                 str(trainer["max_steps"]), f"{trainer['prompts_per_step']} x {trainer['num_generations']}",
                 str(trainer["max_completion_length"]), f"{trainer['learning_rate']:g}", loss,
                 str(trainer["save_steps"]), validation, str(gpus), _hours(hours)]) + " |")

@@ -212,7 +212,7 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
                                               for row in rows])
         model = AutoModelForCausalLM.from_pretrained(base["path"], dtype=dtype)
         judge = None
-        if trainer_settings["equivalence"] == "judge":
+        if trainer_settings.get("equivalence", "math") == "judge":
             from pipelines.judge import make_equivalence_judge
 
             judge = make_equivalence_judge(spec["semantic_judge"], gpus=spec["gpus"])

@@ -137,7 +137,6 @@ def override_settings(spec: Mapping[str, Any], *, model_path: str, train_file: s
         "+trainer.v1.sampler.sampler_kwargs.tokenizer": model_path,
         "+trainer.v1.sampler.sampler_kwargs.grading_workers": spec["grading"]["workers"],
         "+trainer.v1.sampler.sampler_kwargs.grading_timeout": spec["grading"]["timeout_seconds"],
-        "+trainer.v1.sampler.sampler_kwargs.equivalence": trainer["equivalence"],
         "trainer.use_v1": True,
         "trainer.v1.trainer_mode": "sync",
         "trainer.project_name": project,
@@ -160,7 +159,8 @@ def override_settings(spec: Mapping[str, Any], *, model_path: str, train_file: s
         settings["actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu"] = 1
     if cpus:
         settings["ray_kwargs.ray_init.num_cpus"] = cpus
-    if trainer["equivalence"] == "judge":  # the semantic judge runs in the replay buffer's process
+    if trainer.get("equivalence", "math") == "judge":  # the semantic judge runs in the replay buffer's process
+        settings["+trainer.v1.sampler.sampler_kwargs.equivalence"] = "judge"
         settings["+trainer.v1.sampler.sampler_kwargs.semantic_judge"] = {
             key: value for key, value in spec["semantic_judge"].items() if value is not None}
     return settings

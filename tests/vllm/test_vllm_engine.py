@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, read_jsonl
-from tests.vllm.conftest import TIMINGS, canonical_demo_rows
+from tests.tiny_models import build_tiny_qwen2
+from tests.vllm.conftest import TINY_MAX_LEN, TIMINGS, canonical_demo_rows
 
 DECODING = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0, "max_new_tokens": 16, "stop": []}
 
@@ -141,3 +142,29 @@ def test_the_judge_grader_runs_its_judge_through_vllm(engine, benchmark, tiny_vl
     assert result["accuracy"] == 0.0
     assert all(v["judge_replies"] and v["decided_by"] == "judge unparseable"
                for v in read_jsonl(tmp_path / "judge" / "grades.jsonl"))
+
+
+def test_the_semantic_judge_decides_through_vllm_as_through_transformers(tmp_path):
+    """The semantic judge's vllm engine (one token, top-20 log-probabilities) gives the verdicts
+    of its hf engine (full logits) on a verifier whose decisions depend on the answers."""
+    from pipelines.judge import HFDecision, VLLMDecision, make_equivalence_judge, render_verifier_prompt
+    from tests.tiny_models import make_opinionated_verifier
+
+    question = "Which gas do plants take in for photosynthesis?"
+    answers = ["carbon dioxide", "CO2", "oxygen", "nitrogen", "the gas CO2", "water"]
+    verifier = build_tiny_qwen2(tmp_path / "verifier", attention_heads=2, kv_heads=2, max_length=TINY_MAX_LEN,
+                                extra_corpus=("Assistant: Final Decision: Yes", "Assistant: Final Decision: No"),
+                                seed=3)
+    make_opinionated_verifier(verifier, [render_verifier_prompt(None, question, a, b) for a in answers for b in answers])
+    triples = [(question, a, b) for a in answers[:3] for b in answers[3:]] + [(question, "CO2", "CO2")]
+    settings = {"model": verifier, "revision": None, "device": "cpu", "dtype": "float32", "batch_size": 4,
+                "prompt": None, "yes_token": " Yes", "no_token": " No"}
+    expected = make_equivalence_judge({**settings, "engine": "hf"}).equivalent_many(triples)
+    started = time.perf_counter()
+    judge = make_equivalence_judge({**settings, "engine": "vllm"})
+    assert isinstance(judge.margins, VLLMDecision) and not isinstance(judge.margins, HFDecision)
+    assert judge.equivalent_many(triples) == expected
+    TIMINGS["semantic judge through vLLM (load + 10 pairs)"] = time.perf_counter() - started
+    assert any(expected) and not all(expected)
+    assert judge.forward_passes == 3 and judge.pairs == len(triples)
+    del judge
