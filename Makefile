@@ -13,7 +13,7 @@ CORES ?= 2
 PORT ?= 5000
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo test test-fast test-slurm test-verl test-vllm dry-run check-config mlflow-ui clean-results
+.PHONY: install demo report test test-fast test-slurm test-verl test-vllm dry-run check-config mlflow-ui clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ demo: install
 	@cat results/table.md
 	@echo ""
 	@echo "Chart: results/table.png    MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))"
+
+# The demo's Snakemake report (run `make demo` first): the table, its chart and CSV, every job's
+# code, software and timings, in one self-contained HTML file. REPORT_CONFIG=... for another config.
+REPORT_CONFIG ?= config/demo.yaml
+report: install
+	$(RUN) snakemake --configfile $(REPORT_CONFIG) --report results/report.html
+	@echo "Report: results/report.html"
 
 # build/math-verify-tests: Math-Verify's own test cases (from its PyPI sdist, never committed),
 # graded by tests/test_mathverify_suite.py.

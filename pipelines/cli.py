@@ -25,3 +25,8 @@ def parse_stage_args(parser: argparse.ArgumentParser, argv: list[str] | None
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     return args, json.loads(args.spec), json.loads(args.tracking) if args.tracking else None
+
+
+def results_root(tracking_config: dict[str, Any] | None) -> str | None:
+    """The results tree this job writes into (paths inside it are stored relative), if known."""
+    return (tracking_config or {}).get("results_dir")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import parse_stage_args, stage_parser
+from pipelines.cli import parse_stage_args, results_root, stage_parser
 from pipelines.provenance import file_sha256
 from pipelines.train import verl_backend
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     "global_step": converted["step"],
                     "saved_steps": record.get("saved_steps"), "training_run_id": record.get("mlflow_run_id"),
                     "base": record["base"], **converted}
-        write_manifest(manifest, args.output)
+        write_manifest(manifest, args.output, results_root(tracking_config))
         tracker.log_artifact(args.output, "model")
     return 0
 

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import parse_stage_args, stage_parser
-from pipelines.provenance import file_sha256, write_json_atomic
+from pipelines.cli import parse_stage_args, results_root, stage_parser
+from pipelines.provenance import file_sha256, portable_paths, resolved_paths, write_json_atomic
 
 LOG = logging.getLogger(__name__)
 
@@ -303,20 +303,23 @@ def load_model_and_tokenizer(path: str | Path, dtype: str = "float32", device: s
     return model, tokenizer
 
 
-def write_manifest(manifest: dict[str, Any], path: Path) -> None:
+def write_manifest(manifest: dict[str, Any], path: Path, results_root: str | Path | None = None) -> None:
+    """Write a manifest; paths inside `results_root` are stored relative to the manifest's folder
+    (provenance.portable_paths), so the results tree can move."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(manifest, path)
+    write_json_atomic(portable_paths(manifest, path.parent, results_root), path)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
+    """A manifest with its paths absolute again (relative ones are read from its own folder)."""
     try:
         manifest = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
         raise ModelSourceError(f"cannot read model manifest {path}: {error}") from error
     if "path" not in manifest:
         raise ModelSourceError(f"model manifest {path} has no 'path'")
-    return manifest
+    return resolved_paths(manifest, Path(path).parent)
 
 
 def prepare_model(spec: dict[str, Any], output: Path, corpus_files: Sequence[str]) -> dict[str, Any]:
@@ -361,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.job_run(tracking_config, "model", spec["name"], spec, log_file=args.log_file) as tracker:
         manifest = prepare_model(spec, args.output, corpus_files)
         link_model_dir(Path(manifest["path"]), args.output.parent / "hf")
-        write_manifest(manifest, args.output)
+        write_manifest(manifest, args.output, results_root(tracking_config))
         LOG.info("model %s ready at %s", spec["name"], manifest["path"])
         if "num_parameters" in manifest:
             tracker.log_metrics({"num_parameters": manifest["num_parameters"]})

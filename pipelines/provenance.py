@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import os
 import subprocess
 from collections.abc import Iterable
 from importlib import metadata
@@ -70,3 +71,36 @@ def write_text_atomic(text: str, path: Path) -> None:
 
 def write_json_atomic(payload: Any, path: Path) -> None:
     write_text_atomic(json.dumps(payload, indent=2, ensure_ascii=False), path)
+
+
+#: Keys of our JSON records (model manifests, training records) whose values are file-system paths.
+PATH_KEYS = frozenset({"path", "checkpoint_dir", "actor_checkpoint"})
+
+
+def _inside(path: str, root: str) -> bool:
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([path, root]) == root
+
+
+def portable_paths(record: Any, anchor: str | Path, root: str | Path | None) -> Any:
+    """A copy of a record whose absolute paths inside the results `root` are relative to
+    `anchor` (the folder of the file the record is written to), so a moved or copied results
+    tree reads its own files; paths outside it (a hub cache, a user's model folder) stay as they
+    are. Nested records (a base manifest inside a training record) get the same treatment."""
+    if isinstance(record, dict):
+        return {key: (os.path.relpath(os.path.realpath(value), os.path.realpath(anchor))
+                      if key in PATH_KEYS and isinstance(value, str) and root is not None
+                      and os.path.isabs(value) and _inside(value, root)
+                      else portable_paths(value, anchor, root))
+                for key, value in record.items()}
+    return record
+
+
+def resolved_paths(record: Any, anchor: str | Path) -> Any:
+    """The record with relative paths (as `portable_paths` writes them) joined to `anchor`."""
+    if isinstance(record, dict):
+        return {key: (os.path.normpath(os.path.join(os.path.abspath(anchor), value))
+                      if key in PATH_KEYS and isinstance(value, str) and value and not os.path.isabs(value)
+                      else resolved_paths(value, anchor))
+                for key, value in record.items()}
+    return record

@@ -64,14 +64,35 @@ def ensure_experiment(tracking: Mapping[str, Any]) -> str:
         sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(tracking["experiment"])
-    if experiment is not None:
-        return experiment.experiment_id
     artifact_location = None
     if sqlite_file is not None:
         artifact_dir = Path(tracking["artifact_root"]).resolve()
         artifact_dir.mkdir(parents=True, exist_ok=True)
         artifact_location = artifact_dir.as_uri()
+    if experiment is not None:
+        if artifact_location is not None and experiment.artifact_location != artifact_location:
+            relocate_artifacts(sqlite_file, experiment.experiment_id, experiment.artifact_location, artifact_location)
+        return experiment.experiment_id
     return client.create_experiment(tracking["experiment"], artifact_location=artifact_location)
+
+
+def relocate_artifacts(sqlite_file: Path, experiment_id: str, old: str, new: str) -> None:
+    """A sqlite store copied or moved with its results tree still names the old tree's artifact
+    folder, so new runs would write there (outside this tree) and old ones would show files
+    from there. Point the experiment at this tree's artifact folder (`mlflow.artifact_root`),
+    and each run whose artifacts came along to its copy here."""
+    import sqlite3
+
+    LOG.warning("MLflow experiment %s stored its artifacts in %s; this results tree keeps them in %s: "
+                "updating the store", experiment_id, old, new)
+    with sqlite3.connect(sqlite_file) as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
+        runs = db.execute("SELECT run_uuid, artifact_uri FROM runs WHERE experiment_id = ?", (experiment_id,)).fetchall()
+        for run_id, uri in runs:
+            if uri and uri.startswith(old.rstrip("/") + "/"):
+                moved = new.rstrip("/") + uri[len(old.rstrip("/")):]
+                if Path(moved.removeprefix("file://")).exists() or not Path(uri.removeprefix("file://")).exists():
+                    db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (moved, run_id))
 
 
 def start_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path,

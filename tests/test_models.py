@@ -138,3 +138,31 @@ def test_manifest_round_trip_and_bad_manifest(tmp_path, built):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(models.ModelSourceError, match="no 'path'"):
         models.read_manifest(tmp_path / "bad.json")
+
+
+def test_manifests_store_paths_inside_the_results_tree_relative_to_themselves(tmp_path):
+    root = tmp_path / "results"
+    model_dir = root / "models" / "m" / "empo" / "hf"
+    base_dir = root / "models" / "m" / "base" / "hf"
+    hub_cache = tmp_path / "hf-cache" / "snapshots" / "abc"
+    for folder in (model_dir, base_dir, hub_cache):
+        folder.mkdir(parents=True)
+    manifest = {"kind": "trained", "path": str(model_dir), "base": {"kind": "demo", "path": str(base_dir)},
+                "actor_checkpoint": str(root / "train" / "m" / "empo" / "global_step_2" / "actor"),
+                "hub": {"path": str(hub_cache)}, "note": str(model_dir)}
+    target = root / "models" / "m" / "empo" / "model.json"
+    models.write_manifest(manifest, target, results_root=str(root))
+    stored = json.loads(target.read_text())
+    assert stored["path"] == "hf" and stored["base"]["path"] == "../base/hf"
+    assert stored["actor_checkpoint"] == "../../../train/m/empo/global_step_2/actor"
+    assert stored["hub"]["path"] == str(hub_cache)  # outside the tree: as it was
+    assert stored["note"] == str(model_dir)  # not a path key
+    moved = tmp_path / "elsewhere" / "results"
+    shutil.move(str(root), moved)
+    back = models.read_manifest(moved / "models" / "m" / "empo" / "model.json")
+    assert back["path"] == str(moved / "models" / "m" / "empo" / "hf")
+    assert back["base"]["path"] == str(moved / "models" / "m" / "base" / "hf")
+    assert back["hub"]["path"] == str(hub_cache)
+    # without a known results root (a manual run) nothing is rewritten
+    models.write_manifest(manifest, tmp_path / "plain.json")
+    assert json.loads((tmp_path / "plain.json").read_text()) == manifest

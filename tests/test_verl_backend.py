@@ -164,3 +164,13 @@ def test_multi_node_jobs_ask_slurm_for_gpus_per_node(tmp_path):
     block = one[one.index("rule train_verl:"):]
     resources = block[block.index("resources:"):].splitlines()[0]
     assert "nodes=1" in resources and "gpu=8" in resources
+
+
+def test_a_command_written_for_another_results_tree_is_refused(tmp_path):
+    from pipelines.train.verl_launch import check_command_paths
+
+    here = tmp_path / "results" / "train" / "m" / "empo"
+    check_command_paths([f"trainer.default_local_dir={here}"], tmp_path / "verl_command.txt", here)
+    with pytest.raises(RuntimeError, match="results tree moved.*snakemake -R"):
+        check_command_paths(["trainer.default_local_dir=/old/tree/results/train/m/empo"],
+                            tmp_path / "verl_command.txt", here)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -120,6 +121,26 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
         assert (artifacts / run["id"] / "artifacts" / "grade" / "grades.jsonl").is_file()
 
 
+CREDENTIAL = re.compile(r"(hub_token|access_token|auth_token|api_key|apikey|secret|password|passwd|credential)",
+                        re.IGNORECASE)
+
+
+def test_no_parameter_is_a_credential_and_training_logs_only_our_own(demo_run):
+    with sqlite3.connect(demo_run / "results" / "mlflow" / "mlflow.db") as db:
+        params = db.execute("SELECT run_uuid, key FROM params").fetchall()
+        train_runs = [uuid for (uuid,) in db.execute("SELECT run_uuid FROM tags WHERE key = 'pipeline.stage' "
+                                                     "AND value = 'train'")]
+        train_metrics = {key for (key,) in db.execute(
+            f"SELECT DISTINCT key FROM metrics WHERE run_uuid IN ({','.join('?' * len(train_runs))})", train_runs)}
+    names = {key for _, key in params}
+    # `..._env` names the environment variable that holds a key, never the key itself
+    assert not [name for name in names if CREDENTIAL.search(name) and not name.endswith("_env")]
+    assert any("max_new_tokens" in name for name in names)  # ordinary names are kept
+    per_train_run = [sum(uuid == run for uuid, _ in params) for run in train_runs]
+    assert len(train_runs) == 2 and max(per_train_run) < 120, per_train_run  # TRL's own callback logs ~235
+    assert {"reward", "group/semantic_entropy", "group/majority_ratio", "tokens_per_second"} <= train_metrics
+
+
 def test_forcing_the_grade_jobs_plans_no_generation(demo_run):
     planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", "--forcerun", "grade"))
     assert planned.get("grade") == 18 and planned.get("table") == 1 and "generate" not in planned, planned
@@ -227,3 +248,35 @@ def test_a_broken_tracking_store_never_fails_the_workflow(tmp_path):
     result = _snakemake(workdir, "results/data/arith_easy.parquet", "--configfile", "config/broken.yaml")
     assert (workdir / "results" / "data" / "arith_easy.parquet").is_file()
     assert "WARNING: MLflow tracking unavailable" in result.stderr
+
+
+def test_make_report_builds_one_html_file_with_the_table_and_chart(demo_run):
+    result = _snakemake(demo_run, "--configfile", "config/demo.yaml", "--report", "results/report.html")
+    html = (demo_run / "results" / "report.html").read_text(errors="replace")
+    assert "Adding table.png" in result.stdout + result.stderr and "Adding table.csv" in result.stdout + result.stderr
+    assert len(html) > 100_000 and "table.png" in html and "table.csv" in html
+
+
+def test_a_moved_results_tree_reruns_an_evaluation_from_itself(demo_run, tmp_path_factory):
+    """Last in this module: it moves the demo project away (results, MLflow store and all), then
+    regenerates one evaluation there. Nothing may come from or go to the old place: it is gone,
+    and must stay gone."""
+    import shutil
+
+    moved = tmp_path_factory.mktemp("moved") / "project"
+    shutil.move(str(demo_run), moved)
+    generations = "results/eval/tiny-qwen2/empo/arith_easy/greedy/generations.jsonl"
+    metrics = "results/eval/tiny-qwen2/empo/arith_easy/greedy/math-verify/metrics.json"
+    before = json.loads((moved / metrics).read_text())
+    manifest = json.loads((moved / "results/models/tiny-qwen2/empo/model.json").read_text())
+    assert manifest["path"] == "hf" and manifest["base"]["path"] == "../base/hf"  # stored relative
+    _snakemake(moved, "-f", generations, "--configfile", "config/lr.yaml")
+    _snakemake(moved, "--configfile", "config/lr.yaml")
+    after = json.loads((moved / metrics).read_text())
+    assert after["metrics"] == before["metrics"] and after["generation"]["sha256"] == before["generation"]["sha256"]
+    assert not demo_run.exists(), "a job read or wrote the old results tree"
+    with sqlite3.connect(moved / "results" / "mlflow" / "mlflow.db") as db:
+        (location,) = db.execute("SELECT artifact_location FROM experiments WHERE name = 'empo-demo'").fetchone()
+        uris = [uri for (uri,) in db.execute("SELECT artifact_uri FROM runs")]
+    root = (moved / "results" / "mlflow" / "artifacts").resolve().as_uri()
+    assert location == root and all(uri.startswith(root) for uri in uris)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import parse_stage_args, stage_parser
+from pipelines.cli import parse_stage_args, results_root, stage_parser
 from pipelines.provenance import file_sha256
 
 LOG = logging.getLogger(__name__)
@@ -96,8 +96,11 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
-def _step_metrics_callback():
-    """A TrainerCallback adding tokens/s and the rollout step to every log line."""
+def _step_metrics_callback(tracker: Any = None):
+    """A TrainerCallback adding tokens/s to every log line and sending the line's numbers to
+    the job's MLflow run. It replaces TRL's own MLflowCallback (report_to is empty), which would
+    log ~235 TrainingArguments as parameters, duplicates of our spec and credentials
+    (`hub_token`) among them."""
     from transformers import TrainerCallback
 
     class StepMetrics(TrainerCallback):
@@ -113,6 +116,10 @@ def _step_metrics_callback():
                 logs["tokens_per_second"] = (tokens - self.last[1]) / (now - self.last[0])
             if tokens is not None:
                 self.last = (now, tokens)
+            if tracker is not None and getattr(tracker, "active", False) and state.is_world_process_zero:
+                numbers = {key: float(value) for key, value in logs.items()
+                           if isinstance(value, (int, float)) and not isinstance(value, bool)}
+                tracker.log_metrics(numbers, step=int(state.global_step))
 
     return StepMetrics()
 
@@ -183,9 +190,7 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     main_process = int(os.environ.get("RANK", "0")) == 0
     use_cpu = not torch.cuda.is_available()
-    active = tracker is not None and getattr(tracker, "active", False)
-    arguments = grpo_arguments(trainer_settings, checkpoint_dir, world_size, use_cpu,
-                               ["mlflow"] if active else [])
+    arguments = grpo_arguments(trainer_settings, checkpoint_dir, world_size, use_cpu, [])
     config = GRPOConfig(**arguments)  # also sets up the processes of a multi-GPU job
     claim = claim_checkpoint_dir(checkpoint_dir, shaping_settings(spec, base, data_path)) if main_process else {}
     PartialState().wait_for_everyone()  # every rank sees the claimed folder before looking into it
@@ -203,8 +208,6 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
             AutoModelForCausalLM.from_pretrained(str(resume), dtype=dtype).save_pretrained(str(final_dir))
         exported_only = True
     else:
-        # TRL's MLflowCallback logs into the active run, i.e. this job's child run (setting
-        # MLFLOW_RUN_ID as well would make it try to start that run a second time).
         rows = read_canonical(data_path)
         # extra_info carries the question the semantic judge reads (TRL passes it to the reward)
         dataset = datasets.Dataset.from_list([{"prompt": row["prompt"], "reward_model": row["reward_model"],
@@ -223,8 +226,8 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
             grading_timeout=spec["grading"]["timeout_seconds"], judge=judge)
         trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config,
                               train_dataset=dataset, processing_class=tokenizer)
-        # First in line, so the MLflow callback already sees the tokens/s it adds to each log.
-        trainer.callback_handler.callbacks.insert(0, _step_metrics_callback())
+        # First in line: the log line every other callback sees carries tokens/s; it also goes to MLflow.
+        trainer.callback_handler.callbacks.insert(0, _step_metrics_callback(tracker))
         if resume is not None:
             LOG.info("resuming from %s", resume)
             _replay_history(tracker, json.loads((resume / "trainer_state.json").read_text())["log_history"])
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         if not main_process:
             return 0
         manifest["base"] = base
-        write_manifest(manifest, args.output)
+        write_manifest(manifest, args.output, results_root(tracking_config))
         tracker.log_artifact(args.checkpoints / "curves.png", "train")
         tracker.log_artifact(args.checkpoints / "log_history.json", "train")
         tracker.log_artifact(args.output, "model")

@@ -229,4 +229,8 @@ def training_record(spec: Mapping[str, Any], checkpoint_dir: str | Path, overrid
 
 
 def read_training_record(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """training.json with its paths absolute again (stored relative to its folder when inside
+    the results tree, so a moved tree converts its own checkpoints)."""
+    from pipelines.provenance import resolved_paths
+
+    return resolved_paths(json.loads(Path(path).read_text()), Path(path).parent)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import parse_stage_args, stage_parser
-from pipelines.provenance import write_text_atomic
+from pipelines.cli import parse_stage_args, results_root, stage_parser
+from pipelines.provenance import portable_paths, write_text_atomic
 from pipelines.train import verl_backend
 from pipelines.train.checkpoints import claim_checkpoint_dir, shaping_settings
 
@@ -205,6 +205,16 @@ def write_command_file(spec: Mapping[str, Any], tracking_config: Mapping[str, An
     LOG.info("verl command of %s/%s written to %s", spec["model"], spec["method"], args.write_command)
 
 
+def check_command_paths(overrides: Sequence[str], command_file: Path, checkpoints: Path) -> None:
+    """The command names absolute paths (Ray workers start elsewhere); after the results tree
+    moved, they would train into the old tree. Refuse, naming the fix."""
+    named = next((o.split("=", 1)[1].strip("'") for o in overrides if o.startswith("trainer.default_local_dir=")), None)
+    if named is not None and os.path.normpath(named) != os.path.abspath(checkpoints):
+        raise RuntimeError(f"{command_file} trains into {named}, not this job's {os.path.abspath(checkpoints)} "
+                           f"(the results tree moved?): rewrite the command with "
+                           f"`snakemake -R {command_file} --configfile <config>` and rerun")
+
+
 def command_from_file(path: Path, cpus: int | None) -> tuple[list[str], list[str]]:
     """The command of a verl_command.txt, run with this interpreter; on one node, verl's Ray gets
     the CPUs of this allocation (only known once the job runs)."""
@@ -252,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = allocation_cpus(spec["cpus"])
     log_to_mlflow = bool(tracking_config and tracking_config.get("enabled", True))
     command, overrides = command_from_file(args.command_file, cpus=cpus if spec["nodes"] == 1 else None)
+    check_command_paths(overrides, args.command_file, args.checkpoints)
     # verl's resume_mode=auto would resume whatever the folder holds: only our own settings' steps.
     claim = claim_checkpoint_dir(args.checkpoints, shaping_settings(spec, base, args.data))
     done = verl_backend.latest_step(args.checkpoints)
@@ -276,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         if not record["saved_steps"]:
             raise RuntimeError(f"verl finished without saving a checkpoint in {args.checkpoints}")
         args.output.parent.mkdir(parents=True, exist_ok=True)
+        record = portable_paths(record, args.output.parent, results_root(tracking_config))
         write_text_atomic(json.dumps(record, indent=1, sort_keys=True), args.output)
         tracker.log_artifact(args.output, "train")
     return 0

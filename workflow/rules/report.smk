@@ -9,7 +9,14 @@ rule table:
         metrics=all_grade_metrics(),
         grades=all_grades(),
     output:
-        **table_outputs(),
+        **{
+            name: (
+                report(path, caption=f"../report/table_{'chart' if name == 'png' else 'csv'}.rst", category="Results")
+                if name in ("png", "csv")
+                else path
+            )
+            for name, path in table_outputs().items()
+        },
     log:
         f"{RESULTS}/logs/table.log",
     params:
