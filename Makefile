@@ -28,16 +28,17 @@ install: $(STAMP)
 
 demo: install
 	$(RUN) snakemake --configfile config/demo.yaml --cores $(CORES)
-	@cat results/table.md
+	@cat results/demo/table.md
 	@echo ""
-	@echo "Chart: results/table.png    MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))"
+	@echo "Chart: results/demo/table.png    MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))"
 
 # The demo's Snakemake report (run `make demo` first): the table, its chart and CSV, every job's
 # code, software and timings, in one self-contained HTML file. REPORT_CONFIG=... for another config.
 REPORT_CONFIG ?= config/demo.yaml
+REPORT ?= results/demo/report.html
 report: install
-	$(RUN) snakemake --configfile $(REPORT_CONFIG) --report results/report.html
-	@echo "Report: results/report.html"
+	$(RUN) snakemake --configfile $(REPORT_CONFIG) --report $(REPORT)
+	@echo "Report: $(REPORT)"
 
 # build/math-verify-tests: Math-Verify's own test cases (from its PyPI sdist, never committed),
 # graded by tests/test_mathverify_suite.py.

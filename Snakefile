@@ -3,7 +3,7 @@
 This file only validates the config, includes the rule files and names the targets.
     snakemake --cores 2 --configfile config/demo.yaml      # the embedded CPU demo
     snakemake --profile slurm                              # the paper table on a cluster
-    snakemake -R results/eval/<model>/<method>/<benchmark>/<protocol>/generations.jsonl --configfile ...   # regenerate one
+    snakemake -R results/<tree>/eval/<model>/<method>/<benchmark>/<protocol>/generations.jsonl --configfile ...   # regenerate one
 """
 
 import sys

@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.job_run(tracking_config, "data", spec["name"], spec, log_file=args.log_file) as tracker:
         report = prepare_dataset(spec, args.output)
         digest = file_sha256(args.output)
-        summary = {**asdict(report), "digest": digest, "path": str(args.output)}
+        summary = {**asdict(report), "digest": digest, "path": str(args.output), "mlflow_run_id": tracker.run_id}
         args.summary.write_text(json.dumps(summary, indent=2))
         tracker.log_metrics({"rows_in": report.rows_in, "rows": report.rows_out,
                              "missing_question": report.missing_question,

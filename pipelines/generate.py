@@ -74,6 +74,22 @@ def render_prompt(messages: Sequence[Mapping[str, str]], tokenizer: Any,
     return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
 
+def upstream_runs(manifest: Mapping[str, Any], data_path: Path) -> dict[str, str]:
+    """MLflow tags linking a generation run to the runs that made its inputs: the model's
+    training run (trained models) and the dataset's data run (its summary sits beside it)."""
+    links = {}
+    if manifest.get("training_run_id"):
+        links["training_run_id"] = str(manifest["training_run_id"])
+    summary = Path(data_path).with_name(Path(data_path).name.replace(".parquet", ".summary.json"))
+    try:
+        run_id = json.loads(summary.read_text()).get("mlflow_run_id")
+    except (OSError, ValueError):
+        run_id = None
+    if run_id:
+        links["dataset_run_id"] = str(run_id)
+    return links
+
+
 def options_of(row: Mapping[str, Any]) -> dict[str, list[str]]:
     """{"options": [...]} for a multiple-choice row (the choice-letter grader reads them), else {}."""
     options = (row.get("extra_info") or {}).get("options")
@@ -426,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}/{spec['protocol_name']}"
     with tracking.job_run(tracking_config, "generate", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"],
-                          "benchmark": spec["benchmark"], "protocol": spec["protocol_name"]})
+                          "benchmark": spec["benchmark"], "protocol": spec["protocol_name"],
+                          **upstream_runs(manifest, args.data)})
         result = run_generation(spec, manifest, args.data, args.generations, args.record,
                                 tracker=tracker, threads=args.threads)
         tracker.log_metrics({f"count.{k}": v for k, v in result["counts"].items()})

@@ -208,7 +208,30 @@ def main(argv: list[str] | None = None) -> int:
                           "generation_run_id": str(result["generation"]["mlflow_run_id"])})
         tracker.log_artifact(args.metrics, "grade")
         tracker.log_artifact(args.grades, "grade")
+        tracker.log_table(graded_sample(args.generations, args.grades), "grade/graded_generations.json")
     return 0
+
+
+#: Rows of the graded-generations table an MLflow grade run shows (the files keep them all).
+GRADED_SAMPLE_ROWS = 200
+
+
+def graded_sample(generations_path: Path, grades_path: Path, rows: int = GRADED_SAMPLE_ROWS,
+                  response_chars: int = 4000) -> list[dict[str, Any]]:
+    """The first graded generations as table rows, the verdict first and the prompt last: what
+    a reader checks (was it right, what did it answer, against what) before what it was asked."""
+    import itertools
+
+    table = []
+    with open(generations_path, encoding="utf-8") as generations, open(grades_path, encoding="utf-8") as grades:
+        for record_line, grade_line in itertools.islice(zip(generations, grades), rows):
+            record, grade = json.loads(record_line), json.loads(grade_line)
+            if (record["index"], record["sample"]) != (grade["index"], grade["sample"]):
+                break  # never pair a verdict with another sample's response
+            table.append({"correct": grade["correct"], "extracted": grade["extracted"], "gold": record["gold"],
+                          "decided_by": grade.get("decided_by"), "response": record["response"][:response_chars],
+                          "index": record["index"], "sample": record["sample"], "question": record.get("question")})
+    return table
 
 
 if __name__ == "__main__":

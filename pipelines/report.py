@@ -451,6 +451,26 @@ def write_report(spec: Mapping[str, Any], metrics_paths: Sequence[str | Path], o
     return table
 
 
+def cell_rows(table: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per number of the table, with the eval run and file it came from: the MLflow
+    table view answers "where did this number come from" in one click."""
+    rows = []
+    for block in table["blocks"]:
+        for row in block["rows"]:
+            for benchmark, cell in row["cells"].items():
+                if cell["value"] is None:
+                    continue
+                rows.append({"grader": block["grader"], "protocol": block["protocol"],
+                             "model": row.get("label_model", row["model"]), "method": row.get("label_method", row["method"]),
+                             "benchmark": benchmark, "metric": cell.get("metric"), "value": round(cell["value"], 2),
+                             "ci95_low": round(cell["ci95"][0], 2) if cell.get("ci95") else None,
+                             "ci95_high": round(cell["ci95"][1], 2) if cell.get("ci95") else None,
+                             "items": cell.get("items"), "published": cell.get("published"),
+                             "protocol_id": cell.get("protocol_id"), "eval_run_id": cell.get("mlflow_run_id"),
+                             "metrics_path": cell.get("metrics_path")})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.report` — the table, its chart and the graders' agreement from metrics.json files."""
     from pipelines import tracking
@@ -470,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                 tracker.log_metrics(scores)
         for name in ("table.md", "table.csv", "table.json", "table.png", "agreement.md", "grader_flips.jsonl"):
             tracker.log_artifact(args.out_dir / name, "table")
+        tracker.log_table(cell_rows(table), "table/cells.json")
     print(render_markdown(table))
     return 0
 

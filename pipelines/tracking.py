@@ -31,6 +31,7 @@ from pipelines.provenance import git_commit, package_versions
 LOG = logging.getLogger(__name__)
 
 WORKFLOW_RUN_FILE = "workflow_run.json"
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's description
 MAX_PARAM_LENGTH = 6000
 
 
@@ -72,8 +73,14 @@ def ensure_experiment(tracking: Mapping[str, Any]) -> str:
     if experiment is not None:
         if artifact_location is not None and experiment.artifact_location != artifact_location:
             relocate_artifacts(sqlite_file, experiment.experiment_id, experiment.artifact_location, artifact_location)
-        return experiment.experiment_id
-    return client.create_experiment(tracking["experiment"], artifact_location=artifact_location)
+        experiment_id = experiment.experiment_id
+        described = experiment.tags.get(DESCRIPTION_TAG)
+    else:
+        experiment_id = client.create_experiment(tracking["experiment"], artifact_location=artifact_location)
+        described = None
+    if tracking.get("description") and described != tracking["description"]:
+        client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, tracking["description"])  # the UI's description
+    return experiment_id
 
 
 def relocate_artifacts(sqlite_file: Path, experiment_id: str, old: str, new: str) -> None:
@@ -248,6 +255,15 @@ class JobTracker:
 
         self._call("set_tags", mlflow.set_tags, dict(tags))
 
+    def log_table(self, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
+        """Rows as an MLflow table (the UI's artifact view and `mlflow.load_table`)."""
+        import mlflow
+
+        if rows:
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            data = {column: [row.get(column) for row in rows] for column in columns}
+            self._call("log_table", mlflow.log_table, data=data, artifact_file=artifact_file)
+
     def log_dataset(self, frame, name: str, source: str, digest: str, context: str) -> None:
         """Record a dataset as an MLflow dataset input (rows, digest, source)."""
         import mlflow
@@ -282,6 +298,26 @@ def close_orphaned_job_runs(client: Any, run: Any, stage: str, name: str) -> lis
         LOG.warning("MLflow: %d earlier run(s) of %s:%s were left RUNNING by a killed job; marked "
                     "KILLED (this run continues %s)", len(orphans), stage, name, orphans[0].info.run_id)
     return [orphan.info.run_id for orphan in orphans]
+
+
+SUPERSEDED_TAG = "pipeline.superseded_by"
+
+
+def mark_superseded_runs(client: Any, run_id: str, stage: str, name: str) -> list[str]:
+    """Once a rerun of a job finished, its earlier finished runs no longer hold the job's files:
+    tag each with the run that replaced it (`pipeline.superseded_by`): in the UI's run list (add
+    the tag as a column) the current run of every job is the one without it."""
+    run = client.get_run(run_id)
+    earlier = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.`pipeline.stage` = '{stage}' and tags.`pipeline.job` = '{name}' "
+                      "and attributes.status = 'FINISHED'")
+    replaced = [r.info.run_id for r in earlier
+                if r.info.run_id != run_id and SUPERSEDED_TAG not in r.data.tags
+                and r.info.start_time <= run.info.start_time]
+    for old in replaced:
+        client.set_tag(old, SUPERSEDED_TAG, run_id)
+    return replaced
 
 
 @contextmanager
@@ -326,6 +362,9 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
         if log_file:
             tracker.log_artifact(log_file, "logs")
         tracker._call("end_run", mlflow.end_run, status=status)
+        if status == "FINISHED":
+            tracker._call("marking superseded runs", mark_superseded_runs, mlflow.MlflowClient(uri),
+                          tracker.run_id, stage, name)
         if tracker.failures:
             LOG.warning("%d MLflow call(s) failed in this job; see warnings above", tracker.failures)
 

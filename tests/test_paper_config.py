@@ -83,13 +83,13 @@ def planned(tmp_path_factory):
 
 
 def _overrides(workdir: Path, model: str, method: str = "empo") -> dict[str, str]:
-    words = shlex.split((workdir / "results" / "train" / model / method / "verl_command.txt").read_text())
+    words = shlex.split((workdir / "results" / "paper" / "train" / model / method / "verl_command.txt").read_text())
     assert words[:3] == ["python", "-m", "verl.trainer.main_ppo"]
     return dict(word.split("=", 1) for word in words[3:])
 
 
 def test_verl_commands_are_written_offline_with_each_models_settings(planned):
-    assert not (planned / "results" / "data").exists() and not (planned / "results" / "models").exists()
+    assert not (planned / "results" / "paper" / "data").exists() and not (planned / "results" / "paper" / "models").exists()
     for model, steps, length, save, validation in [
             ("qwen2.5-math-1.5b", 192, 3072, 96, ["amc23", "minerva_math", "math500"]),
             ("octothinker-3b-long", 100, 16384, 96, ["amc23", "minerva_math", "math500", "aime24", "olympiadbench"]),
@@ -102,14 +102,14 @@ def test_verl_commands_are_written_offline_with_each_models_settings(planned):
         assert overrides["actor_rollout_ref.actor.policy_loss.loss_mode"] == "gspo"
         assert overrides["data.seed"] == "1"
         assert overrides["data.val_files"] == "[" + ",".join(
-            str(planned / "results" / "data" / f"{name}.parquet") for name in validation) + "]"
+            str(planned / "results" / "paper" / "data" / f"{name}.parquet") for name in validation) + "]"
         # the model is named where its model job will link it, before it is downloaded
-        assert overrides["actor_rollout_ref.model.path"] == str(planned / "results" / "models" / model / "base" / "hf")
+        assert overrides["actor_rollout_ref.model.path"] == str(planned / "results" / "paper" / "models" / model / "base" / "hf")
         assert "ray_kwargs.ray_init.num_cpus" not in overrides  # the allocation's, added when the job runs
 
 
 def test_plan_lists_every_job_with_gpu_hour_estimates(planned):
-    plan = (planned / "results" / "plan.md").read_text()
+    plan = (planned / "results" / "paper" / "plan.md").read_text()
     rows = [line for line in plan.splitlines() if line.startswith("| ") and not line.startswith("| model")]
     train_rows = [r for r in rows if "| verl |" in r]
     assert len(train_rows) == 6 and len(rows) == 6 + 14 * 7  # 5 benchmarks greedy + 2 of them avg16

@@ -48,7 +48,7 @@ def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Comp
 
 
 def _cells(workdir: Path) -> dict:
-    table = json.loads((workdir / "results" / "table.json").read_text())
+    table = json.loads((workdir / "results" / "demo" / "table.json").read_text())
     return {(block["grader"], block["protocol"], row["method"], benchmark): cell["value"]
             for block in table["blocks"] for row in block["rows"] for benchmark, cell in row["cells"].items()}
 
@@ -66,8 +66,8 @@ def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_
     result = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile",
                         "config/demo.yaml", "config/gpu-overlay.yaml")
     assert result.returncode == 0, result.stderr[-6000:]
-    records = list((workdir / "results" / "eval").glob("*/*/*/*/generation.json"))
-    grades = list((workdir / "results" / "eval").glob("*/*/*/*/*/metrics.json"))
+    records = list((workdir / "results" / "demo" / "eval").glob("*/*/*/*/generation.json"))
+    grades = list((workdir / "results" / "demo" / "eval").glob("*/*/*/*/*/metrics.json"))
     assert len(records) == 6 and len(grades) == 6
     for path in records:
         runtime = json.loads(path.read_text())["runtime"]
@@ -90,15 +90,15 @@ def test_failing_job_is_reported_and_a_fixed_rerun_redoes_nothing(tmp_path):
                         "config/broken.yaml", timeout=600)
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
-    assert "results/logs/data/arith_hard.log" in output
+    assert "results/demo/logs/data/arith_hard.log" in output
     assert "dataset file config/demo_data/empty.jsonl is empty" in (
-        workdir / "results" / "logs" / "data" / "arith_hard.log").read_text()
+        workdir / "results" / "demo" / "logs" / "data" / "arith_hard.log").read_text()
     finished = {path: path.stat().st_mtime_ns for path in (workdir / "results").rglob("*")
                 if path.is_file() and path.suffix in {".parquet", ".json"} and "mlflow" not in path.parts}
     assert any(path.name == "arith_easy.parquet" for path in finished)
 
     fixed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml")
     assert fixed.returncode == 0, fixed.stderr[-6000:]
-    assert (workdir / "results" / "table.md").is_file()
+    assert (workdir / "results" / "demo" / "table.md").is_file()
     redone = [str(path) for path, mtime in finished.items() if path.stat().st_mtime_ns != mtime]
     assert not redone, f"finished outputs were produced again: {redone}"

@@ -156,11 +156,11 @@ def test_multi_node_jobs_ask_slurm_for_gpus_per_node(tmp_path):
     overlay = tmp_path / "two-nodes.yaml"
     overlay.write_text("resources:\n  train: {gpus: 8, nodes: 2, cpus: 64, mem_mb: 512000, runtime: 2880}\n")
     out = dry_run("--configfile", "config/config.yaml", str(overlay), "--",
-                  "results/train/qwen2.5-math-7b/empo/training.json")
+                  "results/paper/train/qwen2.5-math-7b/empo/training.json")
     block = out[out.index("rule train_verl:"):]
     resources = block[block.index("resources:"):].splitlines()[0]
     assert "nodes=2" in resources and "gres=gpu:8" in resources and "gpu=0" in resources
-    one = dry_run("--", "results/train/qwen2.5-math-7b/empo/training.json")
+    one = dry_run("--", "results/paper/train/qwen2.5-math-7b/empo/training.json")
     block = one[one.index("rule train_verl:"):]
     resources = block[block.index("resources:"):].splitlines()[0]
     assert "nodes=1" in resources and "gpu=8" in resources

@@ -20,8 +20,9 @@ from tests.conftest import copy_workflow
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-EASY = "results/eval/tiny-qwen2/base/arith_easy/greedy/math-verify/metrics.json"
-HARD_SAMPLED = "results/eval/tiny-qwen2/base/arith_hard/sample4"
+DEMO = "results/demo"  # the demo's results tree (config/demo.yaml results_dir)
+EASY = "results/demo/eval/tiny-qwen2/base/arith_easy/greedy/math-verify/metrics.json"
+HARD_SAMPLED = "results/demo/eval/tiny-qwen2/base/arith_hard/sample4"
 
 
 def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -58,11 +59,11 @@ def demo_run(tmp_path_factory) -> Path:
 
 
 def _cells(workdir: Path, block: int = 0, row: int = 0) -> dict:
-    return json.loads((workdir / "results" / "table.json").read_text())["blocks"][block]["rows"][row]["cells"]
+    return json.loads((workdir / DEMO / "table.json").read_text())["blocks"][block]["rows"][row]["cells"]
 
 
 def test_demo_produces_the_table_and_traceable_cells(demo_run):
-    markdown = (demo_run / "results" / "table.md").read_text()
+    markdown = (demo_run / DEMO / "table.md").read_text()
     assert "| tiny-qwen2 | base | measured |" in markdown
     for method in ("empo", "grpo"):  # trained rows say how: backend and steps
         assert f"| tiny-qwen2 | {method} (trl, 24 steps) | measured |" in markdown
@@ -71,7 +72,7 @@ def test_demo_produces_the_table_and_traceable_cells(demo_run):
         assert f"## Grader {grader} · protocol sample4 (mean@4)" in markdown
     assert "arith_easy (N=24)" in markdown and " ± " in markdown and "|  |  | vs base |" in markdown
     assert "## Protocols" in markdown
-    table = json.loads((demo_run / "results" / "table.json").read_text())
+    table = json.loads((demo_run / DEMO / "table.json").read_text())
     assert [(b["grader"], b["protocol"]) for b in table["blocks"]] == [
         ("math-verify", "greedy"), ("math-verify", "sample4"), ("empo-rules", "greedy"), ("empo-rules", "sample4")]
     for block in table["blocks"]:
@@ -84,10 +85,10 @@ def test_demo_produces_the_table_and_traceable_cells(demo_run):
     assert {"mean@4", "maj@4", "pass@2", "pass@4"} <= set(hard["metrics"]) <= set(hard["uncertainty"]) | {"accuracy"}
     generations = (demo_run / HARD_SAMPLED / "generations.jsonl").read_text().splitlines()
     assert len(generations) == 16 * 4
-    assert "| arith_easy | greedy | math-verify vs empo-rules |" in (demo_run / "results" / "agreement.md").read_text()
-    summary = json.loads((demo_run / "results/data/arith_train.summary.json").read_text())
+    assert "| arith_easy | greedy | math-verify vs empo-rules |" in (demo_run / DEMO / "agreement.md").read_text()
+    summary = json.loads((demo_run / DEMO / "data/arith_train.summary.json").read_text())
     assert summary["missing_answer"] == 1 and summary["rows_out"] == 240
-    assert (demo_run / "results" / "table.png").stat().st_size > 5000
+    assert (demo_run / DEMO / "table.png").stat().st_size > 5000
 
 
 def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
@@ -109,16 +110,31 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     trains = [r for r in children if r["tags"]["pipeline.stage"] == "train"]
     assert all({"reward", "group/semantic_entropy", "group/majority_ratio", "learning_rate",
                 "tokens_per_second"} <= r["metrics"] for r in trains)
+    # a generation links the runs that made its inputs: its model's training run and its dataset's run
+    data_runs = {r["tags"]["pipeline.job"]: r["id"] for r in children if r["tags"]["pipeline.stage"] == "data"}
+    for run in generations:
+        assert run["tags"]["dataset_run_id"] == data_runs[run["tags"]["benchmark"]]
+        trained = run["tags"]["method"] != "base"
+        assert (run["tags"].get("training_run_id") in {t["id"] for t in trains}) if trained else (
+            "training_run_id" not in run["tags"])
     with sqlite3.connect(demo_run / "results" / "mlflow" / "mlflow.db") as db:
         steps = db.execute("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_uuid = ? AND key = 'reward'",
                            (trains[0]["id"],)).fetchone()[0]
+        (description,) = db.execute("SELECT value FROM experiment_tags WHERE key = 'mlflow.note.content'").fetchone()
     assert steps == 24  # one point per optimizer step: a curve, not a number
+    assert description.startswith("The embedded CPU demo")  # the experiment says what it reproduces
     artifacts = demo_run / "results" / "mlflow" / "artifacts"
     for run in generations:
         assert (artifacts / run["id"] / "artifacts" / "generate" / "generations.jsonl").is_file()
         assert (artifacts / run["id"] / "artifacts" / "logs").is_dir()
     for run in grades:
         assert (artifacts / run["id"] / "artifacts" / "grade" / "grades.jsonl").is_file()
+        sample = json.loads((artifacts / run["id"] / "artifacts" / "grade" / "graded_generations.json").read_text())
+        assert sample["columns"][:3] == ["correct", "extracted", "gold"] and sample["data"]
+    (table_run,) = [r for r in children if r["tags"]["pipeline.stage"] == "table"]
+    cells = json.loads((artifacts / table_run["id"] / "artifacts" / "table" / "cells.json").read_text())
+    eval_column = cells["columns"].index("eval_run_id")
+    assert len(cells["data"]) == 18 and {row[eval_column] for row in cells["data"]} <= {r["id"] for r in grades}
 
 
 CREDENTIAL = re.compile(r"(hub_token|access_token|auth_token|api_key|apikey|secret|password|passwd|credential)",
@@ -157,15 +173,18 @@ def test_a_new_grader_plans_only_its_grade_jobs(demo_run):
 def test_forced_regrade_of_one_evaluation_updates_the_table(demo_run):
     before = _cells(demo_run)
     generation_mtime = (demo_run / EASY).parent.parent.joinpath("generations.jsonl").stat().st_mtime
-    table_mtime = (demo_run / "results" / "table.md").stat().st_mtime
+    table_mtime = (demo_run / DEMO / "table.md").stat().st_mtime
     _snakemake(demo_run, "--configfile", "config/demo.yaml", "-f", EASY)
     _snakemake(demo_run, "--configfile", "config/demo.yaml")
     after = _cells(demo_run)
     assert after["arith_easy"]["mlflow_run_id"] != before["arith_easy"]["mlflow_run_id"]
+    superseded = {r["id"]: r["tags"].get("pipeline.superseded_by") for r in _runs(demo_run)}
+    assert superseded[before["arith_easy"]["mlflow_run_id"]] == after["arith_easy"]["mlflow_run_id"]
+    assert superseded[after["arith_easy"]["mlflow_run_id"]] is None and superseded[after["arith_hard"]["mlflow_run_id"]] is None
     assert after["arith_hard"]["mlflow_run_id"] == before["arith_hard"]["mlflow_run_id"]
     assert after["arith_easy"]["value"] == before["arith_easy"]["value"]  # the same generations, regraded
     assert (demo_run / EASY).parent.parent.joinpath("generations.jsonl").stat().st_mtime == generation_mtime
-    assert (demo_run / "results" / "table.md").stat().st_mtime > table_mtime
+    assert (demo_run / DEMO / "table.md").stat().st_mtime > table_mtime
     stages = [r["tags"].get("pipeline.stage") for r in _runs(demo_run)]
     assert stages.count("data") == 3 and stages.count("model") == 1  # nothing upstream redone
     assert stages.count("train") == 2 and stages.count("generate") == 9
@@ -212,14 +231,14 @@ def test_a_missing_metrics_file_replans_its_grade_and_the_table(demo_run):
 
 def test_a_finished_training_job_rerun_only_exports(demo_run):
     """As after `kill -9` of snakemake once training finished: the job reruns, trains no step."""
-    manifest_path = demo_run / "results" / "models" / "tiny-qwen2" / "empo" / "model.json"
+    manifest_path = demo_run / DEMO / "models" / "tiny-qwen2" / "empo" / "model.json"
     before = json.loads(manifest_path.read_text())
     manifest_path.unlink()
     _snakemake(demo_run, str(manifest_path.relative_to(demo_run)), "--configfile", "config/demo.yaml")
     after = json.loads(manifest_path.read_text())
     assert after["exported_only"] and after["global_step"] == before["global_step"] == 24
     assert after["sha256"] == before["sha256"], "rerunning a finished job must change no weights"
-    checkpoints = demo_run / "results" / "train" / "tiny-qwen2" / "empo"
+    checkpoints = demo_run / DEMO / "train" / "tiny-qwen2" / "empo"
     assert max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")) == 24
 
 
@@ -232,11 +251,22 @@ def test_a_changed_learning_rate_retrains_from_the_base(demo_run):
     # only grpo, its 3 generations and their 6 grades
     assert planned.get("train") == 1 and planned.get("generate") == 3 and planned.get("grade") == 6, planned
     _snakemake(demo_run, "--configfile", "config/lr.yaml")
-    manifest = json.loads((demo_run / "results" / "models" / "tiny-qwen2" / "grpo" / "model.json").read_text())
+    manifest = json.loads((demo_run / DEMO / "models" / "tiny-qwen2" / "grpo" / "model.json").read_text())
     assert manifest["trainer"]["learning_rate"] == 1.0e-4
     assert manifest["resumed_from"] is None and not manifest["exported_only"]
     assert manifest["global_step"] == 24 and manifest["superseded_checkpoints"]
     assert (demo_run / manifest["superseded_checkpoints"] / "checkpoint-24").is_dir()  # moved, not lost
+
+
+def test_a_failing_job_shows_its_error_in_the_terminal(tmp_path):
+    """profiles/default (show-failed-logs) is loaded for local runs: the job's own error text
+    reaches the terminal, not only "check log file(s)"."""
+    workdir = copy_workflow(tmp_path)
+    (workdir / "config" / "demo_data" / "arith_easy.jsonl").write_bytes(b'{"problem": "1+1", "answer": "\xff"}\n')
+    result = _snakemake(workdir, "results/demo/data/arith_easy.parquet", "--configfile", "config/demo.yaml",
+                        check=False)
+    assert result.returncode != 0
+    assert "is not UTF-8: byte 0xff" in result.stdout + result.stderr
 
 
 def test_a_broken_tracking_store_never_fails_the_workflow(tmp_path):
@@ -245,14 +275,14 @@ def test_a_broken_tracking_store_never_fails_the_workflow(tmp_path):
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
     config["mlflow"]["tracking_uri"] = "sqlite:///not-a-dir/mlflow.db"
     (workdir / "config" / "broken.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    result = _snakemake(workdir, "results/data/arith_easy.parquet", "--configfile", "config/broken.yaml")
-    assert (workdir / "results" / "data" / "arith_easy.parquet").is_file()
+    result = _snakemake(workdir, "results/demo/data/arith_easy.parquet", "--configfile", "config/broken.yaml")
+    assert (workdir / DEMO / "data" / "arith_easy.parquet").is_file()
     assert "WARNING: MLflow tracking unavailable" in result.stderr
 
 
 def test_make_report_builds_one_html_file_with_the_table_and_chart(demo_run):
-    result = _snakemake(demo_run, "--configfile", "config/demo.yaml", "--report", "results/report.html")
-    html = (demo_run / "results" / "report.html").read_text(errors="replace")
+    result = _snakemake(demo_run, "--configfile", "config/demo.yaml", "--report", "results/demo/report.html")
+    html = (demo_run / DEMO / "report.html").read_text(errors="replace")
     assert "Adding table.png" in result.stdout + result.stderr and "Adding table.csv" in result.stdout + result.stderr
     assert len(html) > 100_000 and "table.png" in html and "table.csv" in html
 
@@ -265,10 +295,10 @@ def test_a_moved_results_tree_reruns_an_evaluation_from_itself(demo_run, tmp_pat
 
     moved = tmp_path_factory.mktemp("moved") / "project"
     shutil.move(str(demo_run), moved)
-    generations = "results/eval/tiny-qwen2/empo/arith_easy/greedy/generations.jsonl"
-    metrics = "results/eval/tiny-qwen2/empo/arith_easy/greedy/math-verify/metrics.json"
+    generations = "results/demo/eval/tiny-qwen2/empo/arith_easy/greedy/generations.jsonl"
+    metrics = "results/demo/eval/tiny-qwen2/empo/arith_easy/greedy/math-verify/metrics.json"
     before = json.loads((moved / metrics).read_text())
-    manifest = json.loads((moved / "results/models/tiny-qwen2/empo/model.json").read_text())
+    manifest = json.loads((moved / DEMO / "models/tiny-qwen2/empo/model.json").read_text())
     assert manifest["path"] == "hf" and manifest["base"]["path"] == "../base/hf"  # stored relative
     _snakemake(moved, "-f", generations, "--configfile", "config/lr.yaml")
     _snakemake(moved, "--configfile", "config/lr.yaml")

@@ -168,6 +168,16 @@ def _empty_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+def silence_known_warnings() -> None:
+    """TRL 1.16 calls transformers 5's renamed gradient-checkpointing API (`*gradient_checkpointing*`
+    -> `*activation_checkpointing*`), and each call warns: dozens of identical FutureWarnings per
+    job, at every checkpoint save. Nothing to act on in our code; drop exactly those."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated",
+                            category=FutureWarning)
+
+
 def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoint_dir: Path,
           final_dir: Path, tracker: Any = None) -> dict[str, Any]:
     """Run, resume or just export GRPO/GSPO training; return the trained model's manifest.
@@ -186,6 +196,7 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     from pipelines.train.checkpoints import claim_checkpoint_dir, shaping_settings
     from pipelines.train.rewards_adapter import GroupRewardFunction
 
+    silence_known_warnings()
     trainer_settings = spec["trainer"]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -284,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         if not main_process:
             return 0
         manifest["base"] = base
+        manifest["training_run_id"] = tracker.run_id
         write_manifest(manifest, args.output, results_root(tracking_config))
         tracker.log_artifact(args.checkpoints / "curves.png", "train")
         tracker.log_artifact(args.checkpoints / "log_history.json", "train")
