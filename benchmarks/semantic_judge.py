@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.judge import EquivalenceJudge, HFDecision, render_verifier_prompt  # noqa: E402
 from pipelines.rewards import judge_cluster_ids  # noqa: E402
+from tests.authors_semantic import authors_check_implication, authors_semantic_ids  # noqa: E402
 from tests.tiny_models import build_tiny_qwen2, make_opinionated_verifier  # noqa: E402
 
 #: Free-form questions with answers a policy might give (several phrasings of the right one,
@@ -65,33 +66,6 @@ def build_groups(count: int, size: int, seed: int = 0) -> list[tuple[str, list[s
     return groups
 
 
-def authors_check_implication(model, tokenizer, question: str, answer1: str, answer2: str) -> bool:
-    """GeneralVerifier.check_implication: one prompt, one forward pass, Yes vs No probability."""
-    import torch
-
-    input_ids = tokenizer(render_verifier_prompt(None, question, answer1, answer2), return_tensors="pt").input_ids
-    with torch.inference_mode():
-        logits = model.forward(input_ids).logits
-    probs = torch.softmax(logits[0, input_ids.shape[1] - 1, :], dim=0)
-    decision = tokenizer(" Yes", " No", add_special_tokens=False)
-    return probs[decision.input_ids[0]].item() > probs[decision.input_ids[1]].item()
-
-
-def authors_semantic_ids(answers: list[str], question: str, check) -> tuple[list[int], int]:
-    """get_semantic_ids with are_equivalent; returns the ids and the pairs asked."""
-    ids, next_id, asked = [-1] * len(answers), 0, 0
-    for i, first in enumerate(answers):
-        if ids[i] == -1:
-            ids[i] = next_id
-            for j in range(i + 1, len(answers)):
-                if first and answers[j]:
-                    asked += 1
-                    if check(question, first, answers[j]):
-                        ids[j] = next_id
-            next_id += 1
-    return ids, asked
-
-
 def partition(ids) -> set[frozenset[int]]:
     groups: dict[int, set[int]] = {}
     for position, cluster in enumerate(ids):
@@ -125,7 +99,7 @@ def main() -> int:
         for question, answers in groups:
             started = time.perf_counter()
             theirs, asked = authors_semantic_ids(
-                answers, question, lambda q, a, b: authors_check_implication(model, tokenizer, q, a, b))
+                answers, lambda a, b: authors_check_implication(model, tokenizer, question, a, b))
             authors_seconds.append(time.perf_counter() - started)
             authors_passes.append(asked)  # one forward pass per pair
 

@@ -112,23 +112,29 @@ class Judge:
         return verdicts
 
 
+def load_judge_model(model: str, revision: str | None, dtype: str, device: str) -> tuple[Any, Any]:
+    """A judge model in eval mode and its tokenizer for left-padded batches (both judges' hf
+    engines); `auto` dtype is float32 on the CPU."""
+    from pipelines.models import load_model_and_tokenizer
+
+    if dtype == "auto" and device == "cpu":
+        dtype = "float32"
+    loaded, tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=device, revision=revision)
+    loaded.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return loaded, tokenizer
+
+
 class HFCompletion:
     """Greedy chat completions with transformers (CPU or one GPU), left-padded batches."""
 
     def __init__(self, model: str, revision: str | None, dtype: str, max_new_tokens: int):
         import torch
 
-        from pipelines.models import load_model_and_tokenizer
-
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        if dtype == "auto" and self.device == "cpu":
-            dtype = "float32"
-        self.model, self.tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=self.device,
-                                                              revision=revision)
-        self.model.eval()
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model, self.tokenizer = load_judge_model(model, revision, dtype, self.device)
         self.max_new_tokens = max_new_tokens
 
     def __call__(self, prompts: Sequence[str]) -> list[str]:
@@ -314,17 +320,8 @@ class HFDecision:
     the attention mask, so a padded prompt scores as it would alone)."""
 
     def __init__(self, model: str, revision: str | None, dtype: str, device: str, yes: str, no: str):
-        from pipelines.models import load_model_and_tokenizer
-
         self.device = resolve_device(device)
-        if dtype == "auto" and self.device == "cpu":
-            dtype = "float32"
-        self.model, self.tokenizer = load_model_and_tokenizer(model, dtype=dtype, device=self.device,
-                                                              revision=revision)
-        self.model.eval()
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model, self.tokenizer = load_judge_model(model, revision, dtype, self.device)
         self.yes_id, self.no_id = decision_token_ids(self.tokenizer, yes, no)
 
     def __call__(self, prompts: Sequence[str]) -> list[float]:

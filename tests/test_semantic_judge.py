@@ -28,6 +28,7 @@ from pipelines.rewards import (
     score_group,
 )
 from pipelines.rewards.core import GroupClusters
+from tests.authors_semantic import authors_check_implication, authors_semantic_ids
 
 QUESTION = "Which gas do plants take in for photosynthesis?"
 
@@ -51,20 +52,6 @@ class StubVerifier:
 def stub_judge(relation, batch_size=64) -> tuple[EquivalenceJudge, StubVerifier]:
     verifier = StubVerifier(relation)
     return EquivalenceJudge(verifier, batch_size, template=StubVerifier.TEMPLATE, name="stub"), verifier
-
-
-def authors_semantic_ids(strings: list[str], check) -> list[int]:
-    """semantic_uncertainty.py `get_semantic_ids` with `are_equivalent`, one pair per call."""
-    ids = [-1] * len(strings)
-    next_id = 0
-    for i, first in enumerate(strings):
-        if ids[i] == -1:
-            ids[i] = next_id
-            for j in range(i + 1, len(strings)):
-                if first != "" and strings[j] != "" and check(first, strings[j]):
-                    ids[j] = next_id
-            next_id += 1
-    return ids
 
 
 def partition(ids, answers) -> set[frozenset[int]]:
@@ -137,7 +124,7 @@ def test_clusters_are_the_authors_clusters(answers, relation, expected):
     judge, _ = stub_judge(relation)
     ids = judge_cluster_ids(answers, QUESTION, judge)
     assert ids == expected
-    assert partition(ids, answers) == partition(authors_semantic_ids(answers, relation), answers)
+    assert partition(ids, answers) == partition(authors_semantic_ids(answers, relation)[0], answers)
 
 
 def test_missing_answers_join_no_cluster_and_are_never_asked_about():
@@ -154,10 +141,8 @@ def test_batched_clustering_equals_the_authors_loop_for_any_judge(answers, edges
     relation = lambda a, b: (a, b) in edges  # noqa: E731 - any relation, asymmetric, intransitive
     judge, _ = stub_judge(relation, batch_size=4)
     ours = judge_cluster_ids([a or None for a in answers], QUESTION, judge)
-    theirs = authors_semantic_ids(answers, relation)
+    theirs, authors_pairs = authors_semantic_ids(answers, relation)
     assert partition(ours, answers) == partition(theirs, answers)
-    authors_pairs = sum(len(answers) - 1 - i for i, first in enumerate(answers)
-                        if first and theirs.index(theirs[i]) == i)
     assert judge.pairs <= authors_pairs
 
 
@@ -283,19 +268,6 @@ def tiny_verifier(tmp_path_factory) -> str:
     return path
 
 
-def authors_check_implication(model, tokenizer, question: str, answer1: str, answer2: str) -> bool:
-    """GeneralVerifier.check_implication, line for line (one prompt, full softmax)."""
-    import torch
-
-    prompt = render_verifier_prompt(None, question, answer1, answer2)
-    input_ids = tokenizer(prompt, return_tensors="pt").input_ids
-    with torch.inference_mode():
-        logits = model.forward(input_ids).logits
-    probs = torch.softmax(logits[0, input_ids.shape[1] - 1, :], dim=0)
-    decision = tokenizer(" Yes", " No", add_special_tokens=False)
-    return probs[decision.input_ids[0]].item() > probs[decision.input_ids[1]].item()
-
-
 SETTINGS = {"model": None, "revision": None, "engine": "hf", "device": "cpu", "dtype": "float32", "batch_size": 8,
             "prompt": None, "yes_token": " Yes", "no_token": " No", "endpoint": None, "api_key_env": "X",
             "timeout_seconds": 5}
@@ -316,7 +288,7 @@ def test_a_real_verifier_decides_as_the_authors_code_in_fewer_passes(tiny_verifi
 
     clustering = make_equivalence_judge({**SETTINGS, "model": tiny_verifier})
     ids = judge_cluster_ids(ANSWERS, QUESTION, clustering)
-    reference = authors_semantic_ids(ANSWERS, lambda a, b: authors_check_implication(model, tokenizer, QUESTION, a, b))
+    reference, _ = authors_semantic_ids(ANSWERS, lambda a, b: authors_check_implication(model, tokenizer, QUESTION, a, b))
     assert partition(ids, ANSWERS) == partition(reference, ANSWERS)
     assert clustering.forward_passes <= len(set(ids))
 

@@ -124,7 +124,7 @@ def _step_metrics_callback(tracker: Any = None):
     return StepMetrics()
 
 
-def plot_curves(log_history: list[dict[str, Any]], path: Path) -> None:
+def plot_curves(log_history: list[dict[str, Any]], path: Path, title: str | None = None) -> None:
     """Training curves people look at first: reward up, semantic entropy down."""
     import matplotlib
 
@@ -141,6 +141,8 @@ def plot_curves(log_history: list[dict[str, Any]], path: Path) -> None:
         axis.set_title(metric, fontsize=9)
         axis.set_xlabel("optimizer step")
         axis.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -256,7 +258,8 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
         tokenizer.save_pretrained(str(final_dir))
         make_group_readable(final_dir)
         (checkpoint_dir / "log_history.json").write_text(json.dumps(log_history, indent=1))
-        plot_curves(log_history, checkpoint_dir / "curves.png")
+        plot_curves(log_history, checkpoint_dir / "curves.png",
+                    title=f"{spec['model']} / {spec['method']} (reward: {trainer_settings['reward']}), per optimizer step")
     return {
         "kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],
         "backend": "trl", "trainer": trainer_settings, "semantic_judge": spec.get("semantic_judge"),
