@@ -335,9 +335,9 @@ class HFDecision:
         return (logits[:, self.yes_id] - logits[:, self.no_id]).tolist()
 
 
-def _margin_from_top_logprobs(top: Mapping[str, float] | None, yes: str, no: str) -> float:
-    """Yes-minus-No log-probability from a top-k table; a word outside it scores -inf, and
-    neither in it is NaN (read as "No")."""
+def _margin_from_top_logprobs(top: Mapping[Any, float] | None, yes: Any, no: Any) -> float:
+    """Yes-minus-No log-probability from a top-k table (keyed by token text or id); a word
+    outside it scores -inf, and neither in it is NaN (read as "No")."""
     top = top or {}
     if yes not in top and no not in top:
         return math.nan
@@ -364,11 +364,8 @@ class VLLMDecision:
         params = SamplingParams(temperature=0.0, max_tokens=1, logprobs=self.TOP_LOGPROBS)
         margins = []
         for request in self.llm.generate(list(prompts), params, use_tqdm=False):
-            table = request.outputs[0].logprobs[0]
-            scores = {self.yes_id: -math.inf, self.no_id: -math.inf}
-            scores.update({token: entry.logprob for token, entry in table.items() if token in scores})
-            both_missing = all(math.isinf(v) for v in scores.values())
-            margins.append(math.nan if both_missing else scores[self.yes_id] - scores[self.no_id])
+            table = {token: entry.logprob for token, entry in request.outputs[0].logprobs[0].items()}
+            margins.append(_margin_from_top_logprobs(table, self.yes_id, self.no_id))
         return margins
 
 
