@@ -102,6 +102,11 @@ def test_settings_fingerprint_ignores_resources_but_not_what_shapes_weights(tmp_
     assert fingerprint({**spec, "trainer": {**spec["trainer"], "max_steps": 3}}) != reference
     assert fingerprint({**spec, "verl": {**spec["verl"], "loss_agg_mode": "seq-mean-token-mean"}}) != reference
     assert fingerprint(base={**base, "revision": "def"}) != reference
+    # the semantic judge decides the rewards of judge-based methods: another judge, other weights
+    judged = {**spec, "trainer": {**spec["trainer"], "equivalence": "judge"},
+              "semantic_judge": {"model": "TIGER-Lab/general-verifier", "engine": "hf", "batch_size": 16}}
+    assert fingerprint(judged) != reference
+    assert fingerprint({**judged, "semantic_judge": {**judged["semantic_judge"], "model": "other/verifier"}}) != fingerprint(judged)
     data.write_bytes(b"other rows")
     assert fingerprint() != reference
 
