@@ -221,7 +221,7 @@ def user_content(question: str, spec: Mapping[str, Any]) -> str:
 def to_canonical(records: Iterable[Mapping[str, Any]], name: str, spec: Mapping[str, Any],
                  report: ConversionReport) -> list[dict[str, Any]]:
     """Map raw rows to canonical rows, dropping (and counting) rows without question or answer."""
-    from pipelines.free_form import CHOICE_LETTERS, format_options
+    from pipelines.free_form import format_options
 
     rows: list[dict[str, Any]] = []
     fmt = spec.get("format", "verl")
@@ -245,7 +245,7 @@ def to_canonical(records: Iterable[Mapping[str, Any]], name: str, spec: Mapping[
             if "options" in columns and question is not None:
                 options = _options(record, columns["options"])
                 options, answer = _choice_gold(options, answer, spec.get("shuffle_options"), position)
-                if options is None or answer is None or answer not in CHOICE_LETTERS[:len(options)]:
+                if options is None or answer is None:  # _choice_gold returns a valid letter or None
                     report.bad_options += 1
                     if len(report.examples_dropped) < 5:
                         report.examples_dropped.append(f"row {position}: options {options!r}, answer {answer!r}")
