@@ -30,7 +30,8 @@ demo: install
 	$(RUN) snakemake --configfile config/demo.yaml --cores $(CORES)
 	@cat results/demo/table.md
 	@echo ""
-	@echo "Chart: results/demo/table.png    MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))"
+	@echo "Chart: results/demo/table.png    Curves: results/demo/curves/tiny-qwen2.png"
+	@echo "MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))    Report: make report"
 
 # The demo's Snakemake report (run `make demo` first): the table, its chart and CSV, every job's
 # code, software and timings, in one self-contained HTML file. REPORT_CONFIG=... for another config.

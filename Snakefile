@@ -29,6 +29,7 @@ include: "workflow/rules/report.smk"
 localrules:
     all,
     table,
+    curves,
     plan,
     verl_command,
 
@@ -39,4 +40,5 @@ rule all:
     input:
         list(table_outputs().values()),
         all_grade_metrics(),
+        all_curves(),
     default_target: True

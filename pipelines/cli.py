@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from typing import Any
+
+from pipelines.config import read_spec
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -13,8 +14,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def stage_parser(description: str | None) -> argparse.ArgumentParser:
     """A parser with the options the Snakefile passes to every stage."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--spec", required=True, help="JSON job spec (from the Snakefile)")
-    parser.add_argument("--tracking", default=None, help="JSON of the config's mlflow section")
+    parser.add_argument("--spec", required=True,
+                        help="the job spec: a JSON file written by the workflow, or inline JSON")
+    parser.add_argument("--tracking", default=None,
+                        help="the config's mlflow section: a JSON file written by the workflow, or inline JSON")
     parser.add_argument("--log-file", default=None, help="the job log, attached to its MLflow run")
     return parser
 
@@ -24,7 +27,7 @@ def parse_stage_args(parser: argparse.ArgumentParser, argv: list[str] | None
     """Parsed arguments, the decoded spec and tracking config; logging set up for the job log."""
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    return args, json.loads(args.spec), json.loads(args.tracking) if args.tracking else None
+    return args, read_spec(args.spec), read_spec(args.tracking) if args.tracking else None
 
 
 def results_root(tracking_config: dict[str, Any] | None) -> str | None:

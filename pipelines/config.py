@@ -4,8 +4,10 @@ The JSON schema in `workflow/schemas/config.schema.yaml` is the single source of
 defaults and their documentation. This module validates a config against it (errors name the
 key and the file), fills the defaults, checks cross-references (a benchmark that is not a
 dataset, ...), and resolves what one job needs into a plain JSON-able "spec" dict. The
-Snakefile passes that spec to `python -m pipelines.<stage>`, so a stage never re-reads the
-config, and Snakemake reruns a job whose spec changed (params are a rerun trigger).
+Snakefile writes that spec to a file named by its content (`write_spec_file`) and passes the
+path to `python -m pipelines.<stage>`, so a stage never re-reads the config, the printed
+commands stay short, and Snakemake reruns a job whose spec changed (params are a rerun
+trigger, and a changed spec is a new file name).
 
 Import cost matters: the Snakefile imports this on every parse (dry-runs must stay fast),
 so only yaml and jsonschema are imported here.
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -459,6 +463,24 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
     return spec
 
 
+def curves_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """One model's training-curve overlay: its trained methods, where their checkpoints live."""
+    return {"model": model, "methods": [
+        {"method": method, "backend": train_backend(config, method),
+         "checkpoints": checkpoint_dir(config, model, method)}
+        for trained_model, method in train_targets(config) if trained_model == model]}
+
+
+def curve_models(config: dict[str, Any]) -> list[str]:
+    """Models with at least one trained method (each gets an overlay of its methods' curves)."""
+    return list(dict.fromkeys(model for model, _ in train_targets(config)))
+
+
+def checkpoint_dir(config: dict[str, Any], model: str, method: str) -> str:
+    """Where a training job keeps its checkpoints (not a declared output: a killed job resumes)."""
+    return f"{config['results_dir']}/train/{model}/{method}"
+
+
 def convert_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
     """What the conversion of a verl checkpoint depends on: the training spec and the step."""
     return {"model": model, "method": method, "step": resolved_verl(config, model)["convert_step"],
@@ -629,6 +651,49 @@ def tracking_spec(config: dict[str, Any]) -> dict[str, Any]:
 def to_json(spec: dict[str, Any]) -> str:
     """Canonical JSON (sorted keys) so an unchanged spec never looks changed to Snakemake."""
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+#: `<stage>-<first 16 hex digits of the sha256 of the file's text>.json`
+SPEC_FILE_NAME = re.compile(r"^[a-z_]+-(?P<digest>[0-9a-f]{16})\.json$")
+
+
+def write_spec_file(spec: dict[str, Any], directory: str | Path, stage: str) -> str:
+    """Write a job's spec to `<directory>/<stage>-<digest>.json` and return that path.
+
+    Named by its content: an unchanged spec keeps its path (no rerun), a changed one gets a new
+    path (Snakemake reruns the job), and concurrent writers of one name write the same text.
+    `read_spec` refuses a file whose text no longer matches its name.
+    """
+    text = to_json(spec)
+    path = Path(directory) / f"{stage}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    return str(path)
+
+
+def read_spec(value: str) -> dict[str, Any]:
+    """A spec given on a command line: inline JSON (`{...}`) or a file from `write_spec_file`.
+
+    A content-named file whose text was edited after it was written is refused: the job would
+    otherwise run settings that Snakemake's record and the file's name do not show.
+    """
+    if value.lstrip().startswith("{"):
+        return json.loads(value)
+    path = Path(value)
+    if not path.is_file():
+        raise SystemExit(f"spec file {path} does not exist (the workflow writes it when it plans the job)")
+    text = path.read_text()
+    named = SPEC_FILE_NAME.match(path.name)
+    if named and hashlib.sha256(text.encode()).hexdigest()[:16] != named["digest"]:
+        raise SystemExit(f"spec file {path} was changed after the workflow wrote it (its content no "
+                         f"longer matches its name); delete it and rerun snakemake to write it again")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"spec file {path} is not valid JSON: {error}") from None
 
 
 # ----------------------------------------------------------------------------------------

@@ -442,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}/{spec['protocol_name']}"
     with tracking.job_run(tracking_config, "generate", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"],
-                          "benchmark": spec["benchmark"], "protocol": spec["protocol_name"],
-                          **upstream_runs(manifest, args.data)})
+                          "benchmark": spec["benchmark"], "protocol": spec["protocol_name"]})
+        tracker.link_runs(upstream_runs(manifest, args.data))
         result = run_generation(spec, manifest, args.data, args.generations, args.record,
                                 tracker=tracker, threads=args.threads)
         tracker.log_metrics({f"count.{k}": v for k, v in result["counts"].items()})

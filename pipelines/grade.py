@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         tracker.log_metrics({**result["metrics"],
                              **{f"{name}.se": u["se"] for name, u in result["uncertainty"].items()},
                              **{f"count.{k}": v for k, v in result["counts"].items() if isinstance(v, (int, float))}})
-        tracker.set_tags({"protocol_id": result["protocol_id"],
-                          "generation_run_id": str(result["generation"]["mlflow_run_id"])})
+        tracker.set_tags({"protocol_id": result["protocol_id"]})
+        tracker.link_runs({"generation_run_id": result["generation"].get("mlflow_run_id")})
         tracker.log_artifact(args.metrics, "grade")
         tracker.log_artifact(args.grades, "grade")
         tracker.log_table(graded_sample(args.generations, args.grades), "grade/graded_generations.json")

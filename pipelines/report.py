@@ -3,7 +3,8 @@
 Writes `table.md` (for people), `table.csv` (for tools), `table.json` (every cell with the
 metrics.json, protocol and MLflow run it came from), `table.png` (the blocks as bar charts with
 their intervals), `agreement.md` (how often the graders disagree, per benchmark) and
-`grader_flips.jsonl` (every sample the graders disagree on, with its answer and gold).
+`grader_flips.jsonl` (every sample the graders disagree on, with its answer and gold) and
+`graded_samples.csv` (the first graded generations of every evaluation, for reading).
 
 Numbers are percentages with one decimal, as in the EMPO README, each with the half-width of its
 95% interval (bootstrap over questions, from metrics.json) and the number of questions. Published
@@ -435,6 +436,42 @@ def render_agreement(summary: Sequence[Mapping[str, Any]], graders: Sequence[str
     return "\n".join(lines + [""])
 
 
+SAMPLES_PER_EVALUATION = 3
+RESPONSE_TAIL_CHARS = 400
+
+SAMPLE_COLUMNS = ("benchmark", "model", "method", "protocol", "grader", "correct", "extracted", "gold",
+                  "decided_by", "index", "sample", "response_tail")
+
+
+def graded_samples(metrics: Mapping[Key, Mapping[str, Any]], grader: str,
+                   per_evaluation: int = SAMPLES_PER_EVALUATION) -> list[dict[str, Any]]:
+    """The first graded generations of every evaluation graded by `grader`, benchmark first:
+    what a reader checks by eye (was it right, what did it answer, against what gold). Only
+    the response's end is kept: that is where the answer is."""
+    from pipelines.grade import graded_sample
+
+    rows = []
+    for (model, method, benchmark, protocol, name), entry in sorted(metrics.items(), key=lambda item: (
+            item[0][2], item[0][0], item[0][1], item[0][3])):
+        if name != grader:
+            continue
+        grades = Path(entry["_path"]).with_name("grades.jsonl")
+        generations = grades.parent.parent / "generations.jsonl"
+        try:
+            sample = graded_sample(generations, grades, rows=per_evaluation)
+        except (OSError, ValueError, KeyError) as error:  # the table stands; only its examples go
+            LOG.warning("%s: no graded samples for this evaluation (%s)", generations, error)
+            continue
+        for record in sample:
+            response = record["response"] or ""
+            tail = response if len(response) <= RESPONSE_TAIL_CHARS else "…" + response[-RESPONSE_TAIL_CHARS:]
+            rows.append({"benchmark": benchmark, "model": model, "method": method, "protocol": protocol,
+                         "grader": grader, **{key: record[key] for key in ("correct", "extracted", "gold",
+                                                                            "decided_by", "index", "sample")},
+                         "response_tail": tail})
+    return rows
+
+
 def write_report(spec: Mapping[str, Any], metrics_paths: Sequence[str | Path], out_dir: Path) -> dict[str, Any]:
     metrics = load_metrics(metrics_paths)
     table = build_table(spec, metrics)
@@ -448,6 +485,10 @@ def write_report(spec: Mapping[str, Any], metrics_paths: Sequence[str | Path], o
     (out_dir / "agreement.md").write_text(render_agreement(summary, spec["graders"]), encoding="utf-8")
     with open(out_dir / "grader_flips.jsonl", "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(flip, ensure_ascii=False) + "\n" for flip in flips)
+    with open(out_dir / "graded_samples.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SAMPLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(graded_samples(metrics, spec["graders"][0]))
     return table
 
 
@@ -460,14 +501,15 @@ def cell_rows(table: Mapping[str, Any]) -> list[dict[str, Any]]:
             for benchmark, cell in row["cells"].items():
                 if cell["value"] is None:
                     continue
-                rows.append({"grader": block["grader"], "protocol": block["protocol"],
-                             "model": row.get("label_model", row["model"]), "method": row.get("label_method", row["method"]),
-                             "benchmark": benchmark, "metric": cell.get("metric"), "value": round(cell["value"], 2),
+                # the number and where it came from first: the UI's table view is narrow
+                rows.append({"model": row.get("label_model", row["model"]), "method": row.get("label_method", row["method"]),
+                             "benchmark": benchmark, "value": round(cell["value"], 2),
+                             "eval_run_id": cell.get("mlflow_run_id"), "grader": block["grader"],
+                             "protocol": block["protocol"], "metric": cell.get("metric"),
                              "ci95_low": round(cell["ci95"][0], 2) if cell.get("ci95") else None,
                              "ci95_high": round(cell["ci95"][1], 2) if cell.get("ci95") else None,
                              "items": cell.get("items"), "published": cell.get("published"),
-                             "protocol_id": cell.get("protocol_id"), "eval_run_id": cell.get("mlflow_run_id"),
-                             "metrics_path": cell.get("metrics_path")})
+                             "protocol_id": cell.get("protocol_id"), "metrics_path": cell.get("metrics_path")})
     return rows
 
 
@@ -488,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                 if row["average"] is not None:
                     scores[f"{prefix}/avg"] = row["average"]
                 tracker.log_metrics(scores)
-        for name in ("table.md", "table.csv", "table.json", "table.png", "agreement.md", "grader_flips.jsonl"):
+        for name in ("table.md", "table.csv", "table.json", "table.png", "agreement.md", "grader_flips.jsonl",
+                     "graded_samples.csv"):
             tracker.log_artifact(args.out_dir / name, "table")
         tracker.log_table(cell_rows(table), "table/cells.json")
     print(render_markdown(table))

@@ -32,6 +32,9 @@ LOG = logging.getLogger(__name__)
 
 WORKFLOW_RUN_FILE = "workflow_run.json"
 DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as an experiment's description
+# MLflow 3's UI opens an experiment without this tag on its GenAI (traces) pages; ours is model
+# training, whose pages are the runs table and the metric charts.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 MAX_PARAM_LENGTH = 6000
 
 
@@ -80,6 +83,8 @@ def ensure_experiment(tracking: Mapping[str, Any]) -> str:
         described = None
     if tracking.get("description") and described != tracking["description"]:
         client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, tracking["description"])  # the UI's description
+    if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return experiment_id
 
 
@@ -210,11 +215,19 @@ def metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name.replace("@", "_at_"))
 
 
+def run_links_markdown(experiment_id: str | None, links: Mapping[str, str]) -> str:
+    """`Made from: [training run](#/experiments/1/runs/<id>) · ...`: links the MLflow UI follows."""
+    parts = [f"[{name.removesuffix('_run_id').replace('_', ' ')} run](#/experiments/{experiment_id}/runs/{run_id})"
+             for name, run_id in links.items()]
+    return "Made from: " + " · ".join(parts)
+
+
 class JobTracker:
     """Logging handle of one job's child run. Every call is best-effort (files are the truth)."""
 
-    def __init__(self, run_id: str | None):
+    def __init__(self, run_id: str | None, experiment_id: str | None = None):
         self.run_id = run_id
+        self.experiment_id = experiment_id
         self.failures = 0
 
     @property
@@ -254,6 +267,13 @@ class JobTracker:
         import mlflow
 
         self._call("set_tags", mlflow.set_tags, dict(tags))
+
+    def link_runs(self, links: Mapping[str, str]) -> None:
+        """Tag the runs that made this job's inputs (`training_run_id`, ...) and write them as
+        links in the run's description, one click away in the UI (a tag is only text)."""
+        links = {name: str(run_id) for name, run_id in links.items() if run_id}
+        if links:
+            self.set_tags({**links, DESCRIPTION_TAG: run_links_markdown(self.experiment_id, links)})
 
     def log_table(self, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
         """Rows as an MLflow table (the UI's artifact view and `mlflow.load_table`)."""
@@ -346,7 +366,7 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
                                parent_run_id=parent.get("run_id"),
                                tags={"pipeline.stage": stage, "pipeline.job": name,
                                      "git_commit": git_commit()})
-        tracker = JobTracker(run.info.run_id)
+        tracker = JobTracker(run.info.run_id, run.info.experiment_id)
         tracker._call("closing orphaned runs", close_orphaned_job_runs, mlflow.MlflowClient(uri), run, stage, name)
     except Exception as error:  # noqa: BLE001 - tracking must not stop the job itself
         LOG.warning("MLflow run could not be started (%s: %s); continuing without tracking",
@@ -373,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.tracking start|end` — the Snakefile's onstart/onsuccess/onerror hooks."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("action", choices=["start", "end"])
-    parser.add_argument("--tracking", required=True, help="JSON of the config's mlflow section")
+    parser.add_argument("--tracking", required=True,
+                        help="the config's mlflow section: a JSON file written by the workflow, or inline JSON")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--config-files", nargs="*", default=[])
     parser.add_argument("--command", default=" ".join(sys.argv))
@@ -381,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-file", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    tracking = json.loads(args.tracking)
+    from pipelines.config import read_spec
+
+    tracking = read_spec(args.tracking)
     try:
         if args.action == "start":
             start_workflow_run(tracking, args.results_dir, args.config_files, args.command)

@@ -148,6 +148,25 @@ def test_job_specs_are_canonical_json():
     assert train["dataset"] == "arith_train" and train["trainer"]["num_generations"] == 8
 
 
+def test_spec_files_are_named_by_their_content(tmp_path):
+    """Same spec, same path (no rerun); changed spec, new path (Snakemake reruns the job); an
+    edited file is refused rather than run with settings its name does not show."""
+    spec = {"model": "m", "decoding": {"n": 4, "temperature": 0.6}}
+    path = cfg.write_spec_file(spec, tmp_path / "specs", "generate")
+    assert Path(path).name.startswith("generate-") and cfg.read_spec(path) == spec
+    assert cfg.write_spec_file(json.loads(json.dumps(spec)), tmp_path / "specs", "generate") == path
+    changed = cfg.write_spec_file({**spec, "decoding": {"n": 8, "temperature": 0.6}}, tmp_path / "specs", "generate")
+    assert changed != path and cfg.read_spec(path) == spec  # the old file is untouched
+    assert cfg.read_spec(cfg.to_json(spec)) == spec  # inline JSON, for commands typed by hand
+    Path(path).write_text(cfg.to_json({**spec, "model": "other"}))
+    with pytest.raises(SystemExit, match="changed after the workflow wrote it"):
+        cfg.read_spec(path)
+    assert cfg.write_spec_file(spec, tmp_path / "specs", "generate") == path  # rewritten on replanning
+    assert cfg.read_spec(path) == spec
+    with pytest.raises(SystemExit, match="does not exist"):
+        cfg.read_spec(str(tmp_path / "specs" / "missing.json"))
+
+
 def test_report_spec_lists_published_rows_that_are_not_run():
     paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
     spec = cfg.report_spec(paper)

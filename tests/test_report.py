@@ -32,6 +32,9 @@ def _metrics(root: Path, model: str, method: str, benchmark: str, correct: list[
     folder = root / "eval" / model / method / benchmark / protocol / grader
     folder.mkdir(parents=True)
     (folder / "grades.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder.parent / "generations.jsonl").write_text("".join(json.dumps(
+        {"index": r["index"], "sample": r["sample"], "gold": "1", "question": f"q{r['index']}",
+         "response": "x" * 500 + f" so the answer is {r['extracted']}"}) + "\n" for r in records))
     (folder / "metrics.json").write_text(json.dumps({
         "model": model, "method": method, "benchmark": benchmark, "protocol_name": protocol,
         "grader": {"name": grader}, "accuracy": summary["metrics"]["accuracy"], "metrics": summary["metrics"],
@@ -57,6 +60,22 @@ ROW_EMPO = {"model": "m", "method": "empo", "label_model": "m", "label_method": 
 
 def _answers(right: int, total: int = 40) -> list[list[bool]]:
     return [[i < right] for i in range(total)]
+
+
+def test_graded_samples_show_verdict_answer_gold_and_the_response_end(tmp_path):
+    paths = [_metrics(tmp_path, "m", "base", "b1", _answers(1, total=5)),
+             _metrics(tmp_path, "m", "empo", "b1", _answers(4, total=5)),
+             _metrics(tmp_path, "m", "base", "b1", _answers(1, total=5), grader="empo-rules")]
+    report.write_report(_spec([ROW_BASE, ROW_EMPO], graders=("math-verify", "empo-rules")), paths, tmp_path)
+    with open(tmp_path / "graded_samples.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["method"], r["index"], r["correct"]) for r in rows] == [
+        ("base", "0", "True"), ("base", "1", "False"), ("base", "2", "False"),
+        ("empo", "0", "True"), ("empo", "1", "True"), ("empo", "2", "True")]
+    assert {r["grader"] for r in rows} == {"math-verify"}  # the first grader only
+    assert rows[1]["extracted"] == "2" and rows[1]["gold"] == "1"
+    assert rows[0]["response_tail"].startswith("…") and rows[0]["response_tail"].endswith("the answer is 1")
+    assert len(rows[0]["response_tail"]) == report.RESPONSE_TAIL_CHARS + 1
 
 
 def test_table_has_intervals_counts_published_and_difference(tmp_path):

@@ -59,6 +59,17 @@ def test_entropy_filter_blanks_rewards_outside_the_band():
     assert rewards.passes_entropy_filter(0.3, 0.3, 1.0) and not rewards.passes_entropy_filter(0.29, 0.3, 1.0)
 
 
+def test_group_metrics_mean_reward_counts_only_the_groups_that_train():
+    kept = rewards.score_group(GROUP, "empo", entropy_filter=(0.3, 1.0))
+    agreed = rewards.score_group(["\\boxed{2}"] * 4, "empo")
+    dropped = rewards.score_group(["\\boxed{1}", "\\boxed{2}", "\\boxed{3}", "\\boxed{4}"], "empo",
+                                  entropy_filter=(0.3, 1.0))
+    metrics = rewards.group_metrics([kept, agreed, dropped])
+    assert metrics["group/reward_mean"] == pytest.approx((sum(kept.rewards) / len(kept.rewards) + 1.0) / 2)
+    assert metrics["group/filtered_fraction"] == pytest.approx(1 / 3)
+    assert "group/reward_mean" not in rewards.group_metrics([dropped])
+
+
 def test_score_group_dispatch_and_label_free_methods_ignore_the_gold():
     with_gold = rewards.score_group(GROUP, "empo", gold="3")
     without = rewards.score_group(GROUP, "empo")

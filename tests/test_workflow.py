@@ -97,7 +97,7 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
     children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["id"]]
     stages = sorted(r["tags"]["pipeline.stage"] for r in children)
-    assert stages == ["data"] * 3 + ["generate"] * 9 + ["grade"] * 18 + ["model", "table", "train", "train"]
+    assert stages == ["curves"] + ["data"] * 3 + ["generate"] * 9 + ["grade"] * 18 + ["model", "table", "train", "train"]
     assert all(r["status"] == "FINISHED" for r in children)
     generations = [r for r in children if r["tags"]["pipeline.stage"] == "generate"]
     assert all({"items_done", "count.samples"} <= r["metrics"] for r in generations)
@@ -108,8 +108,10 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     generation_ids = {r["id"] for r in generations}
     assert all(r["tags"]["generation_run_id"] in generation_ids for r in grades)  # a grade links its generation
     trains = [r for r in children if r["tags"]["pipeline.stage"] == "train"]
-    assert all({"reward", "group/semantic_entropy", "group/majority_ratio", "learning_rate",
-                "tokens_per_second"} <= r["metrics"] for r in trains)
+    assert all({"reward", "group/reward_mean", "group/semantic_entropy", "group/majority_ratio",
+                "trl/learning_rate", "tokens_per_second"} <= r["metrics"] for r in trains)
+    # MLflow's run page opens on the first metric prefix in alphabetical order: ours, not TRL's
+    assert all(min(key.split("/")[0] for key in r["metrics"] if "/" in key) == "group" for r in trains)
     # a generation links the runs that made its inputs: its model's training run and its dataset's run
     data_runs = {r["tags"]["pipeline.job"]: r["id"] for r in children if r["tags"]["pipeline.stage"] == "data"}
     for run in generations:
@@ -117,10 +119,15 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
         trained = run["tags"]["method"] != "base"
         assert (run["tags"].get("training_run_id") in {t["id"] for t in trains}) if trained else (
             "training_run_id" not in run["tags"])
+        # ... and says so as links the UI follows (the run's description)
+        linked = {f"runs/{run['tags'][key]})" for key in ("dataset_run_id", "training_run_id") if key in run["tags"]}
+        assert all(link in run["tags"]["mlflow.note.content"] for link in linked) and linked
     with sqlite3.connect(demo_run / "results" / "mlflow" / "mlflow.db") as db:
         steps = db.execute("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_uuid = ? AND key = 'reward'",
                            (trains[0]["id"],)).fetchone()[0]
         (description,) = db.execute("SELECT value FROM experiment_tags WHERE key = 'mlflow.note.content'").fetchone()
+        (kind,) = db.execute("SELECT value FROM experiment_tags WHERE key = 'mlflow.experimentKind'").fetchone()
+    assert kind == "custom_model_development"  # the UI opens on runs and charts, not on GenAI traces
     assert steps == 24  # one point per optimizer step: a curve, not a number
     assert description.startswith("The embedded CPU demo")  # the experiment says what it reproduces
     artifacts = demo_run / "results" / "mlflow" / "artifacts"
@@ -206,7 +213,9 @@ def test_bad_config_fails_before_any_job(tmp_path):
 
 def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
     workdir = copy_workflow(tmp_path)
-    result = _snakemake(workdir, "-n", "--configfile", "config/config.yaml")
+    result = _snakemake(workdir, "-n", "-p", "--configfile", "config/config.yaml")
+    shell_commands = [line for line in result.stdout.splitlines() if "python -m pipelines." in line]
+    assert shell_commands and not any("{" in line for line in shell_commands)  # specs are files, not JSON
     counts = dict(line.split()[:2] for line in result.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert int(counts["generate"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py
@@ -280,11 +289,28 @@ def test_a_broken_tracking_store_never_fails_the_workflow(tmp_path):
     assert "WARNING: MLflow tracking unavailable" in result.stderr
 
 
-def test_make_report_builds_one_html_file_with_the_table_and_chart(demo_run):
+def test_make_report_builds_one_html_file_with_the_table_chart_curves_and_samples(demo_run):
     result = _snakemake(demo_run, "--configfile", "config/demo.yaml", "--report", "results/demo/report.html")
     html = (demo_run / DEMO / "report.html").read_text(errors="replace")
-    assert "Adding table.png" in result.stdout + result.stderr and "Adding table.csv" in result.stdout + result.stderr
-    assert len(html) > 100_000 and "table.png" in html and "table.csv" in html
+    for item in ("table.png", "table.csv", "graded_samples.csv", "tiny-qwen2.png"):
+        assert f"Adding {item}" in result.stdout + result.stderr and item in html
+    assert len(html) > 100_000
+
+
+def test_the_curves_overlay_every_trained_method_of_the_model(demo_run):
+    from pipelines import curves
+    from pipelines.models import read_manifest
+
+    figure = demo_run / DEMO / "curves" / "tiny-qwen2.png"
+    assert figure.stat().st_size > 20_000
+    for method in ("empo", "grpo"):
+        manifest = read_manifest(demo_run / DEMO / "models" / "tiny-qwen2" / method / "model.json")
+        history = curves.method_history({"checkpoints": str(demo_run / DEMO / "train" / "tiny-qwen2" / method)},
+                                        manifest, None)
+        steps = [step for step, _ in history["reward (mean over rollouts)"]]
+        assert steps[-1] == manifest["rollout_steps"] and len(history) == len(curves.CURVES)
+    runs = [run for run in _runs(demo_run) if run["name"] == "curves:tiny-qwen2"]
+    assert runs and all(run["status"] == "FINISHED" for run in runs)  # one per (re)drawing
 
 
 def test_a_moved_results_tree_reruns_an_evaluation_from_itself(demo_run, tmp_path_factory):

@@ -322,7 +322,11 @@ def group_metrics(scores: Sequence[GroupScore]) -> dict[str, float]:
     if not scores:
         return {}
     diagnostics = [score.diagnostics for score in scores]
+    group_means = [fmean(kept) for score in scores if not score.filtered
+                   for kept in [[reward for reward in score.rewards if reward is not None]] if kept]
     metrics = {
+        # the method's own reward, mean over the groups that trained: one name for every trainer
+        **({"group/reward_mean": fmean(group_means)} if group_means else {}),
         "group/semantic_entropy": fmean(d.semantic_entropy for d in diagnostics),
         "group/num_clusters": fmean(d.num_clusters for d in diagnostics),
         "group/majority_ratio": fmean(d.majority_ratio for d in diagnostics),

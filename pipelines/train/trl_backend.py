@@ -30,8 +30,6 @@ from pipelines.provenance import file_sha256
 
 LOG = logging.getLogger(__name__)
 
-CURVE_METRICS = ("reward", "group/semantic_entropy", "group/majority_ratio", "group/majority_vs_gold_accuracy")
-
 
 def updates_per_step(trainer: dict[str, Any]) -> int:
     return trainer["prompts_per_step"] // trainer["mini_batch_prompts"]
@@ -96,6 +94,18 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
+#: Step metrics logged to MLflow under their own names; TRL's other diagnostics go under `trl/`.
+OWN_STEP_METRICS = ("reward", "reward_std", "tokens_per_second")
+
+
+def mlflow_metric_name(key: str) -> str:
+    """MLflow's run page draws one section per metric prefix, in alphabetical order, and the
+    unprefixed ones last: under their own names TRL's `clip_ratio/*` (all zero without
+    clipping) and `completions/*` came first. Ours (`group/*`: reward, semantic entropy,
+    majority share) now open the page; TRL's follow as `trl/<name>`. Files keep TRL's names."""
+    return key if key in OWN_STEP_METRICS or key.startswith("group/") else f"trl/{key}"
+
+
 def _step_metrics_callback(tracker: Any = None):
     """A TrainerCallback adding tokens/s to every log line and sending the line's numbers to
     the job's MLflow run. It replaces TRL's own MLflowCallback (report_to is empty), which would
@@ -117,35 +127,11 @@ def _step_metrics_callback(tracker: Any = None):
             if tokens is not None:
                 self.last = (now, tokens)
             if tracker is not None and getattr(tracker, "active", False) and state.is_world_process_zero:
-                numbers = {key: float(value) for key, value in logs.items()
+                numbers = {mlflow_metric_name(key): float(value) for key, value in logs.items()
                            if isinstance(value, (int, float)) and not isinstance(value, bool)}
                 tracker.log_metrics(numbers, step=int(state.global_step))
 
     return StepMetrics()
-
-
-def plot_curves(log_history: list[dict[str, Any]], path: Path, title: str | None = None) -> None:
-    """Training curves people look at first: reward up, semantic entropy down."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    present = [m for m in CURVE_METRICS if any(m in entry for entry in log_history)]
-    if not present:
-        return
-    figure, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.2), squeeze=False)
-    for axis, metric in zip(axes[0], present):
-        points = [(e["step"], e[metric]) for e in log_history if metric in e and "step" in e]
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
-        axis.set_title(metric, fontsize=9)
-        axis.set_xlabel("optimizer step")
-        axis.grid(alpha=0.3)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -158,7 +144,8 @@ def _replay_history(tracker: Any, log_history: list[dict[str, Any]]) -> None:
         return
     for entry in log_history:
         if "step" in entry:
-            tracker.log_metrics({k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"]))
+            tracker.log_metrics({mlflow_metric_name(k): v for k, v in entry.items() if k != "step"},
+                                step=int(entry["step"]))
 
 
 def _empty_dir(path: Path) -> None:
@@ -193,6 +180,7 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from pipelines.curves import plot_method_curves
     from pipelines.data import read_canonical
     from pipelines.models import make_group_readable
     from pipelines.train.checkpoints import claim_checkpoint_dir, shaping_settings
@@ -258,7 +246,7 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
         tokenizer.save_pretrained(str(final_dir))
         make_group_readable(final_dir)
         (checkpoint_dir / "log_history.json").write_text(json.dumps(log_history, indent=1))
-        plot_curves(log_history, checkpoint_dir / "curves.png",
+        plot_method_curves(log_history, checkpoint_dir / "curves.png",
                     title=f"{spec['model']} / {spec['method']} (reward: {trainer_settings['reward']}), per optimizer step")
     return {
         "kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],

@@ -193,8 +193,6 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         gold_accuracy = [_unwrap(_unwrap(extra_fields[row]).get("reward_extra_info")).get("acc") for row in final]
         if all(value is not None for value in gold_accuracy):
             extras["group/rollout_gold_accuracy"] = fmean(float(v) for v in gold_accuracy)
-        if not score.filtered:
-            extras["group/reward_mean"] = fmean(score.rewards)
         self._scored.append((score, extras))
         if score.filtered:
             return score.diagnostics.majority_ratio

@@ -12,7 +12,10 @@ CONFIG = cfg.validate_config(
     files=workflow.configfiles,
 )
 RESULTS = CONFIG["results_dir"]
-TRACKING_JSON = cfg.to_json(cfg.tracking_spec(CONFIG))
+# Job specs are files named by their content (short commands; a changed spec is a new name,
+# so Snakemake reruns the job). Written when a job is planned, dry runs included.
+SPECS = f"{RESULTS}/specs"
+TRACKING_SPEC = cfg.write_spec_file(cfg.tracking_spec(CONFIG), SPECS, "tracking")
 
 
 wildcard_constraints:
@@ -22,6 +25,11 @@ wildcard_constraints:
     benchmark=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     protocol=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     grader="|".join(re.escape(name) for name in cfg.grader_names()),
+
+
+def spec_file(stage, make_spec):
+    """A params function: the job's spec (`make_spec(wildcards)`) written as a file, its path."""
+    return lambda wildcards: cfg.write_spec_file(make_spec(wildcards), SPECS, stage)
 
 
 def resource(stage, key, model=None, dataset=None):
@@ -134,10 +142,24 @@ def all_grades():
     return [grades_path(*target) for target in cfg.grade_targets(CONFIG)]
 
 
+def curves_path(model):
+    return f"{RESULTS}/curves/{model}.png"
+
+
+def trained_manifests(model):
+    """The manifests of a model's trained methods, in the curves spec's order."""
+    return [model_manifest(model, entry["method"]) for entry in cfg.curves_spec(CONFIG, model)["methods"]]
+
+
+def all_curves():
+    return [curves_path(model) for model in cfg.curve_models(CONFIG)]
+
+
 def table_outputs():
     """The report's files by name (rule table's outputs; rule all asks for them)."""
     files = {suffix: f"{RESULTS}/table.{suffix}" for suffix in ("md", "csv", "json", "png")}
-    return {**files, "agreement": f"{RESULTS}/agreement.md", "flips": f"{RESULTS}/grader_flips.jsonl"}
+    return {**files, "agreement": f"{RESULTS}/agreement.md", "flips": f"{RESULTS}/grader_flips.jsonl",
+            "samples": f"{RESULTS}/graded_samples.csv"}
 
 
 def demo_corpus(wildcards):
@@ -154,7 +176,7 @@ def tracking_hook(action, *extra):
     """
     import subprocess
 
-    command = ["python", "-m", "pipelines.tracking", action, "--tracking", TRACKING_JSON,
+    command = ["python", "-m", "pipelines.tracking", action, "--tracking", TRACKING_SPEC,
                "--results-dir", RESULTS, *extra]
     try:
         status = subprocess.run(command, check=False).returncode

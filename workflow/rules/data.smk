@@ -8,7 +8,7 @@ rule data:
     log:
         f"{RESULTS}/logs/data/{{dataset}}.log",
     params:
-        spec=lambda w: cfg.to_json(cfg.data_job_spec(CONFIG, w.dataset)),
+        spec=spec_file("data", lambda w: cfg.data_job_spec(CONFIG, w.dataset)),
     threads: 1
     resources:
         mem_mb=resource("data", "mem_mb"),
@@ -18,5 +18,5 @@ rule data:
         "../../envs/data.yaml"
     shell:
         "python -m pipelines.data --spec {params.spec:q} --output {output.parquet:q}"
-        " --summary {output.summary:q} --tracking {TRACKING_JSON:q} --log-file {log:q}"
+        " --summary {output.summary:q} --tracking {TRACKING_SPEC:q} --log-file {log:q}"
         " > {log:q} 2>&1"

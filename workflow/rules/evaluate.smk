@@ -43,7 +43,7 @@ rule generate:
     log:
         f"{RESULTS}/logs/generate/{{model}}/{{method}}/{{benchmark}}/{{protocol}}.log",
     params:
-        spec=lambda w: cfg.to_json(cfg.generate_job_spec(CONFIG, w.model, w.method, w.benchmark, w.protocol)),
+        spec=spec_file("generate", lambda w: cfg.generate_job_spec(CONFIG, w.model, w.method, w.benchmark, w.protocol)),
     threads: resource("generate", "cpus")
     resources:
         gpu=resource("generate", "gpus"),
@@ -55,7 +55,7 @@ rule generate:
     shell:
         "python -m pipelines.generate --spec {params.spec:q} --model-manifest {input.model:q}"
         " --data {input.data:q} --generations {output.generations:q} --record {output.record:q}"
-        " --threads {threads} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+        " --threads {threads} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
 
 
 rule grade:
@@ -68,9 +68,7 @@ rule grade:
     log:
         f"{RESULTS}/logs/grade/{{model}}/{{method}}/{{benchmark}}/{{protocol}}/{{grader}}.log",
     params:
-        spec=lambda w: cfg.to_json(
-            cfg.grade_job_spec(CONFIG, w.model, w.method, w.benchmark, w.protocol, w.grader)
-        ),
+        spec=spec_file("grade", lambda w: cfg.grade_job_spec(CONFIG, w.model, w.method, w.benchmark, w.protocol, w.grader)),
     threads: grade_resource("cpus")
     resources:
         gpu=grade_resource("gpus"),
@@ -82,4 +80,4 @@ rule grade:
     shell:
         "python -m pipelines.grade --spec {params.spec:q} --generations {input.generations:q}"
         " --record {input.record:q} --grades {output.grades:q} --metrics {output.metrics:q}"
-        " --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+        " --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"

@@ -10,7 +10,7 @@ rule model:
     log:
         f"{RESULTS}/logs/models/{{model}}.log",
     params:
-        spec=lambda w: cfg.to_json(cfg.model_job_spec(CONFIG, w.model)),
+        spec=spec_file("model", lambda w: cfg.model_job_spec(CONFIG, w.model)),
     threads: 1
     resources:
         mem_mb=resource("model", "mem_mb"),
@@ -20,5 +20,5 @@ rule model:
         "../../envs/models.yaml"
     shell:
         "python -m pipelines.models --spec {params.spec:q} --output {output:q}"
-        " --corpus {input.corpus:q} --tracking {TRACKING_JSON:q} --log-file {log:q}"
+        " --corpus {input.corpus:q} --tracking {TRACKING_SPEC:q} --log-file {log:q}"
         " > {log:q} 2>&1"

@@ -4,6 +4,10 @@
 # every cell to its metrics.json, and the graders' agreement (flips, with examples).
 
 
+# The table stage's files that `snakemake --report` shows, with their captions.
+REPORT_CAPTIONS = {"png": "table_chart.rst", "csv": "table_csv.rst", "samples": "graded_samples.rst"}
+
+
 rule table:
     input:
         metrics=all_grade_metrics(),
@@ -11,8 +15,8 @@ rule table:
     output:
         **{
             name: (
-                report(path, caption=f"../report/table_{'chart' if name == 'png' else 'csv'}.rst", category="Results")
-                if name in ("png", "csv")
+                report(path, caption=f"../report/{REPORT_CAPTIONS[name]}", category="Results")
+                if name in REPORT_CAPTIONS
                 else path
             )
             for name, path in table_outputs().items()
@@ -20,12 +24,31 @@ rule table:
     log:
         f"{RESULTS}/logs/table.log",
     params:
-        spec=lambda w: cfg.to_json(cfg.report_spec(CONFIG)),
+        spec=spec_file("report", lambda w: cfg.report_spec(CONFIG)),
     conda:
         "../../envs/report.yaml"
     shell:
         "python -m pipelines.report --spec {params.spec:q} --metrics {input.metrics:q}"
-        " --out-dir {RESULTS:q} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+        " --out-dir {RESULTS:q} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
+
+
+rule curves:
+    # One figure per model: every trained method's reward, semantic entropy and majority share
+    # per rollout step on shared axes (TRL histories from files, verl's from its MLflow run).
+    input:
+        manifests=lambda w: trained_manifests(w.model),
+    output:
+        report(curves_path("{model}"), caption="../report/curves.rst", category="Training",
+               labels={"model": "{model}"}),
+    log:
+        f"{RESULTS}/logs/curves/{{model}}.log",
+    params:
+        spec=spec_file("curves", lambda w: cfg.curves_spec(CONFIG, w.model)),
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "python -m pipelines.curves --spec {params.spec:q} --manifests {input.manifests:q}"
+        " --output {output:q} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
 
 
 rule plan:
@@ -38,7 +61,7 @@ rule plan:
     log:
         f"{RESULTS}/logs/plan.log",
     params:
-        spec=lambda w: cfg.to_json(cfg.plan_spec(CONFIG)),
+        spec=spec_file("plan", lambda w: cfg.plan_spec(CONFIG)),
     conda:
         "../../envs/report.yaml"
     shell:

@@ -18,8 +18,8 @@ rule train:
     wildcard_constraints:
         method=methods_regex("trl"),
     params:
-        spec=lambda w: cfg.to_json(cfg.train_job_spec(CONFIG, w.model, w.method)),
-        checkpoints=lambda w: f"{RESULTS}/train/{w.model}/{w.method}",
+        spec=spec_file("train", lambda w: cfg.train_job_spec(CONFIG, w.model, w.method)),
+        checkpoints=lambda w: cfg.checkpoint_dir(CONFIG, w.model, w.method),
     threads: resource("train", "cpus")
     resources:
         gpu=resource("train", "gpus"),
@@ -31,7 +31,7 @@ rule train:
     shell:
         "python -m pipelines.train --spec {params.spec:q} --base-manifest {input.model:q}"
         " --data {input.data:q} --checkpoints {params.checkpoints:q} --output {output:q}"
-        " --threads {threads} --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+        " --threads {threads} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
 
 
 rule verl_command:
@@ -44,17 +44,17 @@ rule verl_command:
     wildcard_constraints:
         method=methods_regex("verl"),
     params:
-        spec=lambda w: cfg.to_json(cfg.train_job_spec(CONFIG, w.model, w.method)),
+        spec=spec_file("train", lambda w: cfg.train_job_spec(CONFIG, w.model, w.method)),
         model_dir=lambda w: base_model_dir(w.model),
         data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
         val=lambda w: verl_validation_paths(w.model),
-        checkpoints=lambda w: f"{RESULTS}/train/{w.model}/{w.method}",
+        checkpoints=lambda w: cfg.checkpoint_dir(CONFIG, w.model, w.method),
     conda:
         "../../envs/report.yaml"
     shell:
         "python -m pipelines.train.verl_launch --write-command {output:q} --spec {params.spec:q}"
         " --model-dir {params.model_dir:q} --data {params.data:q} --val-data {params.val:q}"
-        " --checkpoints {params.checkpoints:q} --tracking {TRACKING_JSON:q} > {log:q} 2>&1"
+        " --checkpoints {params.checkpoints:q} --tracking {TRACKING_SPEC:q} > {log:q} 2>&1"
 
 
 rule train_verl:
@@ -70,8 +70,8 @@ rule train_verl:
     wildcard_constraints:
         method=methods_regex("verl"),
     params:
-        spec=lambda w: cfg.to_json(cfg.train_job_spec(CONFIG, w.model, w.method)),
-        checkpoints=lambda w: f"{RESULTS}/train/{w.model}/{w.method}",
+        spec=spec_file("train", lambda w: cfg.train_job_spec(CONFIG, w.model, w.method)),
+        checkpoints=lambda w: cfg.checkpoint_dir(CONFIG, w.model, w.method),
     threads: resource("train", "cpus")
     resources:
         mem_mb=resource("train", "mem_mb"),
@@ -82,7 +82,7 @@ rule train_verl:
     shell:
         "python -m pipelines.train.verl_launch --command-file {input.command:q} --spec {params.spec:q}"
         " --base-manifest {input.model:q} --data {input.data:q} --val-data {input.val:q}"
-        " --checkpoints {params.checkpoints:q} --output {output:q} --tracking {TRACKING_JSON:q}"
+        " --checkpoints {params.checkpoints:q} --output {output:q} --tracking {TRACKING_SPEC:q}"
         " --log-file {log:q} > {log:q} 2>&1"
 
 
@@ -96,7 +96,7 @@ rule convert:
     wildcard_constraints:
         method=methods_regex("verl"),
     params:
-        spec=lambda w: cfg.to_json(cfg.convert_job_spec(CONFIG, w.model, w.method)),
+        spec=spec_file("convert", lambda w: cfg.convert_job_spec(CONFIG, w.model, w.method)),
     threads: 2
     resources:
         mem_mb=resource("generate", "mem_mb"),
@@ -106,4 +106,4 @@ rule convert:
         "../../envs/verl.yaml"
     shell:
         "python -m pipelines.convert --spec {params.spec:q} --training {input:q} --output {output:q}"
-        " --tracking {TRACKING_JSON:q} --log-file {log:q} > {log:q} 2>&1"
+        " --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
