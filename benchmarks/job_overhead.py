@@ -1,0 +1,91 @@
+"""What one job costs beyond its own work, through Snakemake, with and without MLflow tracking.
+
+A trivial job (the demo's `data` job for one small benchmark, forced to rerun) in a copy of the
+workflow, in the same run:
+  work alone:  the job's command run directly, untracked (interpreter, imports, the work);
+  untracked:   `snakemake -f <its output>` with `mlflow.enabled: false`;
+  tracked:     the same with the demo's MLflow store (start hook, the job's run, end hook).
+Overhead = wall time - work alone. Also: `snakemake --version` (Snakemake's own start) and
+`import mlflow` (what each tracked process pays first). Target: tracked overhead < 3 s.
+    python benchmarks/job_overhead.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import copy_workflow  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TARGET = "results/demo/data/arith_easy.parquet"
+UNTRACKED = ["--configfile", "config/demo.yaml", "config/untracked.yaml"]  # later files override
+
+
+def run(args: list[str], cwd: Path) -> str:
+    """Run with this interpreter's environment first on PATH (the rules call `python`)."""
+    environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=environment)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def timed(args: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    run(args, cwd)
+    return time.perf_counter() - started
+
+
+def snakemake(*args: str) -> list[str]:
+    configs = [] if "--configfile" in args else ["--configfile", "config/demo.yaml"]
+    return [str(BIN / "snakemake"), "--cores", "2", *args, *configs]
+
+
+def job_command(workdir: Path) -> list[str]:
+    """The data job's own command, as the last run printed it, untracked."""
+    log = run(snakemake("-n", "-p", "-f", TARGET, *UNTRACKED), workdir)
+    line = next(line for line in log.splitlines() if "python -m pipelines.data" in line)
+    words = line.split("python -m pipelines.data", 1)[1].split(">")[0].split()
+    words = [word.strip("'") for word in words]
+    at = words.index("--tracking")
+    return [sys.executable, "-m", "pipelines.data", *words[:at], *words[at + 2:]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = copy_workflow(Path(tmp))
+        (workdir / "config" / "untracked.yaml").write_text("mlflow:\n  enabled: false\n")
+        run(snakemake(TARGET), workdir)  # the store, the spec files, a first output
+        command = job_command(workdir)
+        figures = {
+            "snakemake --version": [timed([str(BIN / "snakemake"), "--version"], workdir) for _ in range(args.repeats)],
+            "import mlflow": [timed([sys.executable, "-c", "import mlflow"], workdir) for _ in range(args.repeats)],
+            "work alone": [timed(command, workdir) for _ in range(args.repeats)],
+            "untracked job": [timed(snakemake("-f", TARGET, *UNTRACKED), workdir) for _ in range(args.repeats)],
+            "tracked job": [timed(snakemake("-f", TARGET), workdir) for _ in range(args.repeats)],
+        }
+    median = {name: statistics.median(values) for name, values in figures.items()}
+    for name, value in median.items():
+        print(f"{name:22s} {value:6.2f} s (median of {args.repeats})")
+    untracked = median["untracked job"] - median["work alone"]
+    tracked = median["tracked job"] - median["work alone"]
+    print(f"overhead untracked: {untracked:.2f} s; tracked: {tracked:.2f} s "
+          f"({tracked / untracked:.1f}x the untracked overhead; target < 3 s tracked)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
