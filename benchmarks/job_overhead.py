@@ -27,7 +27,7 @@ from tests.conftest import copy_workflow  # noqa: E402
 
 BIN = Path(sys.executable).parent
 TARGET = "results/demo/data/arith_easy.parquet"
-UNTRACKED = ["--configfile", "config/demo.yaml", "config/untracked.yaml"]  # later files override
+UNTRACKED = ["--configfile", "config/demo.yaml", "untracked.yaml"]  # later files override
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -67,7 +67,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = copy_workflow(Path(tmp))
-        (workdir / "config" / "untracked.yaml").write_text("mlflow:\n  enabled: false\n")
+        (workdir / "untracked.yaml").write_text("mlflow:\n  enabled: false\n")
         run(snakemake(TARGET), workdir)  # the store, the spec files, a first output
         command = job_command(workdir)
         figures = {

@@ -1,8 +1,8 @@
 """Label-free RL reasoning pipeline (EMPO and sister methods): the code every Snakemake rule calls.
 
-One module per stage (`data`, `models`, `train`, `convert`, `generate`, `grade`, `report`, `plan`)
-plus shared cores (`config`, `grading`, `empo_rules`, `judge`, `rewards`, `metrics`, `tracking`,
-`provenance`). Rules stay thin and call `python -m pipelines.<stage>`.
+One module per stage (`data`, `models`, `train`, `convert`, `generate`, `grade`, `report`, `curves`,
+`plan`) plus shared cores (`config`, `grading`, `empo_rules`, `free_form`, `judge`, `rewards`,
+`metrics`, `tracking`, `provenance`, `synthetic`). Rules stay thin and call `python -m pipelines.<stage>`.
 """
 
 __version__ = "0.1.0"

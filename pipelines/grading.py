@@ -4,7 +4,7 @@ Every stage that needs "is this answer right?" or "are these two answers the sam
 this module: the grade stage, maj@n, and the reward core of the trainers. Its worker pool also
 runs the authors' rule chain (`rule="empo-rules"`, pipelines.empo_rules) under the same bound.
 
-Facts this design rests on (FIELD_NOTES 4, math-verify 0.9):
+Facts this design rests on (measured on math-verify 0.9):
 - the gold must be parsed wrapped in `\\boxed{}`; raw golds fail to self-match;
 - several boxes are merged into a set, so we extract the LAST box ourselves first (the
   authors' and Qwen's graders also take the last box);
@@ -27,10 +27,12 @@ import functools
 import multiprocessing
 import os
 import re
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from multiprocessing.connection import Connection, wait
@@ -202,6 +204,8 @@ def _verify_in_process(prediction: str, gold: str) -> bool:
         return False
     if _numbers_clearly_differ(gold_parsed[0], prediction_parsed[0]):
         return False
+    if _constant_differs_from_rational_function(gold_parsed[0], prediction_parsed[0]):
+        return False
     return bool(verify(list(gold_parsed), list(prediction_parsed), timeout_seconds=None))
 
 
@@ -228,6 +232,30 @@ def _numbers_clearly_differ(gold: object, prediction: object) -> bool:
         values.append(value.real)
     a, b = values
     return abs(a - b) > 1e-3 * max(1.0, abs(a), abs(b))
+
+
+def _constant_differs_from_rational_function(gold: object, prediction: object) -> bool:
+    """One side an exact rational number, the other a rational function of its symbols (exact
+    coefficients, not a bare symbol) that takes another value at one rational point: then the
+    function is not that constant, and math-verify's verdict is certainly False. Its branches
+    for such a pair are the structural `==`, a numeric check that compares the same values,
+    and `simplify(a - b).is_zero` (sound); relations, sets, tuples, symbols, floats and
+    percentages are left to it. This pair (`p - q` against `9`) is where its `simplify` spends
+    most of the reward core's time. Evaluated in exact rational arithmetic: no rounding."""
+    import sympy
+
+    for constant, function in ((gold, prediction), (prediction, gold)):
+        if not isinstance(constant, sympy.Rational) or not isinstance(function, sympy.Expr):
+            continue
+        if isinstance(function, sympy.Symbol) or not function.free_symbols or function.atoms(sympy.Float):
+            return False
+        if function.has(sympy.UnevaluatedExpr) or not function.is_rational_function():
+            return False
+        point = {symbol: sympy.Rational(2 * index + 3, 4 * index + 7)  # distinct, non-trivial
+                 for index, symbol in enumerate(sorted(function.free_symbols, key=str))}
+        value = function.xreplace(point)
+        return isinstance(value, sympy.Rational) and value != constant
+    return False
 
 
 _PLAIN_INTEGER = re.compile(r"-?\d+")
@@ -336,12 +364,32 @@ class GradingError(RuntimeError):
     """The grader itself is broken (not an answer that is wrong or slow)."""
 
 
+@contextmanager
+def _main_file_hidden_if_unreadable() -> Iterator[None]:
+    """multiprocessing re-runs the caller's main file in each new worker. A main read from
+    standard input (`python - <<EOF`, `__file__ == "<stdin>"`) or another pseudo-file cannot be
+    re-run, and the worker needs nothing from it (its code is in this module): hide the name
+    while the worker starts. A real script keeps the usual rule (guard it with
+    `if __name__ == "__main__":`); notebooks and `python -c` have no main file at all."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path) or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 class _Worker:
     def __init__(self, context) -> None:
         self.answered = 0
         self.connection, child = context.Pipe()
         self.process = context.Process(target=_worker_loop, args=(child,), daemon=True)
-        self.process.start()
+        with _main_file_hidden_if_unreadable():
+            self.process.start()
         child.close()
 
     def kill(self) -> None:

@@ -7,7 +7,7 @@ prompts plus a tiny random Qwen2. The stage writes a manifest (`model.json`: pat
 revision, digests) that evaluation reads, so a rebuilt or re-downloaded model changes the
 fingerprint that guards resumed evaluations.
 
-Tokenizer pitfall (FIELD_NOTES 9): with transformers 5, AutoTokenizer on a qwen2 folder returns
+Tokenizer pitfall (measured): with transformers 5, AutoTokenizer on a qwen2 folder returns
 Qwen2Tokenizer, which re-applies Qwen's own normalizer and pre-tokenizer. The demo tokenizer is
 trained with exactly that pipeline, so encodings do not change after a reload.
 """

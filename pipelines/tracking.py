@@ -6,7 +6,7 @@ holding the job's resolved spec as params, package versions and git commit, its 
 its files as artifacts.
 
 The sqlite store is created here, in a single process, before any job runs: several processes
-creating a new sqlite store at once corrupt it (FIELD_NOTES 8). Files under `results/` are the
+creating a new sqlite store at once corrupt it (measured). Files under `results/` are the
 source of truth: a tracking failure inside a job is logged and counted, never allowed to fail a
 job whose outputs are already written.
 """

@@ -179,7 +179,7 @@ def test_answer_rule_describes_the_grader():
     assert "digit groups" in rule and "e-notation" in rule
 
 
-#: Unbounded, `(10^{10^{10}})!` runs 10-50 s (FIELD_NOTES 4). A bounded grade ends at the item's
+#: Unbounded, `(10^{10^{10}})!` runs 10-50 s (measured). A bounded grade ends at the item's
 #: deadline plus killing and replacing the worker; the margin absorbs a loaded 2-core machine
 #: and still fails if the hard bound stops working.
 BOUND_MARGIN_SECONDS = 5.0
@@ -276,6 +276,66 @@ def test_numeric_shortcut_agrees_with_math_verify():
         reference = verify(parse("\\boxed{" + gold + "}", parsing_timeout=None),
                            parse("\\boxed{" + prediction + "}", parsing_timeout=None), timeout_seconds=None)
         assert grading._verify_in_process(prediction, gold) == reference, (prediction, gold)
+
+
+def _random_rational_function(rng) -> str:
+    """A LaTeX polynomial or ratio of polynomials in up to two of x, y, p, q."""
+    def polynomial():
+        terms = []
+        for _ in range(rng.randint(1, 3)):
+            coefficient = rng.choice(["", "2", "3", "\\frac{1}{2}", "-1", "7"])
+            symbol = rng.choice(["x", "y", "p", "q"])
+            power = rng.choice(["", "^2", "^3"])
+            terms.append(f"{coefficient}{symbol}{power}" if coefficient != "-1" else f"-{symbol}{power}")
+        constant = rng.choice(["", "+1", "-4", "+\\frac{3}{4}"])
+        return "+".join(terms).replace("+-", "-") + constant
+    return polynomial() if rng.random() < 0.6 else f"\\frac{{{polynomial()}}}{{{polynomial()}}}"
+
+
+def test_constant_vs_rational_function_shortcut_never_changes_math_verify_verdict():
+    """The shortcut answers False only where math-verify (run here without it) says False,
+    including identities that only look like functions, e.g. (x+1)^2 - x^2 - 2x = 1."""
+    import random
+
+    from math_verify import parse, verify
+
+    rng = random.Random(0)
+    constants = ["9", "1", "0", "-2", "\\frac{1}{2}", "0.5", "4", "\\frac{14}{3}"]
+    pairs = [("p - q", "9"), ("9", "p - q"), ("(x+1)^2 - x^2 - 2x", "1"), ("\\frac{x^2-1}{x-1} - x", "1"),
+             ("x - x + 3", "3"), ("\\frac{2x}{x}", "2"), ("x", "3"), ("\\sqrt{x}", "2"), ("x^{1/2}", "2"),
+             ("2x = 4", "2"), ("x+1", "\\{2\\}"), ("0.5x", "1"), ("\\frac{1}{x}", "0")]
+    pairs += [(_random_rational_function(rng), rng.choice(constants)) for _ in range(150)]
+    pairs += [(rng.choice(constants), _random_rational_function(rng)) for _ in range(150)]
+    fired = 0
+    for prediction, gold in pairs:
+        gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
+        prediction_parsed = parse("\\boxed{" + prediction + "}", parsing_timeout=None)
+        if not gold_parsed or not prediction_parsed:
+            continue
+        if grading._constant_differs_from_rational_function(gold_parsed[0], prediction_parsed[0]):
+            fired += 1
+            assert not verify(gold_parsed, prediction_parsed, timeout_seconds=None), (prediction, gold)
+    assert fired >= 250  # it decides most of these pairs (the time it saves is in benchmarks/rewards.py)
+    for identity, constant in [("(x+1)^2 - x^2 - 2x", "1"), ("x - x + 3", "3"), ("\\frac{2x}{x}", "2")]:
+        assert grading._verify_in_process(identity, constant)  # an identity is never cut short
+
+
+def test_the_grader_works_from_standard_input_and_from_a_thread():
+    """`python - <<EOF` names its main file "<stdin>", which workers cannot re-run; a thread
+    starts workers like any caller."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = (f"import sys, threading\nsys.path.insert(0, {str(REPO_ROOT)!r})\nfrom pipelines import grading\n"
+              "print(grading.grade('\\\\boxed{0.5}', '\\\\frac{1}{2}'))\n"
+              "found = []\n"
+              "thread = threading.Thread(target=lambda: found.append(grading.grade_batch(['\\\\boxed{3}'], ['3'], workers=1)))\n"
+              "thread.start(); thread.join(); print(found[0][0].correct)\n")
+    result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True"]
 
 
 def test_a_grader_that_cannot_start_fails_loudly(tmp_path):

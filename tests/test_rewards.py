@@ -79,7 +79,15 @@ def test_score_group_dispatch_and_label_free_methods_ignore_the_gold():
         rewards.score_group(GROUP, "supervised")
     with pytest.raises(ValueError, match="unknown reward"):
         rewards.score_group(GROUP, "entropy")
-    assert set(rewards.METHOD_REWARDS) >= {"empo", "gspo", "grpo", "ttrl"}
+
+
+def test_the_config_schema_offers_exactly_the_registered_rewards():
+    import yaml
+
+    from pipelines.config import SCHEMA_PATH
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    assert schema["$defs"]["trainer"]["properties"]["reward"]["enum"] == list(rewards.REWARDS)
 
 
 def test_reward_core_imports_no_torch():

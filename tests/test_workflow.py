@@ -222,6 +222,24 @@ def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
     assert int(counts["train_verl"]) == 6 and int(counts["convert"]) == 6  # the paper trains with verl
 
 
+def test_every_stage_takes_its_threads_and_resources_from_the_config(tmp_path):
+    """resources.<stage> keys take effect (data and model jobs hard-coded one thread before;
+    convert borrowed generation's memory and a fixed runtime)."""
+    workdir = copy_workflow(tmp_path)
+    override = {"resources": {"data": {"cpus": 3}, "model": {"cpus": 5},
+                              "convert": {"cpus": 6, "mem_mb": 12345, "runtime": 77}}}
+    (workdir / "config" / "override.yaml").write_text(yaml.safe_dump(override))
+    output = _snakemake(workdir, "-n", "--cores", "16", "--configfile", "config/config.yaml",
+                        "config/override.yaml").stdout  # more cores than threads: no capping
+    jobs = output.split("\nrule ")[1:]
+    def rule_jobs(name):
+        return [job for job in jobs if job.startswith(f"{name}:")]
+    assert rule_jobs("data") and all("threads: 3" in job for job in rule_jobs("data"))
+    assert rule_jobs("model") and all("threads: 5" in job for job in rule_jobs("model"))
+    assert rule_jobs("convert") and all("threads: 6" in job and "mem_mb=12345" in job and "runtime=77" in job
+                                        for job in rule_jobs("convert"))
+
+
 def _planned(result: subprocess.CompletedProcess) -> dict[str, int]:
     """Job counts of a dry run's summary table."""
     return {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()

@@ -18,7 +18,7 @@ shape rewards as the authors' `empo_common` and `general_accuracy` do.
 
 from pipelines.rewards.core import (
     EMPTY_POLICIES,
-    METHOD_REWARDS,
+    REWARDS,
     GroupDiagnostics,
     GroupScore,
     JudgeWork,
@@ -40,7 +40,7 @@ from pipelines.rewards.core import (
 )
 
 __all__ = [
-    "EMPTY_POLICIES", "METHOD_REWARDS", "GroupDiagnostics", "GroupScore", "JudgeWork", "SemanticJudge",
+    "EMPTY_POLICIES", "REWARDS", "GroupDiagnostics", "GroupScore", "JudgeWork", "SemanticJudge",
     "cluster_group", "empo_free_form_rewards", "empo_rewards", "format_rewards", "group_diagnostics",
     "group_metrics", "judge_cluster_group", "judge_cluster_ids", "judge_supervised_rewards", "majority_rewards",
     "passes_entropy_filter", "random_rewards", "score_group", "supervised_rewards",

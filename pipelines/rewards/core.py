@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import fmean
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipelines import free_form, grading
 
@@ -243,9 +243,47 @@ def passes_entropy_filter(majority_ratio: float, low: float, high: float) -> boo
     return low <= majority_ratio <= high
 
 
-#: The reward each training method optimises.
-METHOD_REWARDS = {"empo": "empo", "ttrl": "majority", "grpo": "supervised", "gspo": "supervised",
-                  "random": "random", "format": "format"}
+@dataclass(frozen=True)
+class RewardInputs:
+    """What a reward may read about one group (label-free rewards never read `gold`)."""
+
+    completions: Sequence[str]
+    clusters: Any
+    gold: str | None
+    question: str | None
+    empty_policy: str
+    seed: int
+    pool: grading.GradingPool | None
+    judge: SemanticJudge | None
+
+
+def _gold_of(group: RewardInputs) -> str:
+    if group.gold is None:
+        raise ValueError("the supervised reward needs the gold answer")
+    return group.gold
+
+
+def _empo_reward(group: RewardInputs) -> Sequence[float]:
+    if group.judge is not None:  # free-form answers: the authors' empo_common shaping
+        return empo_free_form_rewards(group.clusters, group.question)
+    return _empo_from_clusters(group.clusters, group.empty_policy)
+
+
+def _supervised_reward(group: RewardInputs) -> Sequence[float]:
+    if group.judge is not None:  # free-form answers: the authors' general_accuracy
+        return judge_supervised_rewards(group.clusters.answers, _gold_of(group), group.question, group.judge)
+    return supervised_rewards(group.completions, _gold_of(group), group.pool)
+
+
+#: Every reward kind by its config name (`trainer.reward`; the schema's enum is tested against
+#: these keys): a function of the group's completions, answer clusters and settings.
+REWARDS: dict[str, Callable[[RewardInputs], Sequence[float]]] = {
+    "empo": _empo_reward,
+    "supervised": _supervised_reward,
+    "majority": lambda group: _majority_from_clusters(group.clusters),
+    "random": lambda group: random_rewards(group.completions, group.seed),
+    "format": lambda group: format_rewards(group.completions),
+}
 
 
 @dataclass(frozen=True)
@@ -281,27 +319,11 @@ def score_group(completions: Sequence[str], reward: str, gold: str | None = None
         clusters = judge_cluster_group(completions, question, judge)
     else:
         clusters = cluster_group(completions, pool)
+    if reward not in REWARDS:
+        raise ValueError(f"unknown reward {reward!r} (one of {sorted(REWARDS)})")
     diagnostics = group_diagnostics(clusters, gold, pool, judge, question)
-    if judge is not None and reward == "empo":
-        rewards: list[float | None] = list(empo_free_form_rewards(clusters, question))
-    elif judge is not None and reward == "supervised":
-        if gold is None:
-            raise ValueError("the supervised reward needs the gold answer")
-        rewards = list(judge_supervised_rewards(clusters.answers, gold, question, judge))
-    elif reward == "empo":
-        rewards = list(_empo_from_clusters(clusters, empty_policy))
-    elif reward == "majority":
-        rewards = list(_majority_from_clusters(clusters))
-    elif reward == "supervised":
-        if gold is None:
-            raise ValueError("the supervised reward needs the gold answer")
-        rewards = list(supervised_rewards(completions, gold, pool))
-    elif reward == "format":
-        rewards = list(format_rewards(completions))
-    elif reward == "random":
-        rewards = list(random_rewards(completions, seed))
-    else:
-        raise ValueError(f"unknown reward {reward!r} (one of {sorted(set(METHOD_REWARDS.values()))})")
+    group = RewardInputs(completions, clusters, gold, question, empty_policy, seed, pool, judge)
+    rewards: list[float | None] = list(REWARDS[reward](group))
     if judge is not None:
         after = _judge_counters(judge)
         diagnostics = _with_judge_work(diagnostics, JudgeWork(after[0] - before[0], after[1] - before[1],

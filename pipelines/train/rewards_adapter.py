@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipelines import grading
-from pipelines.rewards import METHOD_REWARDS, group_metrics, score_group
+from pipelines.rewards import REWARDS, group_metrics, score_group
 
 LOG = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class GroupRewardFunction:
                  entropy_filter: Sequence[float] | None = None, seed: int = 0,
                  grading_workers: int = 1, grading_timeout: float = grading.DEFAULT_TIMEOUT_SECONDS,
                  judge: Any = None):
-        if reward not in set(METHOD_REWARDS.values()):
+        if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}")
         self.__name__ = f"{method}_{reward}"  # TRL names logged reward columns after it
         self.reward = reward

@@ -4,7 +4,7 @@ Everything here is plain Python (no verl import), so the workflow, the dry-run a
 test suite can build and check the exact command; the verl tests compose every override we
 generate against verl's own Hydra config (unknown keys fail) and run verl's config checks.
 
-What the overrides encode (the authors' verl scripts, FIELD_NOTES section 6):
+What the overrides encode (the authors' verl scripts, run_empo_*.sh in their repository):
 - GRPO advantages, GSPO loss (`policy_loss.loss_mode=gspo`), clip 3e-4 / 4e-4, no KL anywhere;
 - `prompts_per_step` x `num_generations` rollouts per step, updates every `mini_batch_prompts`;
 - FSDP actor with optional offload, vLLM rollouts with tensor parallelism;

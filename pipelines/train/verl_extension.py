@@ -36,7 +36,7 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils import tensordict_utils as tu
 
 from pipelines import grading
-from pipelines.rewards import METHOD_REWARDS, GroupScore, group_metrics, score_group
+from pipelines.rewards import REWARDS, GroupScore, group_metrics, score_group
 
 LOG = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         missing = [key for key in ("reward", "train_batch_size") if key not in options]
         if missing:
             raise ValueError(f"trainer.v1.sampler.sampler_kwargs is missing {missing}")
-        if options["reward"] not in set(METHOD_REWARDS.values()):
+        if options["reward"] not in REWARDS:
             raise ValueError(f"unknown reward {options['reward']!r}")
         if options.get("equivalence", "math") == "judge" and not options.get("semantic_judge"):
             raise ValueError("equivalence 'judge' needs trainer.v1.sampler.sampler_kwargs.semantic_judge")

@@ -9,7 +9,7 @@ rule data:
         f"{RESULTS}/logs/data/{{dataset}}.log",
     params:
         spec=spec_file("data", lambda w: cfg.data_job_spec(CONFIG, w.dataset)),
-    threads: 1
+    threads: resource("data", "cpus")
     resources:
         mem_mb=resource("data", "mem_mb"),
         runtime=resource("data", "runtime"),

@@ -11,7 +11,7 @@ rule model:
         f"{RESULTS}/logs/models/{{model}}.log",
     params:
         spec=spec_file("model", lambda w: cfg.model_job_spec(CONFIG, w.model)),
-    threads: 1
+    threads: resource("model", "cpus")
     resources:
         mem_mb=resource("model", "mem_mb"),
         runtime=resource("model", "runtime"),

@@ -97,10 +97,10 @@ rule convert:
         method=methods_regex("verl"),
     params:
         spec=spec_file("convert", lambda w: cfg.convert_job_spec(CONFIG, w.model, w.method)),
-    threads: 2
+    threads: resource("convert", "cpus")
     resources:
-        mem_mb=resource("generate", "mem_mb"),
-        runtime=120,
+        mem_mb=resource("convert", "mem_mb"),
+        runtime=resource("convert", "runtime"),
         **slurm_resources("convert"),
     conda:
         "../../envs/verl.yaml"
