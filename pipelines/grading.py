@@ -23,6 +23,7 @@ Facts this design rests on (measured on math-verify 0.9):
 from __future__ import annotations
 
 import atexit
+import cmath
 import functools
 import multiprocessing
 import os
@@ -210,7 +211,7 @@ def _verify_in_process(prediction: str, gold: str) -> bool:
 
 
 def _numbers_clearly_differ(gold: object, prediction: object) -> bool:
-    """Two constant real expressions more than 0.1% apart: math-verify's verdict is certainly
+    """Two constant (real or complex) expressions more than 0.1% apart: math-verify's verdict is certainly
     False (numbers equal only within 6 decimals; constants that differ numerically cannot be
     symbolically equal), so skip its simplification machinery. Percentages (which math-verify
     compares specially), sets, relations, symbols, factorials and huge powers are left to it."""
@@ -227,9 +228,9 @@ def _numbers_clearly_differ(gold: object, prediction: object) -> bool:
             value = complex(expr.evalf(15))
         except (TypeError, ValueError, OverflowError, ZeroDivisionError):
             return False
-        if value.imag != 0 or value.real != value.real:
+        if not cmath.isfinite(value):
             return False
-        values.append(value.real)
+        values.append(value)  # complex numbers too: math-verify compares their values alike
     a, b = values
     return abs(a - b) > 1e-3 * max(1.0, abs(a), abs(b))
 

@@ -271,7 +271,9 @@ def test_numeric_shortcut_agrees_with_math_verify():
     pairs = [("0.5", "\\frac{1}{2}"), ("0.5", "0.6"), ("\\frac{1}{3}", "0.333333"), ("1.6", "1.62"),
              ("2.5", "\\frac{5}{2}"), ("100", "99.99"), ("3.14159", "\\pi"), ("50\\%", "0.5"), ("10^{3}", "1000"),
              ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"), ("\\sqrt{2}", "1.5"), ("2\\pi", "6.28"),
-             ("\\frac{\\sqrt{3}}{2}", "0.866"), ("x+1", "2"), ("5!", "120"), ("\\{1,2\\}", "3")]
+             ("\\frac{\\sqrt{3}}{2}", "0.866"), ("x+1", "2"), ("5!", "120"), ("\\{1,2\\}", "3"),
+             ("6 - 5i", "\\sqrt{51}"), ("1+274i", "5.5"), ("3+4i", "3+4i"), ("2i", "2"), ("\\pi", "6 - 5i"),
+             ("1+i", "\\frac{2}{1-i}"), ("\\sqrt{-4}", "2i"), ("e^{i\\pi}", "-1")]
     for prediction, gold in pairs:
         reference = verify(parse("\\boxed{" + gold + "}", parsing_timeout=None),
                            parse("\\boxed{" + prediction + "}", parsing_timeout=None), timeout_seconds=None)
