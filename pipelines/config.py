@@ -640,6 +640,8 @@ def plan_spec(config: dict[str, Any]) -> dict[str, Any]:
                       "data_limit": config["datasets"][benchmark].get("limit")}
                      for model, method, benchmark, protocol in generate_targets(config)],
         "graders": [grader_spec(config, grader) for grader in config["evaluation"]["graders"]],
+        "generate_per": config["evaluation"]["generate_per"],
+        "engine_load_minutes": config["cluster"]["estimate_engine_load_minutes"],
     }
 
 

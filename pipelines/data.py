@@ -348,9 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         tracker.log_metrics({"rows_in": report.rows_in, "rows": report.rows_out,
                              "missing_question": report.missing_question,
                              "missing_answer": report.missing_answer, "bad_options": report.bad_options})
-        import pandas as pd
-
-        tracker.log_dataset(pd.read_parquet(args.output), name=spec["name"], source=report.source,
+        tracker.log_dataset(args.output, name=spec["name"], source=report.source,
                             digest=digest[:16], context=spec["role"])
         tracker.log_artifact(args.output, "data")
         tracker.log_artifact(args.summary, "data")

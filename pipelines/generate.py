@@ -1,4 +1,9 @@
-"""Generation stage: one (model, method, benchmark, protocol) -> generations.jsonl + generation.json.
+"""Generation stage: (model, method, benchmark, protocol) -> generations.jsonl + generation.json.
+
+One job generates every benchmark and protocol of a (model, method) with one engine
+(`evaluation.generate_per: model`, the default: a model loads once, not once per benchmark), or
+one of them (`generate_per: benchmark`); each evaluation gets its own files and MLflow run either
+way, and both rules run the same command, so switching between them reruns nothing.
 
 Grading is a separate stage (pipelines.grade), so a new or fixed grader re-grades the same
 generations without regenerating them.
@@ -13,15 +18,18 @@ Resume. Items are cut into fixed chunks of `batch_size` by index. Each finished 
 appended to `generations.partial.jsonl`; chunk k is sampled with seed `seed + k` (hf) or each
 item with `seed + index` (vllm), so a resumed run produces what an uninterrupted one would. A
 restarted job keeps the complete chunks, drops a torn one, and continues. On completion the
-partial file becomes `generations.jsonl`. The partial file is not a declared Snakemake output,
-so Snakemake does not delete it when a job fails or is killed.
+partial file is copied to `generations.jsonl`. The partial file is not a declared Snakemake
+output, so Snakemake does not delete it when a job fails or is killed; it is removed once every
+evaluation of the job is written, so a killed model job keeps the benchmarks it finished.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -252,6 +260,37 @@ def make_engine(spec: Mapping[str, Any], model_path: str, threads: int | None) -
     return HFEngine(model_path, spec["dtype"], threads=threads)
 
 
+def engine_key(spec: Mapping[str, Any], model_path: str) -> tuple:
+    """What an engine is built from: jobs with equal keys can share one (vLLM's engine seed too,
+    though every request carries its own seed, so the engine is exactly the per-job one)."""
+    seed = spec["decoding"]["seed"] if spec["engine"] == "vllm" else None
+    return (spec["engine"], model_path, spec["dtype"], spec.get("gpus", 1), seed)
+
+
+class EngineCache:
+    """One engine at a time, reused while jobs ask for the same `engine_key` (a model's benchmarks
+    and protocols): loading a 7B model into vLLM costs minutes, generating a benchmark often less."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self.key: tuple | None = None
+        self.engine: Engine | None = None
+        self.loads = 0
+        self.load_seconds = 0.0
+
+    def get(self, spec: Mapping[str, Any], model_path: str) -> Engine:
+        key = engine_key(spec, model_path)
+        if key != self.key:
+            self.engine, self.key = None, None
+            gc.collect()  # the previous engine's memory (a GPU's, too) before the next one loads
+            started = time.perf_counter()
+            self.engine = make_engine(spec, model_path, self.threads)
+            self.load_seconds += time.perf_counter() - started
+            self.loads += 1
+            self.key = key
+        return self.engine
+
+
 class GenerationStore:
     """Append-only record of finished chunks, resumable after a crash or a kill."""
 
@@ -316,8 +355,19 @@ class GenerationStore:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def finalize(self) -> None:
-        self.partial_path.replace(self.final_path)
+    def finalize(self, keep_partial: bool = False) -> None:
+        """The partial file becomes the final one; kept (copied) while other evaluations of the
+        same job are still to come, so a kill loses none that finished."""
+        if not keep_partial:
+            self.partial_path.replace(self.final_path)
+            self.meta_path.unlink(missing_ok=True)
+            return
+        tmp = self.final_path.with_name(self.final_path.name + ".tmp")
+        shutil.copyfile(self.partial_path, tmp)
+        tmp.replace(self.final_path)
+
+    def discard_partial(self) -> None:
+        self.partial_path.unlink(missing_ok=True)
         self.meta_path.unlink(missing_ok=True)
 
 
@@ -349,8 +399,10 @@ def generation_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def run_generation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_path: Path,
                    generations_path: Path, record_path: Path, tracker: Any = None,
-                   threads: int | None = None, engine: Engine | None = None) -> dict[str, Any]:
-    """Generate (resuming), then write generations.jsonl and its record; return the record."""
+                   threads: int | None = None, engine: Engine | None = None,
+                   engines: EngineCache | None = None, keep_partial: bool = False) -> dict[str, Any]:
+    """Generate (resuming), then write generations.jsonl and its record; return the record.
+    `engines` shares one engine across calls; `keep_partial` leaves the resume file in place."""
     from tqdm import tqdm
 
     started = time.time()
@@ -370,7 +422,8 @@ def run_generation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_pa
         LOG.info("resuming: %d of %d chunks already generated", len(done), len(chunks))
     items_done = sum(len(chunks[k]) for k in done)
     if todo:
-        engine = engine or make_engine(spec, manifest["path"], threads)
+        if engine is None:
+            engine = engines.get(spec, manifest["path"]) if engines else make_engine(spec, manifest["path"], threads)
         progress = tqdm(total=len(rows), initial=items_done, unit="item", mininterval=2.0,
                         desc=f"{spec['model']}/{spec['method']}/{spec['benchmark']}/{spec['protocol_name']}")
         for k in todo:
@@ -418,7 +471,7 @@ def run_generation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_pa
     result["generations_sha256"] = file_sha256(store.partial_path)
     record_tmp = record_path.with_name(record_path.name + ".tmp")
     write_json_atomic(result, record_tmp)
-    store.finalize()
+    store.finalize(keep_partial=keep_partial)
     record_tmp.replace(record_path)
     LOG.info("%s/%s on %s (%s): %d items, %d samples, %d truncated", spec["model"], spec["method"],
              spec["benchmark"], spec["protocol_name"], result["counts"]["items"],
@@ -426,30 +479,71 @@ def run_generation(spec: Mapping[str, Any], manifest: Mapping[str, Any], data_pa
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pipelines.generate` — one model (and method) on one benchmark under one protocol."""
+def selected_jobs(spec: Mapping[str, Any], generations: Sequence[Path]) -> list[dict[str, Any]]:
+    """The jobs of a model spec (`{"model", "method", "jobs": [...]}`) whose generations files
+    Snakemake asked for, in the spec's order; a path the spec does not know is an error."""
+    by_path = {os.path.abspath(job["generations"]): job for job in spec["jobs"]}
+    unknown = [str(path) for path in generations if os.path.abspath(path) not in by_path]
+    if unknown:
+        raise GenerationError(f"no job of {spec['model']}/{spec['method']} in the spec writes {', '.join(unknown)}")
+    wanted = {os.path.abspath(path) for path in generations}
+    return [job for job in spec["jobs"] if os.path.abspath(job["generations"]) in wanted]
+
+
+def generate_evaluations(jobs: Sequence[Mapping[str, Any]], manifest: Mapping[str, Any],
+                         tracking_config: Mapping[str, Any] | None, log_file: str | None,
+                         threads: int | None) -> EngineCache:
+    """Each job's generations with its own MLflow run, the engine shared while its settings
+    stay the same; resume files are removed only once all are written."""
     from pipelines import tracking
+
+    engines = EngineCache(threads)
+    stores = []
+    for job in sorted(jobs, key=lambda job: engine_key(job["spec"], manifest["path"])):  # stable: spec order within a key
+        spec = job["spec"]
+        data, generations, record = Path(job["data"]), Path(job["generations"]), Path(job["record"])
+        name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}/{spec['protocol_name']}"
+        with tracking.job_run(tracking_config, "generate", name, spec, log_file=log_file) as tracker:
+            tracker.set_tags({"model": spec["model"], "method": spec["method"],
+                              "benchmark": spec["benchmark"], "protocol": spec["protocol_name"]})
+            tracker.link_runs(upstream_runs(manifest, data))
+            loads, load_seconds = engines.loads, engines.load_seconds
+            result = run_generation(spec, manifest, data, generations, record, tracker=tracker,
+                                    engines=engines, keep_partial=True)
+            tracker.log_metrics({f"count.{k}": v for k, v in result["counts"].items()})
+            tracker.log_metrics({"engine_loads": engines.loads - loads,
+                                 "engine_load_seconds": round(engines.load_seconds - load_seconds, 2)})
+            tracker.set_tags({"protocol_id": result["protocol_id"]})
+            tracker.log_artifact(record, "generate")
+            tracker.log_artifact(generations, "generate")
+        stores.append(GenerationStore(generations, ""))
+    for store in stores:
+        store.discard_partial()
+    LOG.info("%d evaluation(s), %d engine load(s) (%.1f s)", len(jobs), engines.loads, engines.load_seconds)
+    return engines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.generate` — one model (and method) on the benchmarks and protocols
+    of its spec whose generations files are named (all of them, or one)."""
     from pipelines.models import read_manifest
 
     parser = stage_parser(main.__doc__)
     parser.add_argument("--model-manifest", required=True, type=Path)
-    parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--generations", required=True, type=Path)
-    parser.add_argument("--record", required=True, type=Path, help="generation.json")
+    parser.add_argument("--generations", required=True, type=Path, nargs="+",
+                        help="the generations.jsonl files to write: jobs of the spec, by path")
+    parser.add_argument("--data", type=Path, default=None, help="a one-job spec (no `jobs` list): its dataset")
+    parser.add_argument("--record", type=Path, default=None, help="a one-job spec: its generation.json")
     parser.add_argument("--threads", type=int, default=None)
     args, spec, tracking_config = parse_stage_args(parser, argv)
     manifest = read_manifest(args.model_manifest)
-    name = f"{spec['model']}/{spec['method']}/{spec['benchmark']}/{spec['protocol_name']}"
-    with tracking.job_run(tracking_config, "generate", name, spec, log_file=args.log_file) as tracker:
-        tracker.set_tags({"model": spec["model"], "method": spec["method"],
-                          "benchmark": spec["benchmark"], "protocol": spec["protocol_name"]})
-        tracker.link_runs(upstream_runs(manifest, args.data))
-        result = run_generation(spec, manifest, args.data, args.generations, args.record,
-                                tracker=tracker, threads=args.threads)
-        tracker.log_metrics({f"count.{k}": v for k, v in result["counts"].items()})
-        tracker.set_tags({"protocol_id": result["protocol_id"]})
-        tracker.log_artifact(args.record, "generate")
-        tracker.log_artifact(args.generations, "generate")
+    if "jobs" in spec:
+        jobs = selected_jobs(spec, args.generations)
+    else:  # one job typed by hand: `--spec <job spec> --data ... --generations ... --record ...`
+        if args.data is None or args.record is None or len(args.generations) != 1:
+            parser.error("a one-job spec needs --data, --record and one --generations")
+        jobs = [{"spec": spec, "data": args.data, "generations": args.generations[0], "record": args.record}]
+    generate_evaluations(jobs, manifest, tracking_config, args.log_file, args.threads)
     return 0
 
 

@@ -120,7 +120,30 @@ def render_plan(spec: Mapping[str, Any]) -> str:
             _decoding(decoding), str(decoding["max_new_tokens"]), prompt, _hours(hours)]) + " |")
     lines += ["", f"Generation total: ≤ {_hours(eval_total)} GPU-hours"
               + (f" ({unknown} job(s) of unknown size not counted)" if unknown else "") + ".", ""]
+    lines += engine_loads(spec)
     return "\n".join(lines)
+
+
+def engine_loads(spec: Mapping[str, Any]) -> list[str]:
+    """plan.md's statement of what one engine per model saves: each generate job pays a model
+    load (`cluster.estimate_engine_load_minutes`, an assumption) on the job's GPUs."""
+    minutes = spec["engine_load_minutes"]
+    gpus: dict[tuple[str, str], int] = {}
+    for job in spec["generate"]:
+        gpus.setdefault((job["model"], job["method"]), max(1, job.get("gpus") or 0))
+    evaluations = len(spec["generate"])
+    per_benchmark_hours = sum(max(1, job.get("gpus") or 0) for job in spec["generate"]) * minutes / 60
+    per_model_hours = sum(gpus.values()) * minutes / 60
+    grouped = spec["generate_per"] == "model"
+    jobs = len(gpus) if grouped else evaluations
+    return ["## Engine loads", "",
+            f"`evaluation.generate_per: {spec['generate_per']}`: {jobs} generate job(s) for {evaluations} evaluations"
+            f" of {len(gpus)} (model, method) pair(s). At {minutes:g} min per load "
+            "(`cluster.estimate_engine_load_minutes`, an assumption: see a job's `engine_load_seconds` in MLflow), "
+            f"loading each model once costs {per_model_hours:,.1f} GPU-hours; one load per evaluation would cost "
+            f"{per_benchmark_hours:,.1f}: " + (f"{per_benchmark_hours - per_model_hours:,.1f} GPU-hours saved"
+                                               if grouped else f"{per_benchmark_hours - per_model_hours:,.1f} GPU-hours "
+                                               "more than `generate_per: model`") + ", before queue waits.", ""]
 
 
 def describe_graders(graders: list[dict]) -> str:

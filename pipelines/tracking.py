@@ -9,11 +9,17 @@ The sqlite store is created here, in a single process, before any job runs: seve
 creating a new sqlite store at once corrupt it (measured). Files under `results/` are the
 source of truth: a tracking failure inside a job is logged and counted, never allowed to fail a
 job whose outputs are already written.
+
+Every write is a `TrackingOperations` method called by run id, either in the job's own process
+or in the workflow's tracking service (`pipelines.tracking_service`), the same code both ways.
+A job on the host where the service runs sends its calls there and never imports MLflow (about
+5 s per process: MLflow, pandas, SQLAlchemy); elsewhere (a SLURM compute node) it imports it.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
@@ -55,22 +61,45 @@ def workflow_run_file(results_dir: str | Path) -> Path:
     return Path(results_dir) / "mlflow" / WORKFLOW_RUN_FILE
 
 
-def ensure_experiment(tracking: Mapping[str, Any]) -> str:
+def resolve_tracking(tracking: Mapping[str, Any]) -> dict[str, Any]:
+    """The tracking config with every path absolute (store URI, artifact root, results tree):
+    what the tracking service receives, so that it reads the config as the caller meant it."""
+    return {**tracking, "tracking_uri": resolve_tracking_uri(tracking["tracking_uri"]),
+            "artifact_root": str(Path(tracking.get("artifact_root", "results/mlflow/artifacts")).resolve()),
+            "results_dir": str(Path(tracking.get("results_dir", "results")).resolve())}
+
+
+def run_context(owner_pid: int | None = None) -> dict[str, str]:
+    """Tags naming who made a run: user, script and git commit of the CALLING process (what
+    MLflow's fluent `start_run` adds), computed without importing MLflow, so that a run opened
+    through the tracking service names the job, not the service."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = os.environ.get("USER", "unknown")
+    commit = git_commit()
+    tags = {"mlflow.user": user, "mlflow.source.type": "LOCAL", "git_commit": commit,
+            "mlflow.source.name": str(Path(sys.argv[0]).resolve()) if sys.argv and sys.argv[0] else ""}
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
+    if owner_pid is not None:  # a workflow run: which Snakemake process owns it
+        tags.update({"pipeline.host": socket.gethostname(), "pipeline.pid": str(owner_pid)})
+    return tags
+
+
+def ensure_experiment(client: Any, tracking: Mapping[str, Any]) -> str:
     """Create the store (sqlite: file and schema) and the experiment if missing; return its id.
 
-    Call from one process only, before parallel jobs start.
+    `tracking` is resolved (`resolve_tracking`). Call from one process only, before parallel
+    jobs start (the workflow's start hook does).
     """
-    import mlflow
-
-    uri = resolve_tracking_uri(tracking["tracking_uri"])
-    sqlite_file = _sqlite_path(uri)
+    sqlite_file = _sqlite_path(tracking["tracking_uri"])
     if sqlite_file is not None:
         sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-    client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(tracking["experiment"])
     artifact_location = None
     if sqlite_file is not None:
-        artifact_dir = Path(tracking["artifact_root"]).resolve()
+        artifact_dir = Path(tracking["artifact_root"])
         artifact_dir.mkdir(parents=True, exist_ok=True)
         artifact_location = artifact_dir.as_uri()
     if experiment is not None:
@@ -105,42 +134,6 @@ def relocate_artifacts(sqlite_file: Path, experiment_id: str, old: str, new: str
                 moved = new.rstrip("/") + uri[len(old.rstrip("/")):]
                 if Path(moved.removeprefix("file://")).exists() or not Path(uri.removeprefix("file://")).exists():
                     db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (moved, run_id))
-
-
-def start_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path,
-                       config_files: list[str], command: str) -> str | None:
-    """Open the parent run of this workflow invocation and record it in results/mlflow/."""
-    if not tracking.get("enabled", True):
-        return None
-    import mlflow
-
-    experiment_id = ensure_experiment(tracking)
-    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking["tracking_uri"]))
-    close_dead_workflow_run(client, results_dir)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
-        tags={"pipeline.kind": "workflow", "git_commit": git_commit(), "snakemake.command": command,
-              "config_files": ",".join(config_files), **_workflow_process_tags()},
-    )
-    run_id = run.info.run_id
-    for name, version in package_versions().items():
-        client.log_param(run_id, f"version.{name}", version)
-    for config_file in config_files:
-        if Path(config_file).is_file():
-            client.log_artifact(run_id, config_file, artifact_path="config")
-    record = workflow_run_file(results_dir)
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id,
-                                  "tracking_uri": resolve_tracking_uri(tracking["tracking_uri"]),
-                                  "started": time.time()}, indent=2))
-    LOG.info("MLflow parent run %s in experiment '%s'", run_id, tracking["experiment"])
-    return run_id
-
-
-def _workflow_process_tags() -> dict[str, str]:
-    """Which Snakemake process owns a parent run (the hooks run as its child processes)."""
-    return {"pipeline.host": socket.gethostname(), "pipeline.pid": str(os.getppid())}
 
 
 def _process_gone(tags: Mapping[str, str]) -> bool:
@@ -178,25 +171,6 @@ def close_dead_workflow_run(client: Any, results_dir: str | Path) -> str | None:
     return previous.info.run_id
 
 
-def end_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path, status: str,
-                     log_file: str | None = None) -> None:
-    """Close the parent run (FINISHED or FAILED), attaching Snakemake's own log."""
-    record = workflow_run_file(results_dir)
-    if not tracking.get("enabled", True) or not record.is_file():
-        return
-    import mlflow
-
-    run_id = json.loads(record.read_text())["run_id"]
-    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking["tracking_uri"]))
-    if log_file and Path(log_file).is_file():
-        client.log_artifact(run_id, log_file, artifact_path="snakemake")
-    for name in ("table.md", "table.csv", "table.png", "table.json"):
-        path = Path(results_dir) / name
-        if path.is_file():
-            client.log_artifact(run_id, str(path), artifact_path="table")
-    client.set_terminated(run_id, status=status)
-
-
 def flatten_params(spec: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested spec -> `a.b.c` keys with string values (lists as JSON), within MLflow's limits."""
     flat: dict[str, str] = {}
@@ -222,51 +196,181 @@ def run_links_markdown(experiment_id: str | None, links: Mapping[str, str]) -> s
     return "Made from: " + " · ".join(parts)
 
 
+class TrackingOperations:
+    """Every MLflow write of this project, by run id (MlflowClient; no fluent "active run"), so
+    that one code path serves a job's own process and the tracking service's threads alike.
+    Arguments are JSON values and absolute paths: they may have crossed a socket."""
+
+    def __init__(self, tracking_uri: str):
+        import mlflow
+
+        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+
+    def start_workflow(self, tracking: Mapping[str, Any], config_files: list[str], command: str,
+                       context: Mapping[str, str], versions: Mapping[str, str]) -> str:
+        """Open the parent run of a workflow invocation and record it in results/mlflow/."""
+        experiment_id = ensure_experiment(self.client, tracking)
+        close_dead_workflow_run(self.client, tracking["results_dir"])
+        run = self.client.create_run(
+            experiment_id, run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={**context, "pipeline.kind": "workflow", "snakemake.command": command,
+                  "config_files": ",".join(config_files)})
+        run_id = run.info.run_id
+        self.log_params(run_id, {f"version.{name}": version for name, version in versions.items()})
+        for config_file in config_files:
+            if Path(config_file).is_file():
+                self.client.log_artifact(run_id, config_file, artifact_path="config")
+        record = workflow_run_file(tracking["results_dir"])
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id,
+                                      "tracking_uri": tracking["tracking_uri"], "started": time.time()}, indent=2))
+        LOG.info("MLflow parent run %s in experiment '%s'", run_id, tracking["experiment"])
+        return run_id
+
+    def end_workflow(self, tracking: Mapping[str, Any], status: str, log_file: str | None) -> str | None:
+        """Close the parent run (FINISHED or FAILED), attaching Snakemake's log and the table."""
+        record = workflow_run_file(tracking["results_dir"])
+        if not record.is_file():
+            return None
+        run_id = json.loads(record.read_text())["run_id"]
+        if log_file and Path(log_file).is_file():
+            self.client.log_artifact(run_id, log_file, artifact_path="snakemake")
+        for name in ("table.md", "table.csv", "table.png", "table.json"):
+            path = Path(tracking["results_dir"]) / name
+            if path.is_file():
+                self.client.log_artifact(run_id, str(path), artifact_path="table")
+        self.client.set_terminated(run_id, status=status)
+        return run_id
+
+    def start_job(self, tracking: Mapping[str, Any], stage: str, name: str,
+                  context: Mapping[str, str]) -> dict[str, str]:
+        """A job's child run under the workflow's parent run (if one is open); earlier runs of
+        the same job left RUNNING by a kill are closed."""
+        record = workflow_run_file(tracking["results_dir"])
+        parent = json.loads(record.read_text()) if record.is_file() else {}
+        if parent.get("tracking_uri") not in (None, tracking["tracking_uri"]):
+            parent = {}  # a record of another store: do not nest under a foreign run id
+        experiment_id = parent.get("experiment_id") or ensure_experiment(self.client, tracking)
+        tags = {**context, "pipeline.stage": stage, "pipeline.job": name}
+        if parent.get("run_id"):
+            tags["mlflow.parentRunId"] = parent["run_id"]
+        run = self.client.create_run(experiment_id, run_name=f"{stage}:{name}", tags=tags)
+        try:
+            close_orphaned_job_runs(self.client, run, stage, name)
+        except Exception as error:  # noqa: BLE001 - bookkeeping of earlier runs never stops this one
+            LOG.warning("MLflow: closing orphaned runs of %s:%s failed (%s: %s)", stage, name,
+                        type(error).__name__, error)
+        return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}
+
+    def end_job(self, run_id: str, status: str, stage: str, name: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+        if status == "FINISHED":
+            mark_superseded_runs(self.client, run_id, stage, name)
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's batch limit for params
+            self.client.log_batch(run_id, params=items[start:start + 100], synchronous=True)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None, timestamp_ms: int) -> None:
+        from mlflow.entities import Metric
+
+        items = [Metric(key, value, timestamp_ms, step or 0) for key, value in metrics.items()]
+        for start in range(0, len(items), 1000):  # MLflow's batch limit for metrics
+            self.client.log_batch(run_id, metrics=items[start:start + 1000], synchronous=True)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()], synchronous=True)
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None:
+        if Path(path).is_dir():
+            self.client.log_artifacts(run_id, path, artifact_path)
+        elif Path(path).exists():
+            self.client.log_artifact(run_id, path, artifact_path)
+
+    def log_table(self, run_id: str, data: Mapping[str, list], artifact_file: str) -> None:
+        self.client.log_table(run_id, data=dict(data), artifact_file=artifact_file)
+
+    def log_dataset(self, run_id: str, path: str, name: str, source: str, digest: str, context: str) -> None:
+        """A parquet file as an MLflow dataset input (rows, schema, digest, source)."""
+        import mlflow
+        import pandas as pd
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        dataset = mlflow.data.from_pandas(pd.read_parquet(path), source=source, name=name, digest=digest)
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                              tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+
+
+#: What the tracking service may be asked to run (every public method of TrackingOperations).
+OPERATIONS = frozenset(name for name in vars(TrackingOperations) if not name.startswith("_"))
+
+
+class LocalBackend:
+    """MLflow in this process, imported on first use (about 5 s: MLflow, pandas, SQLAlchemy)."""
+
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+        self._operations: TrackingOperations | None = None
+
+    def call(self, operation: str, **arguments: Any) -> Any:
+        if self._operations is None:
+            self._operations = TrackingOperations(self.tracking_uri)
+        return getattr(self._operations, operation)(**arguments)
+
+
+def tracking_backend(tracking: Mapping[str, Any]) -> Any:
+    """The workflow's tracking service when one serves this store on this host (no MLflow
+    import in this process), else MLflow in this process."""
+    from pipelines import tracking_service
+
+    local = LocalBackend(tracking["tracking_uri"])
+    service = tracking_service.find_service(tracking)
+    return tracking_service.ServiceBackend(service, fallback=local) if service else local
+
+
 class JobTracker:
     """Logging handle of one job's child run. Every call is best-effort (files are the truth)."""
 
-    def __init__(self, run_id: str | None, experiment_id: str | None = None):
+    def __init__(self, run_id: str | None, experiment_id: str | None = None, backend: Any = None):
         self.run_id = run_id
         self.experiment_id = experiment_id
+        self.backend = backend
         self.failures = 0
 
     @property
     def active(self) -> bool:
         return self.run_id is not None
 
-    def _call(self, what: str, function, *args, **kwargs) -> None:
+    def _call(self, operation: str, **arguments: Any) -> None:
         if not self.active:
             return
         try:
-            function(*args, **kwargs)
+            self.backend.call(operation, run_id=self.run_id, **arguments)
         except Exception as error:  # noqa: BLE001 - MLflow raises many types; none may kill a job
             self.failures += 1
             LOG.warning("MLflow %s failed (%s: %s); the result files are unaffected",
-                        what, type(error).__name__, error)
+                        operation, type(error).__name__, error)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        import mlflow
-
-        self._call("log_params", mlflow.log_params, flatten_params(params))
+        self._call("log_params", params=flatten_params(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import mlflow
-
         numeric = {metric_name(k): float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self._call("log_metrics", mlflow.log_metrics, numeric, step=step)
+        self._call("log_metrics", metrics=numeric, step=step, timestamp_ms=int(time.time() * 1000))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        import mlflow
-
         if Path(path).exists():
-            log = mlflow.log_artifacts if Path(path).is_dir() else mlflow.log_artifact
-            self._call("log_artifact", log, str(path), artifact_path)
+            self._call("log_artifact", path=str(Path(path).resolve()), artifact_path=artifact_path)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        import mlflow
-
-        self._call("set_tags", mlflow.set_tags, dict(tags))
+        self._call("set_tags", tags={key: str(value) for key, value in tags.items()})
 
     def link_runs(self, links: Mapping[str, str]) -> None:
         """Tag the runs that made this job's inputs (`training_run_id`, ...) and write them as
@@ -277,22 +381,15 @@ class JobTracker:
 
     def log_table(self, rows: list[Mapping[str, Any]], artifact_file: str) -> None:
         """Rows as an MLflow table (the UI's artifact view and `mlflow.load_table`)."""
-        import mlflow
-
         if rows:
             columns = list(dict.fromkeys(key for row in rows for key in row))
             data = {column: [row.get(column) for row in rows] for column in columns}
-            self._call("log_table", mlflow.log_table, data=data, artifact_file=artifact_file)
+            self._call("log_table", data=data, artifact_file=artifact_file)
 
-    def log_dataset(self, frame, name: str, source: str, digest: str, context: str) -> None:
-        """Record a dataset as an MLflow dataset input (rows, digest, source)."""
-        import mlflow
-
-        def log() -> None:
-            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest)
-            mlflow.log_input(dataset, context=context)
-
-        self._call("log_input", log)
+    def log_dataset(self, path: str | Path, name: str, source: str, digest: str, context: str) -> None:
+        """Record a parquet file as an MLflow dataset input (rows, digest, source)."""
+        self._call("log_dataset", path=str(Path(path).resolve()), name=name, source=source,
+                   digest=digest, context=context)
 
 
 def close_orphaned_job_runs(client: Any, run: Any, stage: str, name: str) -> list[str]:
@@ -351,28 +448,16 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
     if not tracking or not tracking.get("enabled", True):
         yield JobTracker(None)
         return
-    tracker = JobTracker(None)
     try:
-        import mlflow
-
-        uri = resolve_tracking_uri(tracking["tracking_uri"])
-        mlflow.set_tracking_uri(uri)
-        record = workflow_run_file(tracking.get("results_dir", "results"))
-        parent = json.loads(record.read_text()) if record.is_file() else {}
-        if parent.get("tracking_uri") not in (None, uri):
-            parent = {}  # a record of another store: do not nest under a foreign run id
-        experiment_id = parent.get("experiment_id") or ensure_experiment(tracking)
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}:{name}",
-                               parent_run_id=parent.get("run_id"),
-                               tags={"pipeline.stage": stage, "pipeline.job": name,
-                                     "git_commit": git_commit()})
-        tracker = JobTracker(run.info.run_id, run.info.experiment_id)
-        tracker._call("closing orphaned runs", close_orphaned_job_runs, mlflow.MlflowClient(uri), run, stage, name)
+        tracking = resolve_tracking(tracking)
+        backend = tracking_backend(tracking)
+        started = backend.call("start_job", tracking=tracking, stage=stage, name=name, context=run_context())
     except Exception as error:  # noqa: BLE001 - tracking must not stop the job itself
         LOG.warning("MLflow run could not be started (%s: %s); continuing without tracking",
                     type(error).__name__, error)
-        yield tracker
+        yield JobTracker(None)
         return
+    tracker = JobTracker(started["run_id"], started["experiment_id"], backend)
     tracker.log_params({**spec, "version": package_versions()})
     status = "FAILED"
     try:
@@ -381,16 +466,55 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
     finally:
         if log_file:
             tracker.log_artifact(log_file, "logs")
-        tracker._call("end_run", mlflow.end_run, status=status)
-        if status == "FINISHED":
-            tracker._call("marking superseded runs", mark_superseded_runs, mlflow.MlflowClient(uri),
-                          tracker.run_id, stage, name)
+        tracker._call("end_job", status=status, stage=stage, name=name)
         if tracker.failures:
             LOG.warning("%d MLflow call(s) failed in this job; see warnings above", tracker.failures)
 
 
+def workflow_hook_arguments(action: str, tracking: Mapping[str, Any], config_files: list[str], command: str,
+                            status: str, log_file: str | None, owner_pid: int) -> tuple[str, dict[str, Any]]:
+    """The operation and arguments of the workflow's start or end hook (in this process or the service)."""
+    tracking = resolve_tracking(tracking)
+    if action == "start":
+        return "start_workflow", {"tracking": tracking, "command": command,
+                                  "config_files": [str(Path(f).resolve()) for f in config_files],
+                                  "context": run_context(owner_pid), "versions": package_versions()}
+    return "end_workflow", {"tracking": tracking, "status": status,
+                            "log_file": str(Path(log_file).resolve()) if log_file else None}
+
+
+def report_hook_failure(action: str, results_dir: str | Path, error: str) -> None:
+    """One warning; after a failed start, jobs must not nest under an earlier invocation's run."""
+    if action == "start":
+        workflow_run_file(results_dir).unlink(missing_ok=True)
+    first_line = (error.strip().splitlines() or [""])[0][:300]
+    print(f"WARNING: MLflow tracking unavailable ({first_line}); the workflow continues and its "
+          f"result files under {results_dir}/ are unaffected", file=sys.stderr)
+
+
+def start_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path,
+                       config_files: list[str], command: str) -> str | None:
+    """Open the workflow's parent run with MLflow in this process (tests, the CLI hook)."""
+    if not tracking.get("enabled", True):
+        return None
+    operation, arguments = workflow_hook_arguments("start", {**tracking, "results_dir": str(results_dir)},
+                                                   config_files, command, "", None, os.getppid())
+    return LocalBackend(arguments["tracking"]["tracking_uri"]).call(operation, **arguments)
+
+
+def end_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path, status: str,
+                     log_file: str | None = None) -> None:
+    """Close the workflow's parent run with MLflow in this process (tests, the CLI hook)."""
+    if not tracking.get("enabled", True) or not workflow_run_file(results_dir).is_file():
+        return
+    operation, arguments = workflow_hook_arguments("end", {**tracking, "results_dir": str(results_dir)},
+                                                   [], "", status, log_file, os.getppid())
+    LocalBackend(arguments["tracking"]["tracking_uri"]).call(operation, **arguments)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipelines.tracking start|end` — the Snakefile's onstart/onsuccess/onerror hooks."""
+    """`python -m pipelines.tracking start|end`: the workflow's hooks with MLflow in this
+    process (the Snakefile's fallback when no tracking service can be used)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("action", choices=["start", "end"])
     parser.add_argument("--tracking", required=True,
@@ -411,12 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             end_workflow_run(tracking, args.results_dir, args.status, args.log_file)
     except Exception as error:  # noqa: BLE001 - tracking never decides the workflow's outcome
-        if args.action == "start":  # jobs must not nest under an earlier invocation's run
-            workflow_run_file(args.results_dir).unlink(missing_ok=True)
-        first_line = (str(error).strip().splitlines() or [""])[0][:300]
-        print(f"WARNING: MLflow tracking unavailable ({type(error).__name__}: {first_line}); the "
-              f"workflow continues and its result files under {args.results_dir}/ are unaffected",
-              file=sys.stderr)
+        report_hook_failure(args.action, args.results_dir, f"{type(error).__name__}: {error}")
     return 0
 
 

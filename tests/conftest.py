@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Tracking services started by the tests' workflows exit soon after their last call (default: 30 min).
+os.environ.setdefault("EMPO_TRACKING_SERVICE_IDLE_SECONDS", "15")
 SHARED_DATA = Path(os.environ.get("EMPO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data" / "empo-math"))
 DEMO_DATA = REPO_ROOT / "config" / "demo_data"
 BENCHMARK_FILES = {

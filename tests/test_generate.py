@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,58 @@ def test_a_batched_prompt_generates_what_it_generates_alone(tiny):
     for prompt, together in zip(prompts, batched):
         alone = engine.generate([prompt], decoding, [0])[0]
         assert alone[0].text == together[0].text and alone[0].response_tokens == together[0].response_tokens
+
+
+def _model_jobs(tiny, out) -> list[dict]:
+    """Two evaluations of one model: greedy and sampled, as a model job's spec lists them."""
+    jobs = []
+    for name, decoding in (("greedy", {}), ("sample2", {"temperature": 1.0, "n": 2, "max_new_tokens": 16})):
+        spec = {**_spec(**decoding), "protocol_name": name}
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs.append({"spec": spec, "data": str(tiny["data"]), "generations": str(folder / "generations.jsonl"),
+                     "record": str(folder / "generation.json")})
+    return jobs
+
+
+def _without_run_facts(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in {"finished_at", "duration_seconds", "mlflow_run_id"}}
+
+
+def test_one_engine_for_a_models_evaluations_writes_what_one_job_each_writes(tiny, tmp_path):
+    jobs = _model_jobs(tiny, tmp_path / "grouped")
+    engines = generate.generate_evaluations(jobs, tiny["manifest"], None, None, threads=None)
+    assert engines.loads == 1 and len(jobs) == 2
+    for job in jobs:
+        alone = tmp_path / "alone" / job["spec"]["protocol_name"]
+        alone.mkdir(parents=True)
+        generate.run_generation(job["spec"], tiny["manifest"], tiny["data"], alone / "generations.jsonl",
+                                alone / "generation.json")
+        assert Path(job["generations"]).read_bytes() == (alone / "generations.jsonl").read_bytes()
+        assert _without_run_facts(json.loads(Path(job["record"]).read_text())) == \
+            _without_run_facts(json.loads((alone / "generation.json").read_text()))
+        assert not list(Path(job["generations"]).parent.glob("*.partial*"))  # removed once all are written
+
+
+def test_a_failed_model_job_keeps_the_evaluations_it_finished(tiny, tmp_path):
+    jobs = _model_jobs(tiny, tmp_path)
+    broken = [jobs[0], {**jobs[1], "data": str(tmp_path / "missing.parquet")}]
+    with pytest.raises(Exception):
+        generate.generate_evaluations(broken, tiny["manifest"], None, None, threads=None)
+    finished = Path(jobs[0]["generations"])
+    expected = finished.read_bytes()
+    finished.unlink()  # Snakemake deletes a failed job's outputs ...
+    Path(jobs[0]["record"]).unlink()
+    assert finished.with_name("generations.partial.jsonl").is_file()  # ... but not the resume file
+    engines = generate.generate_evaluations([jobs[0]], tiny["manifest"], None, None, threads=None)
+    assert engines.loads == 0, "a finished evaluation is not generated again"
+    assert finished.read_bytes() == expected
+
+
+def test_a_model_job_runs_the_evaluations_it_is_named_and_refuses_unknown_files(tiny, tmp_path):
+    jobs = _model_jobs(tiny, tmp_path)
+    spec = {"model": "tiny", "method": "base", "jobs": jobs}
+    assert generate.selected_jobs(spec, [Path(jobs[1]["generations"])]) == [jobs[1]]
+    assert generate.selected_jobs(spec, [Path(j["generations"]) for j in reversed(jobs)]) == jobs
+    with pytest.raises(generate.GenerationError, match="no job of tiny/base in the spec writes .*other"):
+        generate.selected_jobs(spec, [tmp_path / "other" / "generations.jsonl"])

@@ -148,7 +148,7 @@ def test_paper_dag_trains_with_verl_then_converts_then_evaluates():
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert counts["train_verl"] == "6" and counts["convert"] == "6" and counts["verl_command"] == "6"
     rows = 11 + 3  # base and trained rows + 3 released checkpoints; 5 benchmarks greedy + 2 of them avg16
-    assert counts["generate"] == str(rows * 7) and counts["grade"] == str(rows * 7 * 3)
+    assert counts["generate"] == str(rows) and counts["grade"] == str(rows * 7 * 3)  # one generate job per row
     assert "train" not in counts  # no TRL job in the paper config
 
 

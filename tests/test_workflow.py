@@ -198,6 +198,33 @@ def test_forced_regrade_of_one_evaluation_updates_the_table(demo_run):
     assert stages.count("grade") == 19 and stages.count("table") == 2
 
 
+def _table_numbers(workdir: Path) -> list[tuple]:
+    """Every number of the table with what it is (run ids and times aside: a rerun makes new ones)."""
+    table = json.loads((workdir / DEMO / "table.json").read_text())
+    return [(block["grader"], block["protocol"], row.get("model"), row.get("method"), benchmark,
+             {key: value for key, value in cell.items() if "run" not in key and key != "finished_at"})
+            for block in table["blocks"] for row in block["rows"] for benchmark, cell in row["cells"].items()]
+
+
+def test_one_generate_job_per_evaluation_reproduces_the_table_of_one_per_model(demo_run):
+    """`generate_per: benchmark` and `model` run the same command on the same spec: switching
+    plans nothing, and regenerating every evaluation in its own job (its own engine) gives the
+    very table the model jobs (one engine each) gave."""
+    per_benchmark = ["--config", "evaluation={generate_per: benchmark}"]
+    _snakemake(demo_run, "--configfile", "config/demo.yaml")  # up to date first
+    before = _table_numbers(demo_run)
+    assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", *per_benchmark)) == {}
+    planned = _planned(_snakemake(demo_run, "-n", "--forcerun", "generate_benchmark", "--configfile",
+                                  "config/demo.yaml", *per_benchmark))
+    assert planned.get("generate_benchmark") == 9 and "generate" not in planned, planned
+    generations = demo_run / HARD_SAMPLED / "generations.jsonl"
+    generated_before = generations.read_bytes()
+    _snakemake(demo_run, "--forcerun", "generate_benchmark", "--configfile", "config/demo.yaml", *per_benchmark)
+    assert generations.read_bytes() == generated_before
+    assert _table_numbers(demo_run) == before and len(before) == 18
+    assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml")) == {}  # and back
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     workdir = copy_workflow(tmp_path)
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())
@@ -218,7 +245,7 @@ def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
     assert shell_commands and not any("{" in line for line in shell_commands)  # specs are files, not JSON
     counts = dict(line.split()[:2] for line in result.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert int(counts["generate"]) >= 15  # its speed (< 5 s) is measured by benchmarks/dry_run.py
+    assert int(counts["generate"]) == 14  # one per (model, method); its speed (< 5 s): benchmarks/dry_run.py
     assert int(counts["train_verl"]) == 6 and int(counts["convert"]) == 6  # the paper trains with verl
 
 
@@ -275,8 +302,8 @@ def test_a_changed_learning_rate_retrains_from_the_base(demo_run):
     (demo_run / "config" / "lr.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     _snakemake(demo_run, "--configfile", "config/demo.yaml")  # everything up to date first
     planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/lr.yaml"))
-    # only grpo, its 3 generations and their 6 grades
-    assert planned.get("train") == 1 and planned.get("generate") == 3 and planned.get("grade") == 6, planned
+    # only grpo, its generate job (3 evaluations) and their 6 grades
+    assert planned.get("train") == 1 and planned.get("generate") == 1 and planned.get("grade") == 6, planned
     _snakemake(demo_run, "--configfile", "config/lr.yaml")
     manifest = json.loads((demo_run / DEMO / "models" / "tiny-qwen2" / "grpo" / "model.json").read_text())
     assert manifest["trainer"]["learning_rate"] == 1.0e-4

@@ -168,16 +168,26 @@ def demo_corpus(wildcards):
     return [dataset_path(source["corpus"])] if source["kind"] == "demo" else []
 
 
-def tracking_hook(action, *extra):
-    """Open/close the workflow's MLflow parent run in one process, before/after all jobs.
+def tracking_hook(action, **options):
+    """Open/close the workflow's MLflow parent run, before/after all jobs: through the tracking
+    service (`pipelines.tracking_service`, started here and reused by the jobs), else with
+    MLflow in a child process.
 
     Best effort: a tracking failure prints one warning and never changes Snakemake's outcome
     (the result files are the record; MLflow mirrors them).
     """
     import subprocess
 
-    command = ["python", "-m", "pipelines.tracking", action, "--tracking", TRACKING_SPEC,
-               "--results-dir", RESULTS, *extra]
+    from pipelines import tracking_service
+
+    try:
+        if tracking_service.workflow_hook(action, TRACKING_SPEC, RESULTS, **options):
+            return
+    except Exception as error:
+        print(f"WARNING: the MLflow tracking service failed ({error}); using MLflow directly", file=sys.stderr)
+    command = ["python", "-m", "pipelines.tracking", action, "--tracking", TRACKING_SPEC, "--results-dir", RESULTS]
+    for option, value in options.items():
+        command += [f"--{option.replace('_', '-')}", *([value] if isinstance(value, str) else value)]
     try:
         status = subprocess.run(command, check=False).returncode
     except OSError as error:
@@ -188,16 +198,12 @@ def tracking_hook(action, *extra):
 
 
 onstart:
-    tracking_hook(
-        "start",
-        "--config-files", *map(str, workflow.configfiles),
-        "--command", " ".join(sys.argv),
-    )
+    tracking_hook("start", config_files=list(map(str, workflow.configfiles)), command=" ".join(sys.argv))
 
 
 onsuccess:
-    tracking_hook("end", "--status", "FINISHED", "--log-file", str(log or ""))
+    tracking_hook("end", status="FINISHED", log_file=str(log or ""))
 
 
 onerror:
-    tracking_hook("end", "--status", "FAILED", "--log-file", str(log or ""))
+    tracking_hook("end", status="FAILED", log_file=str(log or ""))
