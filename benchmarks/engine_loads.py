@@ -2,10 +2,10 @@
 
 Three evaluations of one tiny Qwen2 built offline (the demo's protocols: two benchmarks greedy,
 one sampled n=4), in the same run:
-  one engine per evaluation:  what `generate_per: benchmark` does (a fresh engine per job);
-  one engine per model:       `pipelines.generate.generate_evaluations` with its EngineCache
-                              (`generate_per: model`, the default),
-checking that both write identical generations. Engine `vllm` needs real vLLM (run it with the
+  one job per evaluation:  `generate_per: benchmark`, each job a process with its own engine;
+  one job per model:       `generate_per: model` (the default), one process, one engine,
+each as the `python -m pipelines.generate` command the rules run, checking that both write
+identical generations. Engine `vllm` needs real vLLM (run it with the
 vLLM virtualenv: `make test-vllm` builds .venv-vllm; VLLM_TARGET_DEVICE=cpu on a CPU), `hf` runs
 anywhere. Then the paper table's arithmetic: evaluations, model jobs, engine loads saved, at the
 load time `cluster.estimate_engine_load_minutes` assumes for a 7B model on a GPU.
@@ -15,7 +15,10 @@ load time `cluster.estimate_engine_load_minutes` assumes for a 7B model on a GPU
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from pipelines import generate  # noqa: E402
+from tests.conftest import REPO_ROOT  # noqa: E402
 from tests.tiny_models import build_tiny_qwen2  # noqa: E402
 from tests.vllm.conftest import TINY_MAX_LEN, canonical_demo_rows  # noqa: E402
 
@@ -57,6 +60,20 @@ def with_outputs(jobs: list[dict], folder: Path) -> list[dict]:
     return placed
 
 
+def run_jobs(jobs: list[dict], manifest_file: Path, spec_file: Path) -> tuple[float, float]:
+    """One `python -m pipelines.generate` process (one job as Snakemake runs it) for these jobs:
+    wall seconds, and the engine load seconds it logged."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "pipelines.generate", "--spec", str(spec_file),
+                             "--model-manifest", str(manifest_file), "--generations", *[j["generations"] for j in jobs]],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(result.stderr[-3000:])
+    loaded = re.search(r"engine load\(s\) \(([0-9.]+) s\)", result.stderr)
+    return wall, float(loaded.group(1)) if loaded else float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engine", choices=["vllm", "hf"], default="vllm")
@@ -67,29 +84,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = build_tiny_qwen2(root / "model", attention_heads=2, kv_heads=2, max_length=TINY_MAX_LEN)
-        manifest = {"path": model, "kind": "demo"}
+        manifest_file = root / "model.json"
+        manifest_file.write_text(json.dumps({"path": model, "kind": "demo"}))
         jobs = evaluations(root, args.engine, args.items)
+        separate_jobs, shared_jobs = with_outputs(jobs, root / "separate"), with_outputs(jobs, root / "shared")
+        spec_file = root / "spec.json"
+        spec_file.write_text(json.dumps({"model": "tiny", "method": "base", "jobs": separate_jobs + shared_jobs}))
 
-        started = time.perf_counter()
-        separate_loads = 0.0
-        for job in with_outputs(jobs, root / "separate"):
-            engines = generate.generate_evaluations([job], manifest, None, None, threads=None)
-            separate_loads += engines.load_seconds
-        separate = time.perf_counter() - started
-
-        started = time.perf_counter()
-        engines = generate.generate_evaluations(with_outputs(jobs, root / "shared"), manifest, None, None, threads=None)
-        shared = time.perf_counter() - started
-
-        identical = all((root / "separate" / p.relative_to(root / "shared")).read_bytes() == p.read_bytes()
-                        for p in (root / "shared").rglob("generations.jsonl"))
-    generation = shared - engines.load_seconds
-    print(f"engine {args.engine}, tiny Qwen2, {len(jobs)} evaluations ({args.items} questions each)")
-    print(f"one engine per evaluation: {separate:7.2f} s ({len(jobs)} loads, {separate_loads:.2f} s loading)")
-    print(f"one engine per model:      {shared:7.2f} s (1 load, {engines.load_seconds:.2f} s loading; "
-          f"{generation:.2f} s generating)")
-    print(f"load / generation of one evaluation: {engines.load_seconds / (generation / len(jobs)):.1f}x; "
-          f"speed-up of the model job: {separate / shared:.2f}x")
+        separate = [run_jobs([job], manifest_file, spec_file) for job in separate_jobs]
+        shared, shared_load = run_jobs(shared_jobs, manifest_file, spec_file)
+        identical = all(Path(a["generations"]).read_bytes() == Path(b["generations"]).read_bytes()
+                        for a, b in zip(separate_jobs, shared_jobs))
+    separate_wall = sum(wall for wall, _ in separate)
+    separate_load = sum(load for _, load in separate)
+    print(f"engine {args.engine}, tiny Qwen2, {len(jobs)} evaluations ({args.items} questions each), "
+          "each way as `python -m pipelines.generate` processes")
+    print(f"one job per evaluation: {separate_wall:7.2f} s in {len(jobs)} processes "
+          f"({separate_load:.2f} s of it loading engines)")
+    print(f"one job per model:      {shared:7.2f} s in 1 process ({shared_load:.2f} s loading its engine)")
+    print(f"speed-up of the model job: {separate_wall / shared:.2f}x; engine load "
+          f"{separate_load / len(jobs):.2f} s vs {(shared - shared_load) / len(jobs):.2f} s of other work "
+          "per evaluation")
     print("generations identical both ways" if identical else "MISMATCH between the two ways")
     print(paper_engine_loads())
     return 0 if identical else 1
