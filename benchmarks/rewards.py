@@ -3,15 +3,19 @@
 Builds G-completion groups from real answers (MATH500 golds when ../shared/data/empo-math is
 present, else a built-in list): per group, copies of a "consensus" answer, equivalent rewrites
 of it (fraction <-> decimal, spacing, \\dfrac), distractors, and responses without an answer.
-  baseline: every ordered pair verified with fresh math-verify parses, reward_i = #{j: a_j == a_i}/G
+  baseline: every ordered pair verified with fresh math-verify parses (its own LL parsing, which
+            the core's SLL stage leaves alone), reward_i = #{j: a_j == a_i}/G
             (what the authors' release does), in this process;
   core:     `pipelines.rewards.empo_rewards` with ONE grading worker (no parallelism): distinct
-            answers parsed once (cached across groups), identical normalised strings merged
-            without math-verify, new answers compared with cluster representatives only, and
-            pairs whose verdict is certain without math-verify's `simplify` decided without it
-            (integers, numbers far apart, a constant against a rational function that takes
-            another value: `grading._fast_verdict`, `_numbers_clearly_differ`,
-            `_constant_differs_from_rational_function`, each tested against math-verify).
+            answers parsed once (cached across groups) and SLL-first (ANTLR's two-stage parse,
+            the same trees: `grading._sll_first_latex_parsing`), identical normalised strings
+            merged without math-verify, new answers compared with cluster representatives only,
+            and pairs whose verdict is certain decided without math-verify's `verify`
+            (`grading._fast_verdict`: integers, `n` against `n.0`, plain numbers far apart;
+            `grading._certainly_not_equivalent`: constants far apart, expressions that take
+            other values at one point (`\\cot x` against `3`, `p - q` against `9`), intervals,
+            tuples and sets against a single value, linear equations that are not multiples of
+            one another), each tested against math-verify.
 Checks that both give identical rewards. Target: >= 20x.
     python benchmarks/rewards.py [--groups 256] [--group-size 16]
 """

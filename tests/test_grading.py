@@ -256,18 +256,46 @@ def test_every_real_ground_truth_grades_correct_as_a_model_answer(shared_data, n
     assert not wrong, f"{len(wrong)} of {len(golds)} {name} golds do not self-grade, e.g. {wrong[:3]}"
 
 
+def _plain_parse(answer: str) -> list:
+    """math-verify's own parse of a normalised, boxed answer (its default LL parsing)."""
+    from math_verify import parse
+
+    return parse("\\boxed{" + grading.normalize_answer(answer) + "}", parsing_timeout=None)
+
+
+def _math_verify(prediction: str, gold: str) -> bool:
+    """math-verify itself, no shortcut: the reference every shortcut must reproduce."""
+    from math_verify import verify
+
+    return bool(verify(_plain_parse(gold), _plain_parse(prediction), timeout_seconds=None))
+
+
 def test_integer_shortcut_agrees_with_math_verify():
     pairs = [("12", "12"), ("12", "13"), ("-3", "3"), ("007", "7"), ("100", "1000"), ("0", "-0"),
              ("123456789", "123456788"), ("0.25", "0.5"), ("12.5", "12"), ("-0.5", "0.5")]
     for prediction, gold in pairs:
         assert grading._fast_verdict(prediction, gold) == grading._verify_in_process(prediction, gold), (prediction, gold)
-    assert grading._fast_verdict("12.0", "12") is None  # close numbers: math-verify decides
+    assert grading._fast_verdict("12.5", "12.49") is None  # close numbers: math-verify decides
     assert grading._fast_verdict("0.1234567", "0.1234568") is None
 
 
-def test_numeric_shortcut_agrees_with_math_verify():
-    from math_verify import parse, verify
+def test_whole_decimal_shortcut_agrees_with_math_verify():
+    """`n.0` against `n` (up to 15 digits) is decided without math-verify, as it decides."""
+    import random
 
+    rng = random.Random(0)
+    pairs = [("12.0", "12"), ("12", "12.000"), ("-3.0", "-3"), ("-0.0", "0"), ("0", "-0.0"), ("007.0", "7"),
+             ("7.0", "007"), ("999999999999999.0", "999999999999999"), ("-3.0", "3"), ("12.0", "13")]
+    for _ in range(150):
+        digits, sign = str(rng.randint(0, 10 ** rng.randint(1, 15) - 1)), rng.choice(["", "-"])
+        pairs.append((f"{sign}{digits}.{'0' * rng.randint(1, 4)}", f"{sign}{rng.choice(['', '0'])}{digits}"))
+    for prediction, gold in pairs + [(gold, prediction) for prediction, gold in pairs]:
+        verdict = grading._fast_verdict(prediction, gold)
+        assert verdict is not None and verdict == _math_verify(prediction, gold), (prediction, gold)
+    assert grading._fast_verdict("1234567890123456.0", "1234567890123456") is None  # 16 digits: math-verify decides
+
+
+def test_numeric_shortcut_agrees_with_math_verify():
     pairs = [("0.5", "\\frac{1}{2}"), ("0.5", "0.6"), ("\\frac{1}{3}", "0.333333"), ("1.6", "1.62"),
              ("2.5", "\\frac{5}{2}"), ("100", "99.99"), ("3.14159", "\\pi"), ("50\\%", "0.5"), ("10^{3}", "1000"),
              ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"), ("\\sqrt{2}", "1.5"), ("2\\pi", "6.28"),
@@ -275,9 +303,7 @@ def test_numeric_shortcut_agrees_with_math_verify():
              ("6 - 5i", "\\sqrt{51}"), ("1+274i", "5.5"), ("3+4i", "3+4i"), ("2i", "2"), ("\\pi", "6 - 5i"),
              ("1+i", "\\frac{2}{1-i}"), ("\\sqrt{-4}", "2i"), ("e^{i\\pi}", "-1")]
     for prediction, gold in pairs:
-        reference = verify(parse("\\boxed{" + gold + "}", parsing_timeout=None),
-                           parse("\\boxed{" + prediction + "}", parsing_timeout=None), timeout_seconds=None)
-        assert grading._verify_in_process(prediction, gold) == reference, (prediction, gold)
+        assert grading._verify_in_process(prediction, gold) == _math_verify(prediction, gold), (prediction, gold)
 
 
 def _random_rational_function(rng) -> str:
@@ -294,32 +320,236 @@ def _random_rational_function(rng) -> str:
     return polynomial() if rng.random() < 0.6 else f"\\frac{{{polynomial()}}}{{{polynomial()}}}"
 
 
-def test_constant_vs_rational_function_shortcut_never_changes_math_verify_verdict():
-    """The shortcut answers False only where math-verify (run here without it) says False,
-    including identities that only look like functions, e.g. (x+1)^2 - x^2 - 2x = 1."""
+def _random_function(rng) -> str:
+    """A rational function, or an elementary function of a short polynomial, plus a constant
+    or i (short: math-verify's `simplify` takes seconds on long transcendental expressions)."""
+    if rng.random() < 0.3:
+        return _random_rational_function(rng) + rng.choice(["", "+\\pi", "-\\sqrt{2}", "+2.5", "+i"])
+    inner = (rng.choice(["", "2", "3", "\\frac{1}{2}"]) + rng.choice(["x", "y", "p"]) + rng.choice(["", "^2"])
+             + rng.choice(["", "+1", "-4"]))
+    wrapper = rng.choice(["\\sin({})", "\\cos({})", "\\tan({})", "\\cot({})", "e^{{{}}}", "\\ln({})", "\\sqrt{{{}}}",
+                          "|{}|", "\\arctan({})", "\\arcsin({})", "\\cosh({})", "({})^{{\\frac{{1}}{{3}}}}"])
+    return wrapper.format(inner) + rng.choice(["", "+\\pi", "-\\sqrt{2}", "+2.5", "\\cdot 3", "+i"])
+
+
+#: Constants of every kind math-verify parses: integers, fractions, floats, irrationals, complex.
+CONSTANTS = ["9", "1", "0", "-2", "\\frac{1}{2}", "0.5", "4", "\\frac{14}{3}", "\\pi", "\\sqrt{3}", "2.5", "e",
+             "\\frac{3\\sqrt{3}}{4}", "6 - 5i", "3+4i", "145^\\circ", "\\frac{35}{64}+1", "50\\%", "5!"]
+#: Identities, and equalities that hold near the point where functions are evaluated: never cut short.
+IDENTITIES = [("(x+1)^2 - x^2 - 2x", "1"), ("\\frac{x^2-1}{x-1} - x", "1"), ("x - x + 3", "3"), ("\\frac{2x}{x}", "2"),
+              ("\\sin^2 x + \\cos^2 x", "1"), ("\\tan x \\cot x", "1"), ("\\cosh^2 x - \\sinh^2 x", "1"),
+              ("\\ln(e^{x}) - x", "0"), ("e^{\\ln x} - x", "0"), ("\\arcsin x + \\arccos x", "\\frac{\\pi}{2}"),
+              ("\\sqrt{x^2}", "|x|"), ("\\frac{\\sin 2x}{\\sin x}", "2\\cos x"), ("|x - 1|", "1 - x"),
+              ("\\arctan x + \\arctan \\frac{1}{x}", "\\frac{\\pi}{2}"), ("2^{x} 2^{x}", "4^{x}")]
+
+
+def test_function_shortcut_never_changes_math_verify_verdict():
+    """`_expressions_clearly_differ` (through `_certainly_not_equivalent`, as the worker runs it)
+    answers False only where math-verify, run here without it, says False: constants of every
+    kind against functions, functions against functions, identities (never cut short)."""
     import random
 
-    from math_verify import parse, verify
-
     rng = random.Random(0)
-    constants = ["9", "1", "0", "-2", "\\frac{1}{2}", "0.5", "4", "\\frac{14}{3}"]
-    pairs = [("p - q", "9"), ("9", "p - q"), ("(x+1)^2 - x^2 - 2x", "1"), ("\\frac{x^2-1}{x-1} - x", "1"),
-             ("x - x + 3", "3"), ("\\frac{2x}{x}", "2"), ("x", "3"), ("\\sqrt{x}", "2"), ("x^{1/2}", "2"),
-             ("2x = 4", "2"), ("x+1", "\\{2\\}"), ("0.5x", "1"), ("\\frac{1}{x}", "0")]
-    pairs += [(_random_rational_function(rng), rng.choice(constants)) for _ in range(150)]
-    pairs += [(rng.choice(constants), _random_rational_function(rng)) for _ in range(150)]
+    pairs = [("p - q", "9"), ("9", "p - q"), ("x", "3"), ("\\sqrt{x}", "2"), ("x^{1/2}", "2"), ("2x = 4", "2"),
+             ("x+1", "\\{2\\}"), ("0.5x", "1"), ("\\frac{1}{x}", "0"), ("\\cot x", "\\frac{3\\sqrt{3}}{4}"),
+             ("\\cot x", "3"), ("1+274i", "5.5"), ("6 - 5i", "\\sqrt{51}"), ("(a+5)(b+2)", "145^\\circ+1"),
+             ("-13x+3", "-13x+3+1"), ("n!", "120"), ("f(x)", "2"), ("\\lfloor x \\rfloor", "3"),
+             ("\\ln(x)", "\\ln(y)"), ("\\int_0^1 x dx", "\\frac{1}{2}"), ("e^{x}", "\\sum_{k=0}^{3} k"), *IDENTITIES]
+    pairs += [(_random_function(rng), rng.choice(CONSTANTS)) for _ in range(80)]
+    pairs += [(rng.choice(CONSTANTS), _random_function(rng)) for _ in range(80)]
+    pairs += [(_random_function(rng), _random_function(rng)) for _ in range(30)]
     fired = 0
     for prediction, gold in pairs:
-        gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=None)
-        prediction_parsed = parse("\\boxed{" + prediction + "}", parsing_timeout=None)
+        gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
         if not gold_parsed or not prediction_parsed:
             continue
-        if grading._constant_differs_from_rational_function(gold_parsed[0], prediction_parsed[0]):
-            fired += 1
-            assert not verify(gold_parsed, prediction_parsed, timeout_seconds=None), (prediction, gold)
-    assert fired >= 250  # it decides most of these pairs (the time it saves is in benchmarks/rewards.py)
-    for identity, constant in [("(x+1)^2 - x^2 - 2x", "1"), ("x - x + 3", "3"), ("\\frac{2x}{x}", "2")]:
+        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
+            fired += grading._expressions_clearly_differ(gold_parsed[0], prediction_parsed[0])
+            assert not _math_verify(prediction, gold), (prediction, gold)
+    assert fired >= 110  # it decides most of these pairs (the time it saves is in benchmarks/rewards.py)
+    for function, constant in IDENTITIES:
+        assert not grading._expressions_clearly_differ(_plain_parse(constant)[0], _plain_parse(function)[0]), function
+    for identity, constant in IDENTITIES[:7]:
         assert grading._verify_in_process(identity, constant)  # an identity is never cut short
+
+
+def _random_collection(rng) -> str:
+    """An interval, ray, tuple or finite set (braced or a bare list) of assorted entries."""
+    def entry():
+        return rng.choice(["1", "2", "-3", "\\frac{1}{2}", "0.5", "\\sqrt{2}", "\\pi", "7", "2.0", "x", "a+1", "1.0"])
+    low, high = sorted([rng.randint(-5, 5), rng.randint(-5, 5)])
+    return rng.choice([
+        f"({low},{high})", f"[{low},{high}]", f"({low},{high}]", f"(-\\infty,{high}]", f"({low},\\infty)",
+        f"({entry()}, {entry()})", f"({entry()}, {entry()}, {entry()})", f"\\{{{entry()}, {entry()}\\}}",
+        f"{entry()}, {entry()}, {entry()}", f"\\{{{entry()}\\}}", f"[{entry()}, {entry()})"])
+
+
+#: Values a collection is compared with: numbers, symbols, expressions, percentages, relations, sets.
+VALUES = ["2", "-3", "\\frac{1}{2}", "0.5", "1", "x", "\\text{east}", "50\\%", "x+1", "\\sqrt{2}", "y = 2",
+          "x \\in [1, 2]", "\\{2\\}", "(1, 2)", "1, 2", "[1,2]", "1 < x < 2", "x \\le 2", "2.0", "\\pi"]
+
+
+def test_collection_shortcut_never_changes_math_verify_verdict():
+    """`_collection_differs_from_single_value` answers False only where math-verify, run here
+    without it, says False: intervals, tuples and sets against values, relations and each other."""
+    import random
+
+    rng = random.Random(0)
+    pairs = [("(-2,1)", "4"), ("4", "(-2,1)"), ("7", "(2,\\infty)"), ("(3,4]", "(a+5)(b+2)"), ("(15,-29)", "7"),
+             ("11,\\! 111,\\! 111,\\! 100+1", "(-1,6)"), ("\\text{east}", "1 \\pm \\sqrt{19}"), ("-4", "1 \\pm \\sqrt{19}"),
+             ("(1,2)", "1,2"), ("1,2", "(1,2)"), ("(1,2)", "\\{1,2\\}"), ("[1,2]", "1,2"), ("\\{1, 1.0\\}", "1"),
+             ("1", "\\{1, 1.0\\}"), ("1,2", "1"), ("(1,2)", "x \\in (1,2)"), ("(0, 1)", "0 < x < 1"),
+             ("(-\\infty, 2]", "x \\le 2"), ("x = 1", "\\{1\\}"), ("(3)", "3"), ("\\{3\\}", "3"), ("(1, 2, 3)", "(1, 2)")]
+    pairs += [(_random_collection(rng), rng.choice(VALUES)) for _ in range(100)]
+    pairs += [(rng.choice(VALUES), _random_collection(rng)) for _ in range(100)]
+    pairs += [(_random_collection(rng), _random_collection(rng)) for _ in range(50)]
+    fired = 0
+    for prediction, gold in pairs:
+        gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
+        if not gold_parsed or not prediction_parsed:
+            continue
+        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
+            fired += grading._collection_differs_from_single_value(gold_parsed[0], prediction_parsed[0])
+            assert not _math_verify(prediction, gold), (prediction, gold)
+    assert fired >= 100
+    assert grading._verify_in_process("(1,2)", "1,2") and grading._verify_in_process("1,2", "(1,2)")
+
+
+def _random_linear_equation(rng) -> tuple[str, str]:
+    """A linear equation in some of x, y, z, written `... = ...`, and one of: a multiple of it
+    written otherwise (math-verify may say True), or the same with one coefficient changed."""
+    symbols = rng.sample(["x", "y", "z"], rng.randint(1, 3))
+    coefficients = {symbol: rng.choice([-3, -2, -1, 1, 2, 5]) for symbol in symbols}
+    constant = rng.randint(-4, 4)
+
+    def written(scale, changed):
+        terms = {symbol: scale * value + (symbol == changed) for symbol, value in coefficients.items()}
+        left = " + ".join(f"{value}{symbol}" for symbol, value in terms.items()).replace("+ -", "- ")
+        if rng.random() < 0.5:
+            return f"{left} = {-scale * constant}"
+        moved = rng.choice(symbols)  # `y = 2x - 3` style: one term alone on the left
+        rest = " + ".join(f"{-value}{symbol}" for symbol, value in terms.items() if symbol != moved)
+        return f"{terms[moved]}{moved} = {(rest + ' + ') if rest else ''}{-scale * constant}".replace("+ -", "- ")
+
+    return written(1, None), written(rng.choice([1, -1, 2, -3]), rng.choice([None, *symbols]))
+
+
+def test_linear_equation_shortcut_never_changes_math_verify_verdict():
+    """`_linear_equations_differ` answers False only where math-verify, run here without it,
+    says False: equations that are multiples of one another (often True) are never cut short."""
+    import random
+
+    rng = random.Random(0)
+    pairs = [("5x - 7y + 11z + 4 = 0+1", "5x - 7y + 11z + 4 = 0"), ("x=5+1", "x=5"), ("2x=10", "x=5"),
+             ("y = 2x - 3", "2x - y = 3"), ("4x+6y=12", "2x+3y=6"), ("x = 1", "y = 1"), ("X = 1", "x = 2"),
+             ("ab = 1", "AB = 1"), ("x = y", "y = x"), ("x - y = 0", "y = x + 1"), ("x^2 = 1", "x = 1"),
+             ("x = 0.5", "x = 1"), ("x = \\sqrt{2}", "x = 1"), ("a = b = c", "a = c"), ("x \\le 2", "x < 2"),
+             ("x_1 + x_2 = 3", "x_1 + x_2 = 4"), ("y = 2x - 3", "y = 2x + 3"), ("x = 5", "5")]
+    pairs += [_random_linear_equation(rng) for _ in range(100)]
+    fired = 0
+    for prediction, gold in pairs:
+        gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
+        if not gold_parsed or not prediction_parsed:
+            continue
+        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
+            fired += grading._linear_equations_differ(gold_parsed[0], prediction_parsed[0])
+            assert not _math_verify(prediction, gold), (prediction, gold)
+    assert fired >= 50
+
+
+def test_nothing_is_cut_short_when_the_parsed_strings_match():
+    """math-verify also compares the two parses' strings (`compare_single_extraction`): equal
+    strings mean True, whatever the sympy objects, so no shortcut may decide that pair."""
+    import sympy
+
+    assert not grading._certainly_not_equivalent((sympy.Integer(1), "same"), (sympy.Integer(2), "same "))
+    assert not grading._certainly_not_equivalent((sympy.Integer(1),), (sympy.Integer(2),))
+    assert grading._certainly_not_equivalent((sympy.Integer(1), "1"), (sympy.Integer(2), "2"))
+
+
+#: LaTeX of every shape the parser meets: tuples, intervals, matrices, polynomials whose parse
+#: needs LL prediction, sets, relations, functions, text, and syntax errors.
+LATEX = ["(15,-29)", "(-2,1)", "(3,4]+1", "\\left( 3, \\frac{\\pi}{2} \\right)", "(6, 31, -1)",
+         "x^5 - x^4 + x^3 - x^2 + x - 1", "x^3+3x-6", "(a+5)(b+2)", "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+         "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}+1", "4210_{5}", "52_8", "\\{1, 2, 3\\}",
+         "5x - 7y + 11z + 4 = 0", "x \\in [2, 5)", "1 < x < 2", "\\cot x", "\\sin^2 x + \\cos^2 x", "f(x) = 2x",
+         "\\text{(C)}", "\\text{east}", "50\\%", "3 + 2i", "\\frac{1}{2", "((1,2)", "(1,2))", "\\frac{}{}", "1,,2",
+         "x^", "\\sqrt[3]{x}", "\\int_0^1 x\\,dx", "\\sum_{k=1}^{n} k", "\\lim_{x \\to 0} \\frac{\\sin x}{x}",
+         "y = 2x - 3", "(-\\infty, 2] \\cup [3, \\infty)", "\\emptyset", "a, b, c", "1 \\pm \\sqrt{19}", "45^\\circ",
+         "x_1 + x_2", "\\mathbb{R}", "\\infty", "-\\infty", "\\$32,\\!348", "\\dfrac{14}{3}", "0.3055555555555556"]
+FRAGMENTS = ["(", ")", "[", "]", "\\{", "\\}", ",", "x", "y", "1", "-2", "\\frac{1}{2}", "+", "^2", "=", "\\le",
+             "\\pi", "\\sqrt{", "}", "\\infty", "\\cup", "\\left(", "\\right)", "i", " ", "\\cdot", "!", "|"]
+PARSE_REPRS = """
+import json, logging, sys
+import sympy
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+answers = json.load(sys.stdin)
+if sys.argv[1] == "sll-first":
+    from pipelines import grading
+    parses = [grading._parse_boxed(answer) for answer in answers]
+else:
+    from math_verify import parse
+    parses = [parse("\\\\boxed{" + answer + "}", parsing_timeout=None) for answer in answers]
+print(json.dumps([[sympy.srepr(x) if isinstance(x, sympy.Basic) else repr(x) for x in p] for p in parses]))
+"""
+
+
+def test_sll_first_parsing_returns_math_verifys_own_parse():
+    """`_parse_boxed` reads LaTeX SLL-first (`_sll_first_latex_parsing`): every parse, exception
+    and fallback included, must be math-verify's own (LL) parse, compared in fresh processes
+    (the plain one never runs an SLL stage) on hand-made shapes, random fragments and, when
+    the real data is here, every MATH500 gold and a wrong variant of it."""
+    import json
+    import random
+    import subprocess
+    import sys
+
+    from benchmarks.grading import wrong
+    from tests.conftest import REPO_ROOT, SHARED_DATA
+
+    rng = random.Random(0)
+    answers = LATEX + ["".join(rng.choices(FRAGMENTS, k=rng.randint(1, 8))) for _ in range(150)]
+    if (SHARED_DATA / "math500.parquet").is_file():
+        golds = _golds(SHARED_DATA, "math500")
+        answers += golds + [wrong(gold) for gold in golds]
+    answers = list(dict.fromkeys(grading.normalize_answer(answer) for answer in answers))
+
+    def parse_in_fresh_process(mode):
+        output = subprocess.run([sys.executable, "-c", PARSE_REPRS, mode], input=json.dumps(answers), text=True,
+                                capture_output=True, check=True, cwd=REPO_ROOT).stdout
+        return json.loads(output.strip().splitlines()[-1])
+
+    plain, sll_first = parse_in_fresh_process("plain"), parse_in_fresh_process("sll-first")
+    different = [(answer, a, b) for answer, a, b in zip(answers, plain, sll_first) if a != b]
+    assert not different, different[:5]
+
+
+def test_the_sll_stage_leaves_other_parses_alone():
+    """Outside `_sll_first_latex_parsing`, and in other threads, latex2sympy's parsers are its own
+    (LL, the grammar's DFA cache); inside, the SLL stage has a cache of its own."""
+    import threading
+
+    from antlr4.atn.PredictionMode import PredictionMode
+    from latex2sympy2_extended.latex2sympy2 import PSParser, _Latex2Sympy
+
+    needs_ll = "x^5 - x^4 + x^3 - x^2 + x - 1"
+    grading._parse_boxed("x+1")  # installs the two-stage parser
+    plain = _Latex2Sympy().create_parser("x+1")
+    assert plain._interp.predictionMode == PredictionMode.LL and plain._interp.decisionToDFA is PSParser.decisionsToDFA
+    other_thread = []
+    with grading._sll_first_latex_parsing():
+        staged = _Latex2Sympy().create_parser("x+1")
+        thread = threading.Thread(target=lambda: other_thread.append(_Latex2Sympy().create_parser("x+1")))
+        thread.start()
+        thread.join()
+        sll_only = _Latex2Sympy().create_parser(needs_ll)
+        with pytest.raises(Exception, match="I expected"):  # latex2sympy's syntax error
+            type(sll_only).math(sll_only)  # SLL alone fails on this polynomial...
+        two_stage = _Latex2Sympy().parse(needs_ll)
+    assert two_stage == _Latex2Sympy().parse(needs_ll)  # ...and the LL stage reads it as before
+    assert staged._interp.predictionMode == PredictionMode.SLL
+    assert staged._interp.decisionToDFA is not PSParser.decisionsToDFA
+    assert other_thread[0]._interp.predictionMode == PredictionMode.LL
 
 
 def test_the_grader_works_from_standard_input_and_from_a_thread():
