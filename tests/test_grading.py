@@ -270,6 +270,20 @@ def _math_verify(prediction: str, gold: str) -> bool:
     return bool(verify(_plain_parse(gold), _plain_parse(prediction), timeout_seconds=None))
 
 
+def _cut_short_only_where_math_verify_says_false(pairs, shortcut) -> int:
+    """Every pair `_certainly_not_equivalent` decides is one math-verify (run without it) calls
+    unequal; returns how many of them `shortcut` decided."""
+    fired = 0
+    for prediction, gold in pairs:
+        gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
+        if not gold_parsed or not prediction_parsed:
+            continue
+        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
+            fired += shortcut(gold_parsed[0], prediction_parsed[0])
+            assert not _math_verify(prediction, gold), (prediction, gold)
+    return fired
+
+
 def test_integer_shortcut_agrees_with_math_verify():
     pairs = [("12", "12"), ("12", "13"), ("-3", "3"), ("007", "7"), ("100", "1000"), ("0", "-0"),
              ("123456789", "123456788"), ("0.25", "0.5"), ("12.5", "12"), ("-0.5", "0.5")]
@@ -358,14 +372,7 @@ def test_function_shortcut_never_changes_math_verify_verdict():
     pairs += [(_random_function(rng), rng.choice(CONSTANTS)) for _ in range(80)]
     pairs += [(rng.choice(CONSTANTS), _random_function(rng)) for _ in range(80)]
     pairs += [(_random_function(rng), _random_function(rng)) for _ in range(30)]
-    fired = 0
-    for prediction, gold in pairs:
-        gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
-        if not gold_parsed or not prediction_parsed:
-            continue
-        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
-            fired += grading._expressions_clearly_differ(gold_parsed[0], prediction_parsed[0])
-            assert not _math_verify(prediction, gold), (prediction, gold)
+    fired = _cut_short_only_where_math_verify_says_false(pairs, grading._expressions_clearly_differ)
     assert fired >= 110  # it decides most of these pairs (the time it saves is in benchmarks/rewards.py)
     for function, constant in IDENTITIES:
         assert not grading._expressions_clearly_differ(_plain_parse(constant)[0], _plain_parse(function)[0]), function
@@ -403,14 +410,7 @@ def test_collection_shortcut_never_changes_math_verify_verdict():
     pairs += [(_random_collection(rng), rng.choice(VALUES)) for _ in range(100)]
     pairs += [(rng.choice(VALUES), _random_collection(rng)) for _ in range(100)]
     pairs += [(_random_collection(rng), _random_collection(rng)) for _ in range(50)]
-    fired = 0
-    for prediction, gold in pairs:
-        gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
-        if not gold_parsed or not prediction_parsed:
-            continue
-        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
-            fired += grading._collection_differs_from_single_value(gold_parsed[0], prediction_parsed[0])
-            assert not _math_verify(prediction, gold), (prediction, gold)
+    fired = _cut_short_only_where_math_verify_says_false(pairs, grading._collection_differs_from_single_value)
     assert fired >= 100
     assert grading._verify_in_process("(1,2)", "1,2") and grading._verify_in_process("1,2", "(1,2)")
 
@@ -446,14 +446,7 @@ def test_linear_equation_shortcut_never_changes_math_verify_verdict():
              ("x = 0.5", "x = 1"), ("x = \\sqrt{2}", "x = 1"), ("a = b = c", "a = c"), ("x \\le 2", "x < 2"),
              ("x_1 + x_2 = 3", "x_1 + x_2 = 4"), ("y = 2x - 3", "y = 2x + 3"), ("x = 5", "5")]
     pairs += [_random_linear_equation(rng) for _ in range(100)]
-    fired = 0
-    for prediction, gold in pairs:
-        gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
-        if not gold_parsed or not prediction_parsed:
-            continue
-        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
-            fired += grading._linear_equations_differ(gold_parsed[0], prediction_parsed[0])
-            assert not _math_verify(prediction, gold), (prediction, gold)
+    fired = _cut_short_only_where_math_verify_says_false(pairs, grading._linear_equations_differ)
     assert fired >= 50
 
 
