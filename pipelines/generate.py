@@ -3,7 +3,7 @@
 One job generates every benchmark and protocol of a (model, method) with one engine
 (`evaluation.generate_per: model`, the default: a model loads once, not once per benchmark), or
 one of them (`generate_per: benchmark`); each evaluation gets its own files and MLflow run either
-way, and both rules run the same command, so switching between them reruns nothing.
+way, and the job runs the same command on the same spec, so switching reruns nothing.
 
 Grading is a separate stage (pipelines.grade), so a new or fixed grader re-grades the same
 generations without regenerating them.

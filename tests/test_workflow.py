@@ -214,12 +214,12 @@ def test_one_generate_job_per_evaluation_reproduces_the_table_of_one_per_model(d
     _snakemake(demo_run, "--configfile", "config/demo.yaml")  # up to date first
     before = _table_numbers(demo_run)
     assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", *per_benchmark)) == {}
-    planned = _planned(_snakemake(demo_run, "-n", "--forcerun", "generate_benchmark", "--configfile",
+    planned = _planned(_snakemake(demo_run, "-n", "--forcerun", "generate", "--configfile",
                                   "config/demo.yaml", *per_benchmark))
-    assert planned.get("generate_benchmark") == 9 and "generate" not in planned, planned
+    assert planned.get("generate") == 9 and planned.get("grade") == 18, planned  # one job per evaluation
     generations = demo_run / HARD_SAMPLED / "generations.jsonl"
     generated_before = generations.read_bytes()
-    _snakemake(demo_run, "--forcerun", "generate_benchmark", "--configfile", "config/demo.yaml", *per_benchmark)
+    _snakemake(demo_run, "--forcerun", "generate", "--configfile", "config/demo.yaml", *per_benchmark)
     assert generations.read_bytes() == generated_before
     assert _table_numbers(demo_run) == before and len(before) == 18
     assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml")) == {}  # and back

@@ -1,9 +1,9 @@
 # Evaluation: `generate` (GPU work) writes generations; `grade` (CPU work, or the judge's GPU)
 # scores them with one grader. A grader change re-plans only grade jobs.
 # generate_per: model (default) = one generate job per (model, method): one engine load for all
-# its benchmarks and protocols; generate_per: benchmark = rule generate_benchmark, one job per
-# (model, method, benchmark, protocol). Both rules have the same inputs, params and command, so
-# switching between them reruns nothing. generate resumes from generations.partial.jsonl when an
+# its benchmarks and protocols; generate_per: benchmark = one job per (model, method, benchmark,
+# protocol). Either way the job has the same inputs, params and command, so switching reruns
+# nothing. generate resumes from generations.partial.jsonl when an
 # attempt was interrupted (that file is deliberately not a declared output).
 
 
@@ -37,8 +37,8 @@ def grade_slurm_resources():
 
 
 def generate_inputs(wildcards):
-    """Both generate rules: the model and every benchmark it is evaluated on (the same inputs,
-    so switching `generate_per` reruns nothing)."""
+    """The model and every benchmark it is evaluated on, whatever `generate_per` (the same
+    inputs, so switching reruns nothing)."""
     return {"model": model_manifest(wildcards.model, wildcards.method),
             "data": [dataset_path(benchmark) for benchmark in CONFIG["evaluation"]["benchmarks"]]}
 
@@ -54,64 +54,49 @@ def generate_model_spec(wildcards):
         for benchmark, protocol in cfg.protocol_targets(CONFIG)]}
 
 
+# What one generate job writes: every evaluation of a (model, method), or one of them.
+if CONFIG["evaluation"]["generate_per"] == "model":
+    GENERATE_OUTPUTS = {
+        "generations": [generations_path("{model}", "{method}", b, p) for b, p in cfg.protocol_targets(CONFIG)],
+        "records": [generation_record_path("{model}", "{method}", b, p) for b, p in cfg.protocol_targets(CONFIG)],
+    }
+    GENERATE_LOG = f"{RESULTS}/logs/generate/{{model}}/{{method}}.log"
+    EVALUATIONS_PER_GENERATE_JOB = len(cfg.protocol_targets(CONFIG))
+else:
+    GENERATE_OUTPUTS = {
+        "generations": generations_path("{model}", "{method}", "{benchmark}", "{protocol}"),
+        "records": generation_record_path("{model}", "{method}", "{benchmark}", "{protocol}"),
+    }
+    GENERATE_LOG = f"{RESULTS}/logs/generate/{{model}}/{{method}}/{{benchmark}}/{{protocol}}.log"
+    EVALUATIONS_PER_GENERATE_JOB = 1
+
+
 def generate_runtime(wildcards, attempt=1):
     """A model job runs every evaluation of the model one after another."""
-    jobs = len(cfg.protocol_targets(CONFIG)) if CONFIG["evaluation"]["generate_per"] == "model" else 1
-    return resource("generate", "runtime")(wildcards, attempt) * jobs
+    return resource("generate", "runtime")(wildcards, attempt) * EVALUATIONS_PER_GENERATE_JOB
 
 
-GENERATE_COMMAND = (
-    "python -m pipelines.generate --spec {params.spec:q} --model-manifest {input.model:q}"
-    " --generations {output.generations:q} --threads {threads} --tracking {TRACKING_SPEC:q}"
-    " --log-file {log:q} > {log:q} 2>&1"
-)
-
-
-if CONFIG["evaluation"]["generate_per"] == "model":
-
-    rule generate:
-        input:
-            unpack(generate_inputs),
-        output:
-            generations=[generations_path("{model}", "{method}", b, p) for b, p in cfg.protocol_targets(CONFIG)],
-            records=[generation_record_path("{model}", "{method}", b, p) for b, p in cfg.protocol_targets(CONFIG)],
-        log:
-            f"{RESULTS}/logs/generate/{{model}}/{{method}}.log",
-        params:
-            spec=spec_file("generate", generate_model_spec),
-        threads: resource("generate", "cpus")
-        resources:
-            gpu=resource("generate", "gpus"),
-            mem_mb=resource("generate", "mem_mb"),
-            runtime=generate_runtime,
-            **slurm_resources("generate"),
-        conda:
-            generate_env
-        shell:
-            GENERATE_COMMAND
-
-else:
-
-    rule generate_benchmark:
-        input:
-            unpack(generate_inputs),
-        output:
-            generations=generations_path("{model}", "{method}", "{benchmark}", "{protocol}"),
-            records=generation_record_path("{model}", "{method}", "{benchmark}", "{protocol}"),
-        log:
-            f"{RESULTS}/logs/generate/{{model}}/{{method}}/{{benchmark}}/{{protocol}}.log",
-        params:
-            spec=spec_file("generate", generate_model_spec),
-        threads: resource("generate", "cpus")
-        resources:
-            gpu=resource("generate", "gpus"),
-            mem_mb=resource("generate", "mem_mb"),
-            runtime=generate_runtime,
-            **slurm_resources("generate"),
-        conda:
-            generate_env
-        shell:
-            GENERATE_COMMAND
+rule generate:
+    input:
+        unpack(generate_inputs),
+    output:
+        **GENERATE_OUTPUTS,
+    log:
+        GENERATE_LOG,
+    params:
+        spec=spec_file("generate", generate_model_spec),
+    threads: resource("generate", "cpus")
+    resources:
+        gpu=resource("generate", "gpus"),
+        mem_mb=resource("generate", "mem_mb"),
+        runtime=generate_runtime,
+        **slurm_resources("generate"),
+    conda:
+        generate_env
+    shell:
+        "python -m pipelines.generate --spec {params.spec:q} --model-manifest {input.model:q}"
+        " --generations {output.generations:q} --threads {threads} --tracking {TRACKING_SPEC:q}"
+        " --log-file {log:q} > {log:q} 2>&1"
 
 
 rule grade:
