@@ -136,19 +136,26 @@ def relocate_artifacts(sqlite_file: Path, experiment_id: str, old: str, new: str
                     db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (moved, run_id))
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (one we may not signal counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _process_gone(tags: Mapping[str, str]) -> bool:
     """True only when the run's Snakemake process is known to be gone: same host, no such pid.
     On another host (a compute node looking at the submit host's run) nothing can be known."""
     pid = tags.get("pipeline.pid", "")
-    if tags.get("pipeline.host") != socket.gethostname() or not pid.isdigit():
+    if tags.get("pipeline.host") != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False
-    return False
+    return not process_alive(int(pid))
 
 
 def close_dead_workflow_run(client: Any, results_dir: str | Path) -> str | None:

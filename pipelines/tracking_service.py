@@ -243,7 +243,7 @@ class _Service:
         except (OSError, ValueError):
             replaced = True
         with self.lock:
-            self.open_runs = {run: pid for run, pid in self.open_runs.items() if _alive(pid)}
+            self.open_runs = {run: pid for run, pid in self.open_runs.items() if tracking.process_alive(pid)}
             busy = bool(self.open_runs)
             idle_for = time.monotonic() - self.last_call
         if busy:
@@ -253,18 +253,6 @@ class _Service:
         if idle_for > self.idle:
             return f"no call for {idle_for:.0f} s"
         return None
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 class _Handler(socketserver.StreamRequestHandler):
