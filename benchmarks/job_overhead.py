@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import copy_workflow  # noqa: E402
 
 BIN = Path(sys.executable).parent
-TARGET = "results/demo/data/arith_easy.parquet"
+TARGET = "results/demo/data/add_test.parquet"
 UNTRACKED = ["--configfile", "config/demo.yaml", "untracked.yaml"]  # later files override
 
 

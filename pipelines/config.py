@@ -192,12 +192,14 @@ def dataset_files(path: str) -> list[Path]:
 
 
 def used_datasets(config: dict[str, Any]) -> list[str]:
-    """Datasets some job reads: benchmarks, the training set, demo corpora, verl validation."""
+    """Datasets some job reads: benchmarks, the training set, demo corpora, validation sets."""
     names = list(config["evaluation"]["benchmarks"])
     if config["training"]["methods"] and config["training"].get("dataset"):
         names.append(config["training"]["dataset"])
     names += [m["source"]["corpus"] for m in config["models"].values() if m["source"]["kind"] == "demo"]
     names += [name for model in config["models"] for name in resolved_verl(config, model)["validation_benchmarks"]]
+    names += [name for model, method in train_targets(config)
+              if (name := trl_validation_dataset(config, model, method)) is not None]
     return list(dict.fromkeys(name for name in names if name in config["datasets"]))
 
 
@@ -261,6 +263,15 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         if settings["prompts_per_step"] % settings["mini_batch_prompts"]:
             yield (f"{where}: prompts_per_step ({settings['prompts_per_step']}) must be a "
                    f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
+        validation = settings.get("validation")
+        if validation is not None:
+            role = datasets.get(validation["dataset"], {}).get("role")
+            if role not in ("validation", "benchmark"):
+                yield (f"{where}: validation.dataset '{validation['dataset']}' is not a dataset with role "
+                       f"'validation' or 'benchmark'")
+            if settings["backend"] != "trl":
+                yield (f"{where}: validation is scored by the TRL backend; verl validates with "
+                       f"'training.verl.validation_benchmarks'")
         semantic_judge = training["semantic_judge"]
         if settings["equivalence"] == "judge" and semantic_judge["engine"] == "openai" and not semantic_judge["endpoint"]:
             yield f"'training.semantic_judge.endpoint': required for {where} (equivalence judge, engine openai)"
@@ -450,6 +461,8 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
     resources = resolved_resources(config, "train", model=model)
     spec = {"model": model, "method": method, "dataset": config["training"]["dataset"],
             "trainer": trainer, "gpus": resources["gpus"], "grading": dict(config["grading"])}
+    if trainer.get("validation") is None:  # off, the default: left out, so specs from before the key stay equal
+        trainer.pop("validation", None)
     if trainer["equivalence"] == "judge":  # only judge-based methods retrain when the judge changes
         spec["semantic_judge"] = dict(config["training"]["semantic_judge"])
     else:  # math, the default: left out, so specs (and checkpoint fingerprints) from before the key stay equal
@@ -461,6 +474,15 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
         spec["nodes"] = resources.get("nodes", 1)
         spec["cpus"] = resources["cpus"]
     return spec
+
+
+def trl_validation_dataset(config: dict[str, Any], model: str, method: str) -> str | None:
+    """The dataset a TRL training job scores during training (trainer.validation), or None."""
+    if method not in config["training"]["methods"]:
+        return None
+    settings = resolved_trainer(config, method, model)
+    validation = settings.get("validation")
+    return validation["dataset"] if validation and settings["backend"] == "trl" else None
 
 
 def curves_spec(config: dict[str, Any], model: str) -> dict[str, Any]:

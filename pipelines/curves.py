@@ -2,7 +2,9 @@
 
 `python -m pipelines.curves` is the `curves` stage: after every training job of a model, it
 draws the methods' reward, semantic entropy, majority share and majority-vs-gold accuracy on
-shared axes, so EMPO's rising agreement is seen beside the supervised and baseline runs.
+shared axes, and, where the job scored a held-out set during training (TRL `validation`), its
+sampled (mean@n), majority (maj@n) and greedy accuracy: EMPO's rising agreement and the
+accuracy it buys (or not) are seen together, beside the supervised and baseline runs.
 
 Step histories come from files where the trainer writes them (TRL: `log_history.json` beside
 the checkpoints) and from the training job's MLflow run where it does not (verl logs its step
@@ -24,14 +26,20 @@ from pipelines.cli import parse_stage_args, stage_parser
 
 LOG = logging.getLogger(__name__)
 
-#: (panel title, TRL log key, verl metric name): what people look at first.
+#: (panel title, TRL log key, verl metric name or None): what people look at first. The first
+#: four are the training rollouts'; the held-out ones come from `pipelines.train.validation`.
 CURVES = (
     ("reward (mean over rollouts)", "reward", "critic/score/mean"),
     ("semantic entropy of a group", "group/semantic_entropy", "group/semantic_entropy"),
     ("majority share of a group", "group/majority_ratio", "group/majority_ratio"),
     ("majority answer correct (uses gold; not a reward)", "group/majority_vs_gold_accuracy",
      "group/majority_vs_gold_accuracy"),
+    ("held-out accuracy, sampled (mean@n)", "validation/mean_accuracy", None),
+    ("held-out accuracy, majority vote (maj@n)", "validation/majority_accuracy", None),
+    ("held-out accuracy, greedy", "validation/greedy_accuracy", None),
 )
+#: Panels per row of the overlay figure.
+PANELS_PER_ROW = 4
 
 #: The TRL log keys above, in order (the per-job figure's panels).
 CURVE_METRICS = tuple(trl for _, trl, _ in CURVES)
@@ -61,6 +69,8 @@ def mlflow_history(tracking_config: Mapping[str, Any] | None, run_id: str | None
     client = MlflowClient(resolve_tracking_uri(tracking_config["tracking_uri"]))
     curves: History = {}
     for title, _, key in CURVES:
+        if key is None:
+            continue
         try:
             points = sorted((float(m.step), float(m.value)) for m in client.get_metric_history(run_id, key))
         except Exception as error:  # noqa: BLE001 - a missing run leaves its curve out, said in the log
@@ -98,24 +108,37 @@ def plot_overlay(histories: Mapping[str, History], path: Path, title: str) -> li
     plt = _pyplot()
     titles = [title_ for title_, _, _ in CURVES if any(title_ in h for h in histories.values())]
     missing = [method for method, history in histories.items() if not history]
-    figure, axes = plt.subplots(1, max(len(titles), 1), figsize=(4.2 * max(len(titles), 1), 3.6), squeeze=False)
-    for axis, panel in zip(axes[0], titles):
+    columns = min(max(len(titles), 1), PANELS_PER_ROW)
+    rows = max(1, -(-len(titles) // PANELS_PER_ROW))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.3 * rows + 0.4), squeeze=False)
+    panels = [axis for row in axes for axis in row]
+    colours = {method: f"C{position}" for position, method in enumerate(histories)}
+    for axis, panel in zip(panels, titles):
         for method, history in histories.items():
             if panel in history:
                 steps, values = zip(*history[panel])
-                axis.plot(steps, values, marker="o", markersize=2.5, linewidth=1.4, label=method)
+                axis.plot(steps, values, marker="o", markersize=2.5, linewidth=1.4, label=method,
+                          color=colours[method])
         axis.set_title(panel, fontsize=9)
         axis.set_xlabel("rollout step")
         axis.grid(alpha=0.3)
+        if panel.startswith("held-out"):
+            axis.set_ylim(-0.02, 1.02)
+    for axis in panels[len(titles):]:
+        axis.set_axis_off()
     if titles:
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+        handles = {}
+        for axis in panels[:len(titles)]:
+            for handle, label in zip(*axis.get_legend_handles_labels()):
+                handles.setdefault(label, handle)
+        figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
+                      fontsize=8, frameon=False)
     else:
-        axes[0][0].text(0.5, 0.5, "no step history", ha="center", va="center")
-        axes[0][0].set_axis_off()
+        panels[0].text(0.5, 0.5, "no step history", ha="center", va="center")
+        panels[0].set_axis_off()
     note = f" (no step history: {', '.join(missing)})" if missing else ""
     figure.suptitle(title + note, fontsize=10)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    figure.tight_layout(rect=(0, 0.25 / (3.3 * rows + 0.4) * 2, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return missing
@@ -127,8 +150,13 @@ def plot_method_curves(log_history: Sequence[Mapping[str, Any]], path: Path, tit
     present = [m for m in CURVE_METRICS if any(m in entry for entry in log_history)]
     if not present:
         return
-    figure, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.2), squeeze=False)
-    for axis, metric in zip(axes[0], present):
+    columns = min(len(present), PANELS_PER_ROW)
+    rows = -(-len(present) // PANELS_PER_ROW)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    panels = [axis for row in axes for axis in row]
+    for axis in panels[len(present):]:
+        axis.set_axis_off()
+    for axis, metric in zip(panels, present):
         points = [(e["step"], e[metric]) for e in log_history if metric in e and "step" in e]
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
         axis.set_title(metric, fontsize=9)

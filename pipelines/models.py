@@ -80,6 +80,16 @@ class DemoModelSpec:
     no signal; a short warm start gives it the format and varied answers."""
     warm_start_learning_rate: float = 3e-3
     """AdamW learning rate of the warm start."""
+    noisy_steps: int = 0
+    """Supervised steps after the warm start on answers of which `noisy_fraction` are replaced by
+    other answers of the corpus, with a fresh optimizer. A cleanly warm-started model is right
+    and sure of it; a half-trained one is confidently wrong (systematic errors), and EMPO then
+    amplifies its majority, right or wrong. The noisy phase makes a model that is right on
+    average with diffuse errors (maj@n clearly above mean@n): what label-free RL can improve."""
+    noisy_fraction: float = 0.6
+    """Share of noisy-phase answers replaced by a random answer of the corpus."""
+    noisy_learning_rate: float = 1e-4
+    """AdamW learning rate of the noisy phase."""
 
     @classmethod
     def from_source(cls, source: dict[str, Any], system_prompt: str | None = None) -> "DemoModelSpec":
@@ -116,44 +126,85 @@ def train_demo_tokenizer(corpus: Sequence[str], vocab_size: int):
     return tokenizer
 
 
-def warm_start(model, tokenizer, examples: Sequence[tuple[str, str]], spec: DemoModelSpec) -> list[float]:
-    """Teach the answer format: cross-entropy on 'The answer is \\boxed{answer}.' responses only.
+#: The demo model's response: the tokenizer is trained on it too, so an answer is a few tokens.
+ANSWER_TEMPLATE = "The answer is \\boxed{{{answer}}}."
 
-    Returns the loss per step (logged by the model stage). Deterministic on CPU.
+
+def tokenizer_corpus(prompts: Sequence[str], warm_start_examples: Sequence[tuple[str, str]] = (),
+                     system_prompt: str | None = None) -> list[str]:
+    """What the demo tokenizer is trained on: the prompts, and what every chat also carries.
+
+    The warm-start responses: trained on prompts only, the answer template takes ~20 tokens and
+    a short completion budget never reaches the boxed answer. The system prompt and the chat
+    template's role lines once per prompt: without them they cost ~40 tokens per sequence, and
+    every training step pays for them.
+    """
+    responses = [ANSWER_TEMPLATE.format(answer=answer) for _, answer in warm_start_examples]
+    chat = ([system_prompt] if system_prompt else []) + ["system\n", "user\n", "assistant\n"]
+    return list(prompts) + responses + chat * len(prompts)
+
+
+def warm_start(model, tokenizer, examples: Sequence[tuple[str, str]], spec: DemoModelSpec) -> list[float]:
+    """Cross-entropy on 'The answer is \\boxed{answer}.' responses only: `warm_start_steps` on the
+    true answers, then `noisy_steps` (fresh AdamW) with `noisy_fraction` of the answers replaced
+    by random corpus answers (see DemoModelSpec.noisy_steps for why).
+
+    Returns the loss per step of both phases (logged by the model stage). Deterministic on CPU.
     """
     import torch
+    from tqdm import tqdm
 
-    if not examples or spec.warm_start_steps == 0:
+    if not examples or spec.warm_start_steps + spec.noisy_steps == 0:
         return []
     generator = torch.Generator().manual_seed(spec.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.warm_start_learning_rate)
-    encoded = []
+
+    def encode_target(answer: str) -> list[int]:
+        return tokenizer(ANSWER_TEMPLATE.format(answer=answer) + "<|im_end|>", add_special_tokens=False)["input_ids"]
+
+    prefixes, targets = [], []
     for prompt, answer in examples:
         prefix = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                add_generation_prompt=True)
-        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        target_ids = tokenizer(f"The answer is \\boxed{{{answer}}}.<|im_end|>", add_special_tokens=False)["input_ids"]
-        encoded.append((prefix_ids, target_ids))
-    losses = []
-    model.train()
+        prefixes.append(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+        targets.append(encode_target(answer))
+    answers = sorted({answer for _, answer in examples})
+    answer_targets = [encode_target(answer) for answer in answers]
     batch_size = 16
-    for _ in range(spec.warm_start_steps):
-        picks = torch.randint(len(encoded), (batch_size,), generator=generator).tolist()
-        width = max(len(encoded[i][0]) + len(encoded[i][1]) for i in picks)
-        ids = torch.full((batch_size, width), tokenizer.pad_token_id)
-        labels = torch.full((batch_size, width), -100)
-        mask = torch.zeros((batch_size, width), dtype=torch.long)
-        for row, index in enumerate(picks):
-            prefix_ids, target_ids = encoded[index]
-            sequence = prefix_ids + target_ids
-            ids[row, :len(sequence)] = torch.tensor(sequence)
-            labels[row, len(prefix_ids):len(sequence)] = torch.tensor(target_ids)
-            mask[row, :len(sequence)] = 1
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        losses.append(float(loss.detach()))
+
+    def run_phase(steps: int, learning_rate: float, noisy_fraction: float, name: str) -> list[float]:
+        # linear decay to zero: at the end of the phase the weights settle (a fixed learning
+        # rate leaves the last steps' batches imprinted, and needs more steps to the same loss)
+        if steps == 0:
+            return []
+        optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+        losses = []
+        for _ in tqdm(range(steps), desc=name, mininterval=5):
+            picks = torch.randint(len(prefixes), (batch_size,), generator=generator).tolist()
+            noise = torch.rand(batch_size, generator=generator).tolist()
+            others = torch.randint(len(answers), (batch_size,), generator=generator).tolist()
+            pairs = [(prefixes[i], answer_targets[other] if draw < noisy_fraction else targets[i])
+                     for i, draw, other in zip(picks, noise, others)]
+            width = max(len(prefix) + len(target) for prefix, target in pairs)
+            ids = torch.full((batch_size, width), tokenizer.pad_token_id)
+            labels = torch.full((batch_size, width), -100)
+            mask = torch.zeros((batch_size, width), dtype=torch.long)
+            for row, (prefix, target) in enumerate(pairs):
+                sequence = prefix + target
+                ids[row, :len(sequence)] = torch.tensor(sequence)
+                labels[row, len(prefix):len(sequence)] = torch.tensor(target)
+                mask[row, :len(sequence)] = 1
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            losses.append(float(loss.detach()))
+        return losses
+
+    model.train()
+    losses = run_phase(spec.warm_start_steps, spec.warm_start_learning_rate, 0.0, "warm start")
+    losses += run_phase(spec.noisy_steps, spec.noisy_learning_rate, spec.noisy_fraction, "noisy phase")
     model.eval()
     return losses
 
@@ -170,7 +221,8 @@ def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpe
     if output_dir.exists():
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True)
-    backend = train_demo_tokenizer(corpus, spec.vocab_size)
+    backend = train_demo_tokenizer(tokenizer_corpus(corpus, warm_start_examples, spec.system_prompt),
+                                   spec.vocab_size)
     template = CHAT_TEMPLATE.replace("DEFAULT_SYSTEM", json.dumps(spec.system_prompt or ""))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
                                         pad_token="<|endoftext|>", unk_token=None,
@@ -368,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         LOG.info("model %s ready at %s", spec["name"], manifest["path"])
         if "num_parameters" in manifest:
             tracker.log_metrics({"num_parameters": manifest["num_parameters"]})
-        for step, loss in enumerate(manifest.get("warm_start_loss", [])):
-            tracker.log_metrics({"warm_start_loss": loss}, step=step)
+        if manifest.get("warm_start_loss"):
+            tracker.log_metric_series("warm_start_loss", manifest["warm_start_loss"])
         tracker.set_tags({"model.path": manifest["path"], "model.kind": manifest["kind"]})
         tracker.log_artifact(args.output, "model")
     return 0

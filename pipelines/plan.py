@@ -87,7 +87,9 @@ def render_plan(spec: Mapping[str, Any]) -> str:
             train_total += hours or 0.0
             loss = trainer["loss"] + (f" ({verl['loss_agg_mode']})" if verl else " (sequence mean)")
             gpus = resources["gpus"] * resources.get("nodes", 1)
-            validation = ", ".join(verl.get("validation_benchmarks", [])) or "–"
+            scored = trainer.get("validation")  # TRL: one set, sampled; verl: its benchmarks, greedy
+            validation = (f"{scored['dataset']} every {scored['every_steps']}" if scored
+                          else ", ".join(verl.get("validation_benchmarks", [])) or "–")
             judge = job.get("semantic_judge")
             reward = trainer["reward"] + (f" (semantic judge {judge['model']}, {judge['engine']})" if judge else "")
             lines.append("| " + " | ".join([

@@ -133,6 +133,7 @@ def build_table(spec: Mapping[str, Any], metrics: Mapping[Key, Mapping[str, Any]
                 published_average = _mean([cells[b]["published"] for b in benchmarks])
                 rows.append({
                     "model": row["model"], "method": row["method"], "cells": cells,
+                    "baseline_method": row.get("baseline_method"),
                     "label_model": row.get("label_model", row["model"]),
                     "label_method": row.get("label_method", row["method"]),
                     "divergences": list(row.get("divergences", [])),
@@ -247,6 +248,53 @@ def render_block(block: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def training_effects(table: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every trained row's paired difference from its base, under the first grader: the
+    question the table exists to answer, one line per (row, benchmark, protocol)."""
+    effects = []
+    first_grader = table["graders"][0] if table["graders"] else None
+    for block in table["blocks"]:
+        if block["grader"] != first_grader:
+            continue
+        for row in block["rows"]:
+            for benchmark in block["benchmarks"]:
+                cell = row["cells"][benchmark]
+                paired = cell.get("vs_base")
+                if not paired:
+                    continue
+                base = next((r for r in block["rows"] if r["model"] == row["model"]
+                             and r["method"] == row.get("baseline_method")), None)
+                base_cell = base["cells"][benchmark] if base else {}
+                effects.append({
+                    "model": row["label_model"], "method": row["label_method"], "benchmark": benchmark,
+                    "protocol": block["protocol"], "metric": cell.get("metric"), "grader": block["grader"],
+                    "base": base_cell.get("value"), "value": cell["value"], "difference": paired["difference"],
+                    "ci95": paired["ci95"], "excludes_zero": paired["excludes_zero"],
+                    "base_majority": base_cell.get("majority"),
+                })
+    return effects
+
+
+def render_effects(effects: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not effects:
+        return []
+    lines = [f"## Effect of training (grader {effects[0]['grader']})", "",
+             "Each trained model against its base on the same questions (paired). A gain or a loss is called "
+             "only where the 95% interval of the difference excludes 0. `base maj@n`: the base model's "
+             "majority-vote accuracy over the same samples, the ceiling that rewarding agreement pulls "
+             "the sampled accuracy towards.", "",
+             "| Model | Method | Benchmark | Protocol | base | trained | difference [95% interval] | verdict | base maj@n |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for effect in effects:
+        low, high = effect["ci95"]
+        verdict = ("gain" if effect["difference"] > 0 else "loss") if effect["excludes_zero"] else "no clear difference"
+        lines.append("| " + " | ".join([
+            effect["model"], effect["method"], effect["benchmark"], f"{effect['protocol']} ({effect['metric']})",
+            _fmt(effect["base"]), _fmt(effect["value"]),
+            f"{effect['difference']:+.1f} [{low:+.1f}, {high:+.1f}]", verdict, _fmt(effect["base_majority"])]) + " |")
+    return lines + [""]
+
+
 def render_markdown(table: Mapping[str, Any]) -> str:
     lines = ["# Results", "",
              "Scores in percent (pass@1 for greedy decoding, mean@n when sampling n > 1), each ± the half-width "
@@ -254,6 +302,7 @@ def render_markdown(table: Mapping[str, Any]) -> str:
              "`vs base`: the difference from the same model's base row, paired over the same questions, "
              "[95% interval], * = the interval excludes 0. Published numbers sit under the first protocol "
              "(the one they were produced with), with the difference measured − published.", ""]
+    lines += render_effects(training_effects(table))
     for block in table["blocks"]:
         lines += render_block(block)
     lines += ["## Protocols", ""]
@@ -477,6 +526,7 @@ def write_report(spec: Mapping[str, Any], metrics_paths: Sequence[str | Path], o
     table = build_table(spec, metrics)
     summary, flips = grader_agreement(metrics, spec["graders"])
     table["agreement"] = summary
+    table["effects"] = training_effects(table)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(render_markdown(table), encoding="utf-8")
     write_csv(table, out_dir / "table.csv")

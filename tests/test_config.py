@@ -17,6 +17,15 @@ def _demo() -> dict:
     return yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
 
 
+def _scoped_demo() -> dict:
+    """The demo with a second benchmark that only the greedy protocol covers."""
+    config = cfg.read_config_file(REPO_ROOT / "config" / "demo.yaml")
+    config["datasets"]["add_more"] = {**config["datasets"]["add_val"], "role": "benchmark"}
+    config["evaluation"]["benchmarks"] = ["add_test", "add_more"]
+    config["evaluation"]["protocols"]["sample8"]["benchmarks"] = ["add_test"]
+    return config
+
+
 def _write(tmp_path: Path, data: dict, name: str = "bad.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data))
@@ -34,23 +43,23 @@ def test_demo_and_paper_configs_validate():
 def test_defaults_come_from_the_schema_and_partial_objects_keep_their_keys():
     resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
     decoding = resolved["evaluation"]["decoding"]
-    assert decoding["max_new_tokens"] == 48  # given
+    assert decoding["max_new_tokens"] == 20  # given
     assert decoding["n"] == 1 and decoding["stop"] == []  # filled from the schema default
     assert resolved["grading"]["timeout_seconds"] == 5
     paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
     assert paper["models"]["qwen2.5-math-1.5b-instruct"]["methods"] == ["base"]  # schema default
     assert cfg.resolved_trainer(resolved, "empo")["reward"] == "empo"
-    assert cfg.resolved_trainer(resolved, "grpo")["max_steps"] == 24  # from training.defaults
+    assert cfg.resolved_trainer(resolved, "grpo")["max_steps"] == 40  # from training.defaults
     assert cfg.resolved_trainer(resolved, "grpo")["epsilon"] == 3e-4  # from the schema default
 
 
 def test_protocols_name_their_decoding_and_their_benchmarks():
-    resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
-    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="sample4")["n"] == 4
-    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="sample4")["max_new_tokens"] == 48  # shared
-    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="greedy")["n"] == 1
-    assert cfg.protocols_of(resolved, "arith_easy") == ["greedy"]
-    assert cfg.protocols_of(resolved, "arith_hard") == ["greedy", "sample4"]
+    resolved = cfg.validate_config(_scoped_demo(), source="demo with a scoped protocol")
+    assert cfg.resolved_decoding(resolved, "add_test", protocol="sample8")["n"] == 8
+    assert cfg.resolved_decoding(resolved, "add_test", protocol="sample8")["max_new_tokens"] == 20  # shared
+    assert cfg.resolved_decoding(resolved, "add_test", protocol="greedy")["n"] == 1
+    assert cfg.protocols_of(resolved, "add_more") == ["greedy"]
+    assert cfg.protocols_of(resolved, "add_test") == ["greedy", "sample8"]
     assert len(cfg.generate_targets(resolved)) == 3 * 3 and len(cfg.grade_targets(resolved)) == 3 * 3 * 2
 
 
@@ -59,24 +68,24 @@ def test_a_config_without_protocols_has_one_that_is_its_decoding():
     del base["evaluation"]["protocols"]
     resolved = cfg.validate_config(base, source="demo without protocols")
     assert list(resolved["evaluation"]["protocols"]) == [cfg.DEFAULT_PROTOCOL]
-    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="main") == resolved["evaluation"]["decoding"]
+    assert cfg.resolved_decoding(resolved, "add_test", protocol="main") == resolved["evaluation"]["decoding"]
 
 
 def test_per_benchmark_decoding_overrides_only_its_benchmark():
-    base = cfg.read_config_file(REPO_ROOT / "config" / "demo.yaml")
-    base["evaluation"]["per_benchmark"] = {"arith_hard": {"max_new_tokens": 99}}
+    base = _scoped_demo()
+    base["evaluation"]["per_benchmark"] = {"add_test": {"max_new_tokens": 99}}
     resolved = cfg.validate_config(base, source="demo + per_benchmark")
-    assert cfg.resolved_decoding(resolved, "arith_hard", protocol="sample4")["max_new_tokens"] == 99
-    assert cfg.resolved_decoding(resolved, "arith_easy", protocol="greedy")["max_new_tokens"] == 48
+    assert cfg.resolved_decoding(resolved, "add_test", protocol="sample8")["max_new_tokens"] == 99
+    assert cfg.resolved_decoding(resolved, "add_more", protocol="greedy")["max_new_tokens"] == 20
 
 
 def test_a_grader_change_changes_only_the_grade_spec():
     resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
-    before = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4"),
-              cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4", "empo-rules"))
+    before = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8"),
+              cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8", "empo-rules"))
     resolved["grading"]["timeout_seconds"] = 9
-    after = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4"),
-             cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4", "empo-rules"))
+    after = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8"),
+             cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8", "empo-rules"))
     assert before[0] == after[0] and before[1] != after[1]
     assert before[1]["grader"]["math_verify"] == "0.9.0" and "sympy" in before[1]["grader"]
 
@@ -89,22 +98,27 @@ def test_a_grader_change_changes_only_the_grade_spec():
         (lambda c: c["evaluation"]["decoding"].update(max_new_tokens="many"),
          "'evaluation.decoding.max_new_tokens'"),
         (lambda c: c["evaluation"]["benchmarks"].append("gsm8k"), "unknown benchmark 'gsm8k'"),
-        (lambda c: c["evaluation"]["protocols"]["sample4"].update(benchmarks=["gsm8k"]),
-         "'evaluation.protocols.sample4.benchmarks': 'gsm8k' is not in 'evaluation.benchmarks'"),
+        (lambda c: c["evaluation"]["protocols"]["sample8"].update(benchmarks=["gsm8k"]),
+         "'evaluation.protocols.sample8.benchmarks': 'gsm8k' is not in 'evaluation.benchmarks'"),
         (lambda c: c["evaluation"]["protocols"]["greedy"].update(n=4), "'evaluation.protocols.greedy' for model"),
         (lambda c: c["evaluation"]["protocols"]["greedy"].update(temprature=0.5), "'evaluation.protocols.greedy.temprature'"),
         (lambda c: c["evaluation"].update(graders=["math_verify"]), "'evaluation.graders.0'"),
         (lambda c: c["evaluation"].update(graders=["llm-judge"], llm_judge={"engine": "openai"}),
          "'evaluation.llm_judge.endpoint': required"),
-        (lambda c: c["evaluation"]["benchmarks"].append("arith_train"), "has role 'train'"),
+        (lambda c: c["evaluation"]["benchmarks"].append("add_train"), "has role 'train'"),
         (lambda c: c["models"]["tiny-qwen2"].update(methods=["empo_typo"]), "unknown method 'empo_typo'"),
         (lambda c: c["models"]["tiny-qwen2"]["source"].update(corpus="nowhere"),
          "'models.tiny-qwen2.source.corpus'"),
-        (lambda c: c["datasets"]["arith_easy"]["source"].pop("path"), "'datasets.arith_easy.source'"),
+        (lambda c: c["datasets"]["add_test"]["source"].pop("path"), "'datasets.add_test.source'"),
         (lambda c: c.update(mlfow={}), "unknown key 'mlfow'"),
         (lambda c: c["models"]["tiny-qwen2"].update(published={"base": {"nope": 1.0}}),
          "unknown benchmark 'nope'"),
-        (lambda c: c["training"].update(dataset="arith_easy"), "has role 'benchmark', not 'train'"),
+        (lambda c: c["training"].update(dataset="add_test"), "has role 'benchmark', not 'train'"),
+        (lambda c: c["training"]["defaults"]["validation"].update(dataset="add_train"),
+         "validation.dataset 'add_train' is not a dataset with role 'validation' or 'benchmark'"),
+        (lambda c: c["training"]["defaults"]["validation"].pop("samples"), "'training.defaults.validation'"),
+        (lambda c: c["training"]["methods"]["empo"].update(backend="verl"),
+         "validation is scored by the TRL backend"),
         (lambda c: c["training"]["methods"]["empo"].update(entropy_filter=[0.9, 0.3]), "low 0.9 > high 0.3"),
         (lambda c: c["training"]["methods"]["empo"].update(reward="entropy"), "'training.methods.empo.reward'"),
         (lambda c: c["training"]["methods"].update(base={"reward": "empo"}), "'training.methods'"),
@@ -139,13 +153,16 @@ def test_later_files_override_earlier_ones(tmp_path):
 
 def test_job_specs_are_canonical_json():
     resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
-    spec = cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "arith_hard", "sample4")
+    spec = cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8")
     text = cfg.to_json(spec)
     assert json.loads(text) == spec
     assert text == cfg.to_json(json.loads(text))  # stable: an unchanged spec never triggers a rerun
-    assert spec["decoding"]["n"] == 4 and spec["gpus"] == 0
+    assert spec["decoding"]["n"] == 8 and spec["gpus"] == 0
     train = cfg.train_job_spec(resolved, "tiny-qwen2", "empo")
-    assert train["dataset"] == "arith_train" and train["trainer"]["num_generations"] == 8
+    assert train["dataset"] == "add_train" and train["trainer"]["num_generations"] == 8
+    assert train["trainer"]["validation"] == {"dataset": "add_val", "every_steps": 5, "samples": 4}
+    paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
+    assert "validation" not in cfg.train_job_spec(paper, *cfg.train_targets(paper)[0])["trainer"]  # off: absent
 
 
 def test_spec_files_are_named_by_their_content(tmp_path):

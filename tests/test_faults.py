@@ -237,11 +237,11 @@ def test_config_errors_name_file_line_and_column(tmp_path, monkeypatch):
     with pytest.raises(cfg.ConfigError, match=f"{broken}:4:4: not valid YAML"):
         cfg.load_config([broken])
     config = yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
-    config["evaluation"]["protocols"]["sample4"]["temprature"] = 1.0
+    config["evaluation"]["protocols"]["sample8"]["temprature"] = 1.0
     typo = tmp_path / "typo.yaml"
     typo.write_text(yaml.safe_dump(config, sort_keys=False))
     line = next(i for i, text in enumerate(typo.read_text().splitlines(), 1) if "temprature" in text)
-    with pytest.raises(cfg.ConfigError, match=rf"'evaluation.protocols.sample4.temprature'.*\[{typo}:{line}:"):
+    with pytest.raises(cfg.ConfigError, match=rf"'evaluation.protocols.sample8.temprature'.*\[{typo}:{line}:"):
         cfg.load_config([typo])
     # an overlay: the location is in the file that sets the key
     overlay = tmp_path / "overlay.yaml"
@@ -253,11 +253,11 @@ def test_config_errors_name_file_line_and_column(tmp_path, monkeypatch):
 def test_a_missing_dataset_file_fails_validation_before_any_job(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     config = yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
-    config["datasets"]["arith_hard"]["source"]["path"] = "config/demo_data/missing.jsonl"
+    config["datasets"]["add_test"]["source"]["path"] = "config/demo_data/missing.jsonl"
     config["datasets"]["unused"] = {"role": "benchmark", "source": {"kind": "file", "path": "nowhere.jsonl"}}
     path = tmp_path / "missing.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     with pytest.raises(cfg.ConfigError) as error:
         cfg.load_config([path])
-    assert "'datasets.arith_hard.source.path': file not found: config/demo_data/missing.jsonl" in str(error.value)
+    assert "'datasets.add_test.source.path': file not found: config/demo_data/missing.jsonl" in str(error.value)
     assert "nowhere.jsonl" not in str(error.value)  # a dataset no job reads is not required

@@ -30,7 +30,7 @@ def built(tmp_path_factory) -> dict:
 def test_build_is_deterministic_and_seeded(built, tmp_path):
     again = models.build_demo_model(tmp_path / "b", CORPUS, models.DemoModelSpec(seed=0, system_prompt="Reason, then box."))
     assert again["sha256"] == built["sha256"]
-    other = models.build_demo_model(tmp_path / "c", CORPUS, models.DemoModelSpec(seed=1))
+    other = models.build_demo_model(tmp_path / "c", CORPUS, models.DemoModelSpec(seed=1, system_prompt="Reason, then box."))
     assert other["sha256"]["model.safetensors"] != built["sha256"]["model.safetensors"]
     assert other["sha256"]["tokenizer.json"] == built["sha256"]["tokenizer.json"]
     assert 10_000 < built["num_parameters"] < 1_000_000
@@ -41,7 +41,8 @@ def test_reloaded_tokenizer_encodes_like_the_trained_one(built):
 
     reloaded = AutoTokenizer.from_pretrained(built["path"])
     assert type(reloaded).__name__ == "Qwen2Tokenizer"
-    trained = models.train_demo_tokenizer(CORPUS, models.DemoModelSpec().vocab_size)
+    trained = models.train_demo_tokenizer(models.tokenizer_corpus(CORPUS, system_prompt="Reason, then box."),
+                                          models.DemoModelSpec().vocab_size)
     for text in MATHS + CORPUS[:20]:
         assert reloaded(text, add_special_tokens=False)["input_ids"] == trained.encode(text).ids
         assert reloaded.decode(reloaded(text)["input_ids"]) == text
@@ -166,3 +167,31 @@ def test_manifests_store_paths_inside_the_results_tree_relative_to_themselves(tm
     # without a known results root (a manual run) nothing is rewritten
     models.write_manifest(manifest, tmp_path / "plain.json")
     assert json.loads((tmp_path / "plain.json").read_text()) == manifest
+
+
+def test_the_noisy_phase_follows_the_warm_start_and_is_deterministic(tmp_path):
+    """Clean steps, then steps on partly replaced answers (fresh optimizer): one loss per step,
+    the same bytes for the same spec, other weights when answers are replaced."""
+    examples = [(f"What is {a} + {b}?", str(a + b)) for a in range(6) for b in range(6)]
+    prompts = [prompt for prompt, _ in examples]
+
+    def build(name: str, **settings) -> dict:
+        spec = models.DemoModelSpec(seed=0, warm_start_steps=4, noisy_steps=3, **settings)
+        return models.build_demo_model(tmp_path / name, prompts, spec, warm_start_examples=examples)
+
+    noisy = build("a", noisy_fraction=0.6)
+    assert len(noisy["warm_start_loss"]) == 7
+    assert build("b", noisy_fraction=0.6)["sha256"] == noisy["sha256"]
+    clean = build("c", noisy_fraction=0.0)
+    assert clean["warm_start_loss"][:4] == noisy["warm_start_loss"][:4]  # the clean phase is shared
+    assert clean["sha256"]["model.safetensors"] != noisy["sha256"]["model.safetensors"]
+
+
+def test_the_tokenizer_learns_the_answer_template_and_the_chat_roles():
+    examples = [(f"What is {a} + {b}?", str(a + b)) for a in range(10) for b in range(10)]
+    prompts = [p for p, _ in examples]
+    learnt = models.train_demo_tokenizer(models.tokenizer_corpus(prompts, examples), 512)
+    prompts_only = models.train_demo_tokenizer(prompts, 512)
+    for text in ("The answer is \\boxed{12}.", "assistant\n"):
+        assert len(learnt.encode(text).ids) < len(prompts_only.encode(text).ids) // 2
+    assert len(learnt.encode("assistant\n").ids) <= 2

@@ -50,7 +50,7 @@ def test_every_rule_names_a_conda_environment_that_exists_and_a_log():
 
 def test_shipped_demo_data_equals_the_generator_output(tmp_path):
     synthetic.write_demo_files(tmp_path)
-    for name in synthetic.DEMO_FILES:
+    for name in synthetic.demo_files():
         assert (tmp_path / name).read_text() == (REPO_ROOT / "config" / "demo_data" / name).read_text(), (
             f"config/demo_data/{name} differs from `python -m pipelines.synthetic config/demo_data`")
 
@@ -83,3 +83,20 @@ def test_verl_test_environment_matches_the_cluster_environment():
         assert cpu[name] == cluster[name], f"{name}: test env {cpu[name]}, cluster env {cluster[name]}"
     # verl[vllm]==0.9.1 pins transformers==5.9.0 on the cluster; the CPU tests use the same
     assert cpu["transformers"] == "5.9.0"
+
+
+def test_the_demo_slices_are_disjoint_and_cover_every_addition_problem():
+    """Warm start, RL prompts, validation and test never share a question: a gain on the test
+    slice is on problems neither the warm start nor RL saw."""
+    files = synthetic.demo_files()
+    slices = {name: {row["problem"] for row in files[name] if row["answer"]}
+              for name in ("add_warmup.jsonl", "add_train.jsonl", "add_val.jsonl", "add_test.jsonl")}
+    assert [len(rows) for rows in slices.values()] == [244, 80, 80, 80]
+    names = list(slices)
+    for position, first in enumerate(names):
+        for second in names[position + 1:]:
+            assert not slices[first] & slices[second], (first, second)
+    assert len(set().union(*slices.values())) == 22 * 22
+    for row in (row for rows in files.values() for row in rows if row["problem"].startswith("What is ") and "+" in row["problem"]):
+        a, b = (int(x) for x in row["problem"][len("What is "):-1].split(" + "))
+        assert row["answer"] == str(a + b)

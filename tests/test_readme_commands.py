@@ -17,7 +17,7 @@ from tests.test_workflow import _snakemake
 pytestmark = pytest.mark.slow
 
 #: What the README's placeholders stand for in these runs (the demo config's names).
-PLACEHOLDERS = {"<results>": "results/demo", "<model>": "tiny-qwen2", "<method>": "empo", "<benchmark>": "arith_easy",
+PLACEHOLDERS = {"<results>": "results/demo", "<model>": "tiny-qwen2", "<method>": "empo", "<benchmark>": "add_test",
                 "<protocol>": "greedy", "<grader>": "math-verify", "<config>": "config/demo.yaml"}
 
 

@@ -29,12 +29,16 @@ GPU_OVERLAY = {"resources": {"generate": {"gpus": 1, "cpus": 1, "mem_mb": 2000, 
 
 
 def _workdir(destination: Path) -> Path:
-    """The demo with one protocol and one grader (SLURM mechanics, not every block of the table:
-    18 jobs instead of 35), and an overlay that gives generation jobs a GPU."""
+    """The demo with one protocol, one grader, a shorter warm start and fewer RL steps (SLURM
+    mechanics, not every block of the table nor the demo's effect: 16 jobs instead of 25, minutes
+    less), and an overlay that gives generation jobs a GPU."""
     copy_workflow(destination)
     demo = yaml.safe_load((destination / "config" / "demo.yaml").read_text())
     demo["evaluation"]["protocols"] = {"greedy": {"temperature": 0.0, "n": 1}}
     demo["evaluation"]["graders"] = ["math-verify"]
+    demo["models"]["tiny-qwen2"]["source"].update(warm_start_steps=200, noisy_steps=20)
+    demo["training"]["defaults"].update(max_steps=8, save_steps=4)
+    demo["training"]["defaults"]["validation"]["every_steps"] = 4
     (destination / "config" / "demo.yaml").write_text(yaml.safe_dump(demo, sort_keys=False))
     (destination / "config" / "gpu-overlay.yaml").write_text(yaml.safe_dump(GPU_OVERLAY))
     return destination
@@ -68,7 +72,7 @@ def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_
     assert result.returncode == 0, result.stderr[-6000:]
     records = list((workdir / "results" / "demo" / "eval").glob("*/*/*/*/generation.json"))
     grades = list((workdir / "results" / "demo" / "eval").glob("*/*/*/*/*/metrics.json"))
-    assert len(records) == 6 and len(grades) == 6
+    assert len(records) == 3 and len(grades) == 3
     for path in records:
         runtime = json.loads(path.read_text())["runtime"]
         assert runtime["slurm_job_id"], f"{path} did not run as a SLURM job"
@@ -76,7 +80,7 @@ def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_
     for path in grades:
         assert json.loads(path.read_text())["runtime"]["slurm_job_id"], f"{path} did not run as a SLURM job"
     slurm_logs = list((workdir / "results" / "logs" / "slurm").rglob("*.log"))
-    assert len(slurm_logs) >= 15  # 3 data + 1 model + 2 train + 3 generate (one per model job) + 6 grade jobs, logs kept
+    assert len(slurm_logs) >= 13  # 4 data + 1 model + 2 train + 3 generate (one per model job) + 3 grade jobs, logs kept
     assert _cells(workdir) == _cells(local_run)
 
 
@@ -84,18 +88,18 @@ def test_failing_job_is_reported_and_a_fixed_rerun_redoes_nothing(tmp_path):
     workdir = _workdir(tmp_path)
     # a file that exists (a missing one fails validation, before any job) but that its job refuses
     (workdir / "config" / "demo_data" / "empty.jsonl").write_text("")
-    broken = {"datasets": {"arith_hard": {"source": {"kind": "file", "path": "config/demo_data/empty.jsonl"}}}}
+    broken = {"datasets": {"add_test": {"source": {"kind": "file", "path": "config/demo_data/empty.jsonl"}}}}
     (workdir / "config" / "broken.yaml").write_text(yaml.safe_dump(broken))
     failed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml",
                         "config/broken.yaml", timeout=600)
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
-    assert "results/demo/logs/data/arith_hard.log" in output
+    assert "results/demo/logs/data/add_test.log" in output
     assert "dataset file config/demo_data/empty.jsonl is empty" in (
-        workdir / "results" / "demo" / "logs" / "data" / "arith_hard.log").read_text()
+        workdir / "results" / "demo" / "logs" / "data" / "add_test.log").read_text()
     finished = {path: path.stat().st_mtime_ns for path in (workdir / "results").rglob("*")
                 if path.is_file() and path.suffix in {".parquet", ".json"} and "mlflow" not in path.parts}
-    assert any(path.name == "arith_easy.parquet" for path in finished)
+    assert any(path.name == "add_train.parquet" for path in finished)
 
     fixed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml")
     assert fixed.returncode == 0, fixed.stderr[-6000:]

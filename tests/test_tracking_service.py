@@ -25,6 +25,7 @@ JOB = textwrap.dedent("""
                           log_file="job.log") as tracker:
         tracker.log_metrics({{"accuracy": 0.5, "pass@4": 0.75}})
         tracker.log_metrics({{"items_done": 3}}, step=3)
+        tracker.log_metric_series("loss", [2.0, 1.5, 1.25])
         tracker.set_tags({{"model": "m"}})
         tracker.link_runs({{"generation_run_id": "0123"}})
         tracker.log_artifact("metrics.json", "grade")
@@ -94,6 +95,7 @@ def test_a_job_through_the_service_logs_what_it_would_log_itself(tracking_config
     client = mlflow.MlflowClient(resolved["tracking_uri"])
     served, local = _logged(client, through_service["run_id"]), _logged(client, itself["run_id"])
     assert served["status"] == "FINISHED" and served["metrics"]["pass_at_4"] == [(0.75, 0)]
+    assert served["metrics"]["loss"] == [(2.0, 0), (1.5, 1), (1.25, 2)]  # a series: one call, steps 0, 1, 2
     assert served["tags"].pop("pipeline.superseded_by") == itself["run_id"]  # the rerun replaced it
     assert served == local
     assert served["datasets"] == [("bench", "abc", ["benchmark"])]

@@ -153,3 +153,44 @@ def test_adapter_gathers_a_group_split_across_two_processes(tmp_path):
     combined = json.loads((tmp_path / "rank0.json").read_text()) + json.loads((tmp_path / "rank1.json").read_text())
     expected = [r for group in GROUPS for r in score_group(group, "empo").rewards]
     assert combined == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------------------------------
+# Held-out accuracy during training (pipelines.train.validation).
+
+
+def test_held_out_scores_are_mean_majority_and_greedy_accuracy():
+    from pipelines import grading
+    from pipelines.train.validation import score_answers, validation_due
+
+    samples = [["\\boxed{3}", "\\boxed{3}", "\\boxed{4}", "no answer"],   # 2/4 right, majority 3: right
+               ["\\boxed{5}", "\\boxed{6}", "\\boxed{6}", "\\boxed{5.0}"],  # 2/4 right, tie: first seen (5): right
+               ["\\boxed{1}", "\\boxed{1}", "\\boxed{2}", "\\boxed{0}"]]   # 1/4 right, majority 1: wrong
+    golds = ["3", "5", "2"]
+    with grading.GradingPool(workers=1) as pool:
+        scores = score_answers(samples, ["\\boxed{3}", "\\boxed{6}", "\\boxed{2}"], golds, pool)
+    assert scores == {"validation/mean_accuracy": 5 / 12, "validation/majority_accuracy": 2 / 3,
+                      "validation/greedy_accuracy": 2 / 3}
+    with grading.GradingPool(workers=1) as pool, pytest.raises(ValueError, match="3 sample lists"):
+        score_answers(samples, ["\\boxed{3}"], golds, pool)
+    assert [step for step in range(1, 13) if validation_due(step, every_steps=2, updates_per_step=2)] == [4, 8, 12]
+
+
+def test_validation_is_logged_and_never_changes_training(train_setup, tmp_path):
+    """The same job with and without held-out scoring: the same weights (validation samples
+    under its own random state), and the scored run's history has the points: step 0 (the
+    base) and every rollout step here."""
+    validation = {"dataset": "val", "every_steps": 1, "samples": 2}
+    plain = trl_backend.train(_spec(), train_setup["base"], train_setup["data"], tmp_path / "a", tmp_path / "fa")
+    scored = trl_backend.train(_spec(validation=validation), train_setup["base"], train_setup["data"],
+                               tmp_path / "b", tmp_path / "fb", validation_path=train_setup["data"])
+    assert scored["sha256"] == plain["sha256"]
+    history = json.loads((tmp_path / "b" / "log_history.json").read_text())
+    points = [entry for entry in history if "validation/mean_accuracy" in entry]
+    assert [entry["step"] for entry in points] == [0, 2, 4]  # optimizer steps: 2 updates per rollout step
+    assert all(0 <= entry[key] <= 1 for entry in points for key in
+               ("validation/mean_accuracy", "validation/majority_accuracy", "validation/greedy_accuracy"))
+    assert trl_backend.mlflow_metric_name("validation/mean_accuracy") == "validation/mean_accuracy"
+    with pytest.raises(ValueError, match="no validation data"):
+        trl_backend.train(_spec(validation=validation), train_setup["base"], train_setup["data"],
+                          tmp_path / "c", tmp_path / "fc")

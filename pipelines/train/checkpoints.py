@@ -35,8 +35,9 @@ SETTINGS_FILE = "settings.json"
 #: output, which the train job reads) stays in place.
 KEPT_FILES = frozenset({"verl_command.txt"})
 
-#: Trainer settings that do not shape the weights (how often to save, vLLM's memory share).
-NON_SHAPING_TRAINER_KEYS = frozenset({"save_steps", "vllm_gpu_memory_utilization"})
+#: Trainer settings that do not shape the weights (how often to save, vLLM's memory share, the
+#: held-out scoring, which samples under its own random state: `pipelines.train.validation`).
+NON_SHAPING_TRAINER_KEYS = frozenset({"save_steps", "vllm_gpu_memory_utilization", "validation"})
 #: verl settings that are layout, memory or monitoring, not the update itself.
 NON_SHAPING_VERL_KEYS = frozenset({
     "strategy", "rollout_tensor_parallel", "rollout_gpu_memory_utilization", "offload",

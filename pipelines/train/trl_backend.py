@@ -102,8 +102,9 @@ def mlflow_metric_name(key: str) -> str:
     """MLflow's run page draws one section per metric prefix, in alphabetical order, and the
     unprefixed ones last: under their own names TRL's `clip_ratio/*` (all zero without
     clipping) and `completions/*` came first. Ours (`group/*`: reward, semantic entropy,
-    majority share) now open the page; TRL's follow as `trl/<name>`. Files keep TRL's names."""
-    return key if key in OWN_STEP_METRICS or key.startswith("group/") else f"trl/{key}"
+    majority share; `validation/*`: held-out accuracy) now open the page; TRL's follow as
+    `trl/<name>`. Files keep TRL's names."""
+    return key if key in OWN_STEP_METRICS or key.startswith(("group/", "validation/")) else f"trl/{key}"
 
 
 def _step_metrics_callback(tracker: Any = None):
@@ -168,11 +169,13 @@ def silence_known_warnings() -> None:
 
 
 def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoint_dir: Path,
-          final_dir: Path, tracker: Any = None) -> dict[str, Any]:
+          final_dir: Path, tracker: Any = None, validation_path: Path | None = None) -> dict[str, Any]:
     """Run, resume or just export GRPO/GSPO training; return the trained model's manifest.
 
     `base` is the base model's manifest. Checkpoints of other settings are moved aside first
     (`checkpoints.claim_checkpoint_dir`); a checkpoint at `max_steps` is exported as is.
+    `validation_path`: the canonical parquet of `trainer.validation.dataset`, scored during
+    training (`pipelines.train.validation`).
     """
     import datasets
     import torch
@@ -190,6 +193,12 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     trainer_settings = spec["trainer"]
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     main_process = int(os.environ.get("RANK", "0")) == 0
+    validation = trainer_settings.get("validation")
+    if validation and validation_path is None:
+        raise ValueError(f"trainer.validation names dataset '{validation['dataset']}' but no validation data was given")
+    if validation and world_size > 1:
+        raise ValueError("trainer.validation runs in one process (the policy generates on it alone); "
+                         f"this job has {world_size}: set validation to null or train on one device")
     use_cpu = not torch.cuda.is_available()
     arguments = grpo_arguments(trainer_settings, checkpoint_dir, world_size, use_cpu, [])
     config = GRPOConfig(**arguments)  # also sets up the processes of a multi-GPU job
@@ -229,6 +238,14 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
                               train_dataset=dataset, processing_class=tokenizer)
         # First in line: the log line every other callback sees carries tokens/s; it also goes to MLflow.
         trainer.callback_handler.callbacks.insert(0, _step_metrics_callback(tracker))
+        if validation:
+            from pipelines.train.validation import held_out_accuracy_callback
+
+            trainer.add_callback(held_out_accuracy_callback(
+                read_canonical(validation_path), validation, tokenizer=tokenizer, pool=reward.pool,
+                updates_per_step=updates_per_step(trainer_settings), temperature=trainer_settings["temperature"],
+                max_new_tokens=trainer_settings["max_completion_length"], seed=trainer_settings["seed"],
+                tracker=tracker))
         if resume is not None:
             LOG.info("resuming from %s", resume)
             _replay_history(tracker, json.loads((resume / "trainer_state.json").read_text())["log_history"])
@@ -271,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path, help="manifest of the trained model")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--validation-data", nargs="*", default=[], type=str,
+                        help="canonical parquet of trainer.validation.dataset (none: no validation)")
     args, spec, tracking_config = parse_stage_args(parser, argv)
     if args.threads:
         import torch
@@ -282,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     main_process = int(os.environ.get("RANK", "0")) == 0  # one MLflow run and one manifest per job
     with tracking.job_run(tracking_config if main_process else None, "train", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "trl"})
-        manifest = train(spec, base, args.data, args.checkpoints, args.output.parent / "hf", tracker)
+        validation = [Path(path) for path in args.validation_data if path]
+        manifest = train(spec, base, args.data, args.checkpoints, args.output.parent / "hf", tracker,
+                         validation_path=validation[0] if validation else None)
         if not main_process:
             return 0
         manifest["base"] = base

@@ -105,6 +105,12 @@ def verl_validation_paths(model):
     return [dataset_path(name) for name in cfg.resolved_verl(CONFIG, model)["validation_benchmarks"]]
 
 
+def trl_validation_paths(wildcards):
+    """The dataset a TRL job scores during training (trainer.validation), as a list (none: [])."""
+    name = cfg.trl_validation_dataset(CONFIG, wildcards.model, wildcards.method)
+    return [] if name is None else [dataset_path(name)]
+
+
 def model_manifest(model, method):
     return f"{RESULTS}/models/{model}/{method}/model.json"
 

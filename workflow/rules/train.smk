@@ -11,6 +11,7 @@ rule train:
     input:
         model=lambda w: model_manifest(w.model, "base"),
         data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
+        validation=trl_validation_paths,
     output:
         f"{RESULTS}/models/{{model}}/{{method}}/model.json",
     log:
@@ -31,6 +32,7 @@ rule train:
     shell:
         "python -m pipelines.train --spec {params.spec:q} --base-manifest {input.model:q}"
         " --data {input.data:q} --checkpoints {params.checkpoints:q} --output {output:q}"
+        " --validation-data {input.validation:q}"
         " --threads {threads} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
 
 
