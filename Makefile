@@ -13,7 +13,7 @@ CORES ?= 2
 PORT ?= 5000
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo report test test-fast test-slurm test-verl test-vllm dry-run check-config mlflow-ui clean-results
+.PHONY: install demo demo-zoo report test test-fast test-slurm test-verl test-vllm dry-run check-config mlflow-ui clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,15 @@ demo: install
 	@echo ""
 	@echo "Chart: results/demo/table.png    Curves: results/demo/curves/tiny-qwen2.png"
 	@echo "MLflow UI: make mlflow-ui  (then open http://127.0.0.1:$(PORT))    Report: make report"
+
+# Every method of the zoo (config/zoo.yaml) on the demo's model and prompts: EMPO, majority vote,
+# the token-distribution rewards, the supervised and the format / random baselines; one table,
+# one overlay of their curves (results/demo-zoo).
+demo-zoo: install
+	$(RUN) snakemake --configfile config/demo.yaml config/demo-zoo.yaml --cores $(CORES)
+	@cat results/demo-zoo/table.md
+	@echo ""
+	@echo "Chart: results/demo-zoo/table.png    Curves: results/demo-zoo/curves/tiny-qwen2.png"
 
 # The demo's Snakemake report (run `make demo` first): the table, its chart and CSV, every job's
 # code, software and timings, in one self-contained HTML file. REPORT_CONFIG=... for another config.

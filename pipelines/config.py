@@ -263,6 +263,11 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         if settings["prompts_per_step"] % settings["mini_batch_prompts"]:
             yield (f"{where}: prompts_per_step ({settings['prompts_per_step']}) must be a "
                    f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
+        from pipelines.rewards.core import TOKEN_REWARDS  # 0.1 s; only here
+
+        if settings["reward"] in TOKEN_REWARDS and settings["backend"] != "trl":
+            yield (f"{where}: reward '{settings['reward']}' reads the policy's token statistics, which only "
+                   f"the TRL backend passes to rewards so far; use backend trl")
         validation = settings.get("validation")
         if validation is not None:
             role = datasets.get(validation["dataset"], {}).get("role")
@@ -270,8 +275,8 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
                 yield (f"{where}: validation.dataset '{validation['dataset']}' is not a dataset with role "
                        f"'validation' or 'benchmark'")
             if settings["backend"] != "trl":
-                yield (f"{where}: validation is scored by the TRL backend; verl validates with "
-                       f"'training.verl.validation_benchmarks'")
+                yield (f"{where}: validation is scored by the TRL backend only: set it to null for verl "
+                       f"methods (verl validates with 'training.verl.validation_benchmarks')")
         semantic_judge = training["semantic_judge"]
         if settings["equivalence"] == "judge" and semantic_judge["engine"] == "openai" and not semantic_judge["endpoint"]:
             yield f"'training.semantic_judge.endpoint': required for {where} (equivalence judge, engine openai)"

@@ -167,3 +167,39 @@ def test_the_train_job_runs_the_command_file_plus_its_allocation(tmp_path):
     assert command[:3] == [sys.executable, "-m", "verl.trainer.main_ppo"]
     assert overrides[-1] == "ray_kwargs.ray_init.num_cpus=16"
     assert verl_launch.command_from_file(command_file, cpus=None)[1][-1] == "trainer.nnodes=1"
+
+
+def test_the_zoo_plans_one_training_job_per_method_and_every_evaluation(tmp_path):
+    """config/zoo.yaml: every label-free method, the supervised reference and the baselines on
+    one model, one backend and the paper's settings; `snakemake -n` plans it."""
+    zoo = cfg.load_config([REPO_ROOT / "config" / "zoo.yaml"])
+    from pipelines.rewards import REWARDS
+
+    methods = zoo["training"]["methods"]
+    assert {spec["reward"] for spec in methods.values()} == set(REWARDS)  # every reward kind, once
+    assert {cfg.resolved_trainer(zoo, method)["backend"] for method in methods} == {"trl"}
+    paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
+    shared = ("learning_rate", "num_generations", "prompts_per_step", "mini_batch_prompts", "max_completion_length",
+              "temperature", "epsilon", "epsilon_high", "beta", "loss")
+    for method in methods:
+        zoo_trainer = cfg.resolved_trainer(zoo, method, "qwen2.5-math-1.5b")
+        paper_trainer = cfg.resolved_trainer(paper, "empo", "qwen2.5-math-1.5b")
+        assert {k: zoo_trainer[k] for k in shared} == {k: paper_trainer[k] for k in shared}, method
+        assert zoo_trainer["max_steps"] == paper_trainer["max_steps"] == 192
+    assert zoo["evaluation"] == paper["evaluation"]
+    workdir = copy_workflow(tmp_path)
+    result = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "config/zoo.yaml"], cwd=workdir,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = dict(line.split()[:2] for line in result.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert int(counts["train"]) == len(methods) == 8 and int(counts["generate"]) == 9  # + base
+
+
+def test_a_token_reward_on_verl_is_refused_before_any_job(tmp_path):
+    zoo = yaml.safe_load((REPO_ROOT / "config" / "zoo.yaml").read_text())
+    zoo["training"]["methods"]["self_certainty"]["backend"] = "verl"
+    path = tmp_path / "zoo-verl.yaml"
+    path.write_text(yaml.safe_dump(zoo, sort_keys=False))
+    with pytest.raises(cfg.ConfigError, match="reward 'self_certainty' reads the policy's token statistics"):
+        cfg.load_config([path])

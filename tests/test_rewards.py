@@ -97,3 +97,25 @@ def test_reward_core_imports_no_torch():
     code = "import sys, pipelines.rewards; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------------------
+# Rewards from the policy's token distribution (RENT / EM-RL / INTUITOR).
+
+
+def test_token_distribution_rewards_read_the_trainers_statistics():
+    stats = [rewards.TokenStats(entropy_mean=0.5, logprob_mean=-0.25, self_certainty_mean=2.0, num_tokens=7),
+             rewards.TokenStats(entropy_mean=1.5, logprob_mean=-1.0, self_certainty_mean=0.5, num_tokens=3),
+             rewards.TokenStats(entropy_mean=0.0, logprob_mean=0.0, self_certainty_mean=0.0, num_tokens=0)]
+    assert rewards.token_entropy_rewards(stats) == [-0.5, -1.5, None]  # no tokens: unscorable
+    assert rewards.self_certainty_rewards(stats) == [2.0, 0.5, None]
+    assert rewards.trajectory_likelihood_rewards(stats) == [-0.25, -1.0, None]
+    completions = ["\\boxed{1}", "\\boxed{1}", "\\boxed{2}"]
+    scored = rewards.score_group(completions, "token_entropy", gold="1", token_stats=stats)
+    assert scored.rewards == [-0.5, -1.5, None]
+    assert scored.diagnostics.majority_ratio == 2 / 3 and scored.diagnostics.majority_correct  # the same diagnostics
+    assert rewards.TOKEN_REWARDS <= set(rewards.REWARDS)
+    with pytest.raises(ValueError, match="token statistics"):
+        rewards.score_group(completions, "self_certainty")
+    with pytest.raises(ValueError, match="2 token statistics for 3 completions"):
+        rewards.score_group(completions, "trajectory_likelihood", token_stats=stats[:2])

@@ -194,3 +194,107 @@ def test_validation_is_logged_and_never_changes_training(train_setup, tmp_path):
     with pytest.raises(ValueError, match="no validation data"):
         trl_backend.train(_spec(validation=validation), train_setup["base"], train_setup["data"],
                           tmp_path / "c", tmp_path / "fc")
+
+
+# ----------------------------------------------------------------------------------------
+# The policy's token statistics (pipelines.train.token_stats), pinned on hand-computed logits.
+
+
+class _TableModel:
+    """A stand-in policy over a 3-token vocabulary whose logits at a position depend only on the
+    token there (row `TABLE[token]`): the statistic of completion token t must come from the
+    distribution at position t - 1, the one that produced it."""
+
+    def __init__(self, table):
+        import torch
+
+        self.table = torch.tensor(table, dtype=torch.float32)
+        self.config = type("Config", (), {"vocab_size": self.table.shape[1]})()
+        self.training = True
+
+    def parameters(self):
+        return iter([self.table])
+
+    def eval(self):
+        self.training = False
+
+    def train(self, mode=True):
+        self.training = mode
+
+    def __call__(self, input_ids, attention_mask, logits_to_keep):
+        logits = self.table[input_ids][:, -logits_to_keep:, :]
+        return type("Output", (), {"logits": logits})()
+
+
+def test_token_statistics_are_those_of_the_distribution_that_produced_each_token():
+    import math
+
+    from pipelines.train.token_stats import policy_token_statistics
+
+    half_quarter = [math.log(1), math.log(2), math.log(1)]  # p = (1/4, 1/2, 1/4)
+    table = [half_quarter, [0.0, 0.0, 0.0], [0.0, 0.0, math.log(3)]]  # token 1: uniform; token 2: (1/5, 1/5, 3/5)
+    model = _TableModel(table)
+    # prompt [0], completion [1, 2]: token 1 comes from row 0, token 2 from row 1 (uniform)
+    (stats,) = policy_token_statistics(model, [[0]], [[1, 2]], pad_token_id=0, temperature=1.0)
+    entropy_row0 = -(0.25 * math.log(0.25) * 2 + 0.5 * math.log(0.5))
+    certainty_row0 = -(2 * math.log(0.25) + math.log(0.5)) / 3 - math.log(3)  # KL(U || p) = -mean log p - log V
+    assert stats.num_tokens == 2
+    assert stats.entropy_mean == pytest.approx((entropy_row0 + math.log(3)) / 2)
+    assert stats.logprob_mean == pytest.approx((math.log(0.5) + math.log(1 / 3)) / 2)
+    assert stats.self_certainty_mean == pytest.approx((certainty_row0 + 0.0) / 2)
+    assert model.training  # the mode is restored
+    # temperature divides the logits; padding (a shorter completion in the batch) is left out
+    hot, short = policy_token_statistics(model, [[0], [2, 0]], [[1, 2], [1]], pad_token_id=0, temperature=2.0)
+    tempered = [0.0, math.log(2) / 2, 0.0]
+    z = sum(math.exp(v) for v in tempered)
+    p1 = math.exp(tempered[1]) / z
+    assert hot.logprob_mean == pytest.approx((math.log(p1) + math.log(1 / 3)) / 2)
+    assert short.num_tokens == 1 and short.logprob_mean == pytest.approx(math.log(p1))
+    with pytest.raises(ValueError, match="2 prompts for 1 completions"):
+        policy_token_statistics(model, [[0], [0]], [[1]], pad_token_id=0, temperature=1.0)
+
+
+@pytest.mark.parametrize("reward", ["token_entropy", "self_certainty", "trajectory_likelihood"])
+def test_token_distribution_rewards_train_with_the_real_grpo_trainer(train_setup, tmp_path, monkeypatch, reward):
+    """Each token reward through TRL's GRPOTrainer (the TokenStatsTrainer subclass): the rewards it
+    logs have the reward's sign, the group diagnostics are there as for every reward, and where
+    TRL runs its own old-policy pass (here: 2 updates per rollout batch) entropy and likelihood
+    are read from it, with no second forward; self-certainty always needs its own pass."""
+    from pipelines.train import token_stats
+
+    own_passes = []
+    original = token_stats.policy_token_statistics
+    monkeypatch.setattr(token_stats, "policy_token_statistics",
+                        lambda *args, **kwargs: own_passes.append(1) or original(*args, **kwargs))
+    manifest = trl_backend.train(_spec(reward=reward, max_steps=1), train_setup["base"], train_setup["data"],
+                                 tmp_path / "ckpt", tmp_path / "final")
+    assert manifest["global_step"] == 2
+    history = json.loads((tmp_path / "ckpt" / "log_history.json").read_text())
+    logged = [entry for entry in history if "reward" in entry]
+    assert logged and {"group/semantic_entropy", "group/majority_ratio"} <= set(logged[0])
+    value = logged[0]["reward"]
+    assert value < 0 if reward in ("token_entropy", "trajectory_likelihood") else value > 0
+    assert len(own_passes) == (1 if reward == "self_certainty" else 0)
+
+
+def test_statistics_read_from_trls_old_pass_equal_those_of_an_own_pass(train_setup, tmp_path, monkeypatch):
+    """The first batch's rewards (sampled before any update, the same samples in both runs) with
+    the statistics taken from TRL's old-log-prob pass, and with our own forward instead."""
+    from pipelines.train import token_stats
+
+    def first_reward(folder: str) -> float:
+        trl_backend.train(_spec(reward="token_entropy", max_steps=1), train_setup["base"], train_setup["data"],
+                          tmp_path / folder, tmp_path / f"{folder}-final")
+        history = json.loads((tmp_path / folder / "log_history.json").read_text())
+        return next(entry["reward"] for entry in history if "reward" in entry)
+
+    captured = first_reward("captured")
+    build = token_stats.token_stats_trainer_class
+
+    def without_capture():
+        trainer_class = build()
+        trainer_class._old_pass_runs = lambda self: False
+        return trainer_class
+
+    monkeypatch.setattr(token_stats, "token_stats_trainer_class", without_capture)
+    assert first_reward("own") == pytest.approx(captured, abs=1e-4)

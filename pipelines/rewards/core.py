@@ -191,6 +191,48 @@ def random_rewards(completions: Sequence[str], seed: int, probability: float = 0
 
 
 @dataclass(frozen=True)
+class TokenStats:
+    """One completion's response tokens under the policy that sampled it (the old policy, its
+    logits divided by the sampling temperature), averaged over the tokens: padding out, the
+    end-of-sequence token kept, as the authors' verl code masks (`response_mask`).
+
+    The trainer computes these (torch); the rewards below only read them."""
+
+    entropy_mean: float
+    """mean_t H(p(. | y<t)): the next-token distribution's entropy (nats)."""
+    logprob_mean: float
+    """mean_t log p(y_t | y<t): the sampled tokens' log-probability."""
+    self_certainty_mean: float | None
+    """mean_t KL(U || p(. | y<t)) = logsumexp(z) - mean(z) - log V over the vocabulary V; None
+    where the trainer did not compute it (no self-certainty reward)."""
+    num_tokens: int
+
+
+def token_entropy_rewards(stats: Sequence[TokenStats]) -> list[float | None]:
+    """Minus the mean token entropy (RENT, satrams/rent-rl `verl/trainer/ppo/ray_trainer.py`
+    `RayPPOTrainer.fit`: `entropys[i, :valid_response_length].mean() * -1.0`; EM-RL token level,
+    chotkrin/EM_PT `emrl_token_manager.py` `EMRLTokenRewardManager.__call__`). None for a
+    completion without tokens (unscorable)."""
+    return [-s.entropy_mean if s.num_tokens else None for s in stats]
+
+
+def self_certainty_rewards(stats: Sequence[TokenStats]) -> list[float | None]:
+    """Mean self-certainty KL(U || p) (INTUITOR, sunblaze-ucb/Intuitor
+    `verl-intuitor/verl/utils/torch_functional.py` `self_certainty_from_logits`, averaged per
+    sequence in `ray_trainer.py` `compute_advantage`; theirs drops the constant -log V, which
+    group normalisation cancels)."""
+    if any(s.self_certainty_mean is None for s in stats):
+        raise ValueError("the self-certainty reward needs TokenStats.self_certainty_mean")
+    return [s.self_certainty_mean if s.num_tokens else None for s in stats]
+
+
+def trajectory_likelihood_rewards(stats: Sequence[TokenStats]) -> list[float | None]:
+    """Mean log-probability of the sampled tokens (EM-RL sequence level, chotkrin/EM_PT
+    `emrl_sequence_manager.py` `EMRLSequenceRewardManager.__call__`: `old_log_probs[:valid_response_length].mean()`)."""
+    return [s.logprob_mean if s.num_tokens else None for s in stats]
+
+
+@dataclass(frozen=True)
 class JudgeWork:
     """What the semantic judge did for one group: pairs asked, forward passes, seconds."""
 
@@ -255,6 +297,7 @@ class RewardInputs:
     seed: int
     pool: grading.GradingPool | None
     judge: SemanticJudge | None
+    token_stats: Sequence[TokenStats] | None = None
 
 
 def _gold_of(group: RewardInputs) -> str:
@@ -269,6 +312,14 @@ def _empo_reward(group: RewardInputs) -> Sequence[float]:
     return _empo_from_clusters(group.clusters, group.empty_policy)
 
 
+def _token_stats_of(group: RewardInputs) -> Sequence[TokenStats]:
+    if group.token_stats is None:
+        raise ValueError("this reward reads the policy's token statistics; the trainer must pass token_stats")
+    if len(group.token_stats) != len(group.completions):
+        raise ValueError(f"{len(group.token_stats)} token statistics for {len(group.completions)} completions")
+    return group.token_stats
+
+
 def _supervised_reward(group: RewardInputs) -> Sequence[float]:
     if group.judge is not None:  # free-form answers: the authors' general_accuracy
         return judge_supervised_rewards(group.clusters.answers, _gold_of(group), group.question, group.judge)
@@ -277,13 +328,19 @@ def _supervised_reward(group: RewardInputs) -> Sequence[float]:
 
 #: Every reward kind by its config name (`trainer.reward`; the schema's enum is tested against
 #: these keys): a function of the group's completions, answer clusters and settings.
-REWARDS: dict[str, Callable[[RewardInputs], Sequence[float]]] = {
+REWARDS: dict[str, Callable[[RewardInputs], Sequence[float | None]]] = {
     "empo": _empo_reward,
     "supervised": _supervised_reward,
     "majority": lambda group: _majority_from_clusters(group.clusters),
     "random": lambda group: random_rewards(group.completions, group.seed),
     "format": lambda group: format_rewards(group.completions),
+    "token_entropy": lambda group: token_entropy_rewards(_token_stats_of(group)),
+    "self_certainty": lambda group: self_certainty_rewards(_token_stats_of(group)),
+    "trajectory_likelihood": lambda group: trajectory_likelihood_rewards(_token_stats_of(group)),
 }
+
+#: Rewards computed from the policy's token distribution (the trainer passes TokenStats).
+TOKEN_REWARDS = frozenset({"token_entropy", "self_certainty", "trajectory_likelihood"})
 
 
 @dataclass(frozen=True)
@@ -300,7 +357,7 @@ def _judge_counters(judge: SemanticJudge) -> tuple[int, int, float]:
 def score_group(completions: Sequence[str], reward: str, gold: str | None = None, *,
                 empty_policy: str = "singleton", entropy_filter: tuple[float, float] | None = None,
                 seed: int = 0, pool: grading.GradingPool | None = None, judge: SemanticJudge | None = None,
-                question: str | None = None) -> GroupScore:
+                question: str | None = None, token_stats: Sequence[TokenStats] | None = None) -> GroupScore:
     """Rewards of one group for a reward kind, its diagnostics, and the entropy filter.
 
     A filtered group gets None rewards: trainers treat those completions as unscorable
@@ -311,6 +368,9 @@ def score_group(completions: Sequence[str], reward: str, gold: str | None = None
     judge for the `question`, and EMPO and the supervised reward take the authors' free-form
     shape (`empo_free_form_rewards`, `judge_supervised_rewards`); the judge's work for this
     group is in `diagnostics.judge`.
+
+    The token-distribution rewards (`TOKEN_REWARDS`) read `token_stats`, one per completion;
+    answers are still clustered, for the same diagnostics and entropy filter as every reward.
     """
     if judge is not None:
         if question is None:
@@ -322,7 +382,7 @@ def score_group(completions: Sequence[str], reward: str, gold: str | None = None
     if reward not in REWARDS:
         raise ValueError(f"unknown reward {reward!r} (one of {sorted(REWARDS)})")
     diagnostics = group_diagnostics(clusters, gold, pool, judge, question)
-    group = RewardInputs(completions, clusters, gold, question, empty_policy, seed, pool, judge)
+    group = RewardInputs(completions, clusters, gold, question, empty_policy, seed, pool, judge, token_stats)
     rewards: list[float | None] = list(REWARDS[reward](group))
     if judge is not None:
         after = _judge_counters(judge)

@@ -5,7 +5,9 @@ completions are consecutive in the *global* batch, but with several processes a 
 split across ranks. Group rewards (EMPO, majority) need the whole group, so the adapter gathers
 completions from every rank, each rank scores its share of the groups (a semantic judge's
 forward passes are not repeated on every rank), the scores are gathered, and each rank returns
-its slice. Per-batch diagnostics go to TRL's `log_metric`, hence to MLflow.
+its slice. Per-batch diagnostics go to TRL's `log_metric`, hence to MLflow. The token-distribution
+rewards also read the `token_stats` column (`pipelines.train.token_stats.TokenStatsTrainer`
+adds it), gathered with the texts.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipelines import grading
-from pipelines.rewards import REWARDS, group_metrics, score_group
+from pipelines.rewards import REWARDS, TOKEN_REWARDS, group_metrics, score_group
 
 LOG = logging.getLogger(__name__)
 
@@ -89,18 +91,23 @@ class GroupRewardFunction:
 
     def __call__(self, prompts: list[Any], completions: list[Any], log_metric=None,
                  reward_model: list[Mapping[str, Any]] | None = None,
-                 extra_info: list[Mapping[str, Any]] | None = None, **_: Any) -> list[float | None]:
+                 extra_info: list[Mapping[str, Any]] | None = None, token_stats: list[Any] | None = None,
+                 **_: Any) -> list[float | None]:
         golds = [None if rm is None else rm.get("ground_truth") for rm in (reward_model or [None] * len(prompts))]
         questions = [None if info is None else info.get("question") for info in (extra_info or [None] * len(prompts))]
-        local = [(json.dumps(p, sort_keys=True, default=str), completion_text(c), g, q)
-                 for p, c, g, q in zip(prompts, completions, golds, questions)]
+        if self.reward in TOKEN_REWARDS and token_stats is None:
+            raise ValueError(f"reward {self.reward!r} needs the policy's token statistics: train with "
+                             "pipelines.train.token_stats.TokenStatsTrainer")
+        stats = token_stats or [None] * len(prompts)
+        local = [(json.dumps(p, sort_keys=True, default=str), completion_text(c), g, q, t)
+                 for p, c, g, q, t in zip(prompts, completions, golds, questions, stats)]
         everything, offset = gather_across_ranks(local)
         if len(everything) % self.num_generations:
             raise ValueError(f"{len(everything)} completions are not whole groups of {self.num_generations}")
         groups = [everything[start:start + self.num_generations]
                   for start in range(0, len(everything), self.num_generations)]
         for group in groups:
-            if len({prompt for prompt, _, _, _ in group}) != 1:
+            if len({prompt for prompt, *_ in group}) != 1:
                 raise ValueError("a group's completions do not share one prompt: the batch layout is not "
                                  "num_generations consecutive completions per prompt")
         scores = map_shared(groups, self._score)
@@ -110,10 +117,12 @@ class GroupRewardFunction:
                 log_metric(name, value)
         return rewards[offset:offset + len(local)]
 
-    def _score(self, group: Sequence[tuple[str, str, str | None, str | None]]) -> Any:
-        return score_group([text for _, text, _, _ in group], self.reward, gold=group[0][2],
+    def _score(self, group: Sequence[tuple[str, str, str | None, str | None, Any]]) -> Any:
+        stats = [row[4] for row in group] if self.reward in TOKEN_REWARDS else None
+        return score_group([row[1] for row in group], self.reward, gold=group[0][2],
                            empty_policy=self.empty_policy, entropy_filter=self.entropy_filter,
-                           seed=self.seed, pool=self.pool, judge=self.judge, question=group[0][3])
+                           seed=self.seed, pool=self.pool, judge=self.judge, question=group[0][3],
+                           token_stats=stats)
 
     def close(self) -> None:
         self.pool.close()

@@ -186,6 +186,7 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     from pipelines.curves import plot_method_curves
     from pipelines.data import read_canonical
     from pipelines.models import make_group_readable
+    from pipelines.rewards import TOKEN_REWARDS
     from pipelines.train.checkpoints import claim_checkpoint_dir, shaping_settings
     from pipelines.train.rewards_adapter import GroupRewardFunction
 
@@ -234,8 +235,13 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
             empty_policy=trainer_settings["empty_policy"], entropy_filter=trainer_settings["entropy_filter"],
             seed=trainer_settings["seed"], grading_workers=spec["grading"]["workers"],
             grading_timeout=spec["grading"]["timeout_seconds"], judge=judge)
-        trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=config,
-                              train_dataset=dataset, processing_class=tokenizer)
+        trainer_class = GRPOTrainer
+        if trainer_settings["reward"] in TOKEN_REWARDS:  # the rewards read the policy's token statistics
+            from pipelines.train.token_stats import token_stats_trainer_class
+
+            trainer_class = token_stats_trainer_class()
+        trainer = trainer_class(model=model, reward_funcs=[reward], args=config,
+                                train_dataset=dataset, processing_class=tokenizer)
         # First in line: the log line every other callback sees carries tokens/s; it also goes to MLflow.
         trainer.callback_handler.callbacks.insert(0, _step_metrics_callback(tracker))
         if validation:

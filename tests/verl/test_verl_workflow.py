@@ -23,12 +23,13 @@ OVERLAY = """\
 results_dir: results
 models:
   tiny-qwen2:
+    source: {warm_start_steps: 200, noisy_steps: 0}   # the verl branch, not the demo's effect: seconds
     methods: [base, empo]
 training:
-  defaults: {backend: verl, max_steps: 2, save_steps: 1}
+  defaults: {backend: verl, max_steps: 2, save_steps: 1, validation: null}
   verl:
     trainer_module: tests.verl.standin_trainer
-    validation_benchmarks: [arith_easy]
+    validation_benchmarks: [add_test]
     convert_step: 1
 resources:
   train: {gpus: 1, nodes: 1, cpus: 2, mem_mb: 4000, runtime: 30}
@@ -44,7 +45,7 @@ def test_verl_train_convert_eval_with_real_snakemake(tmp_path):
     shutil.copytree(REPO_ROOT, workdir, ignore=shutil.ignore_patterns(
         ".venv*", "results", ".snakemake", ".git", "__pycache__", "*.egg-info"))
     (workdir / "config" / "verl-test.yaml").write_text(OVERLAY)
-    target = "results/eval/tiny-qwen2/empo/arith_easy/greedy/math-verify/metrics.json"
+    target = "results/eval/tiny-qwen2/empo/add_test/greedy/math-verify/metrics.json"
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                    "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(workdir)}
     result = subprocess.run([str(snakemake), "--configfile", "config/demo.yaml", "config/verl-test.yaml",
@@ -56,7 +57,7 @@ def test_verl_train_convert_eval_with_real_snakemake(tmp_path):
     assert training["saved_steps"] == [1, 2] and training["latest_step"] == 2
     assert any(o.startswith("trainer.total_training_steps=2") for o in training["overrides"])
     command = (results / "train/tiny-qwen2/empo/verl_command.txt").read_text()
-    assert "-m tests.verl.standin_trainer" in command and "arith_easy.parquet" in command
+    assert "-m tests.verl.standin_trainer" in command and "add_test.parquet" in command
     manifest = json.loads((results / "models/tiny-qwen2/empo/model.json").read_text())
     assert manifest["backend"] == "verl" and manifest["global_step"] == 1  # convert_step
     assert manifest["base"]["kind"] == "demo"

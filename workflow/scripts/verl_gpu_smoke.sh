@@ -15,7 +15,7 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
 fi
 configs=(config/demo.yaml config/verl-smoke.yaml)
 results=results/verl-smoke
-target="$results/eval/tiny-qwen2/empo/arith_easy/greedy/math-verify/metrics.json"
+target="$results/eval/tiny-qwen2/empo/add_test/greedy/math-verify/metrics.json"
 conda_flag=(--sdm conda)
 if [[ "${EMPO_SMOKE_CONDA:-1}" == "0" ]]; then
   conda_flag=()
@@ -33,10 +33,10 @@ training = json.loads((results / "train/tiny-qwen2/empo/training.json").read_tex
 assert training["saved_steps"] == [1, 2], training["saved_steps"]
 model = json.loads((results / "models/tiny-qwen2/empo/model.json").read_text())
 assert model["backend"] == "verl" and model["global_step"] == 2, model
-metrics = json.loads((results / "eval/tiny-qwen2/empo/arith_easy/greedy/math-verify/metrics.json").read_text())
+metrics = json.loads((results / "eval/tiny-qwen2/empo/add_test/greedy/math-verify/metrics.json").read_text())
 log = (results / "logs/train/tiny-qwen2/empo.log").read_text()
 assert "group/semantic_entropy" in log, "the group-reward diagnostics never reached verl's logger"
 print("verl smoke OK: steps", training["saved_steps"], "| converted step", model["global_step"],
-      "| arith_easy", metrics["metrics"])
+      "| add_test", metrics["metrics"])
 PY
 echo "verl_gpu_smoke: passed in $(( $(date +%s) - start )) s; MLflow: mlflow ui --backend-store-uri sqlite:///$PWD/$results/mlflow/mlflow.db"
