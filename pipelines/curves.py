@@ -103,10 +103,35 @@ def _pyplot():
     return plt
 
 
+REWARD_PANEL = CURVES[0][0]
+REWARD_CHANGE_PANEL = "reward, change from the first step (rewards on different scales)"
+
+
+def on_one_reward_axis(histories: Mapping[str, History]) -> dict[str, History]:
+    """Rewards within [0, 1] (agreement, correctness, format, coin flip) are drawn as they are.
+    If a method's reward leaves [0, 1] (the token-distribution rewards: an entropy, a
+    log-probability, a KL of ~10 nats), every method's reward is drawn as its change from its
+    first step instead, so one axis shows whether each rose or fell."""
+    values = [value for history in histories.values() for _, value in history.get(REWARD_PANEL, [])]
+    if all(0.0 <= value <= 1.0 for value in values):
+        return dict(histories)
+    changes = {}
+    for method, history in histories.items():
+        history = dict(history)
+        if REWARD_PANEL in history:
+            points = history.pop(REWARD_PANEL)
+            history[REWARD_CHANGE_PANEL] = [(step, value - points[0][1]) for step, value in points]
+        changes[method] = history
+    return changes
+
+
 def plot_overlay(histories: Mapping[str, History], path: Path, title: str) -> list[str]:
     """One panel per curve, one line per method; returns the methods that had no history."""
     plt = _pyplot()
-    titles = [title_ for title_, _, _ in CURVES if any(title_ in h for h in histories.values())]
+    histories = on_one_reward_axis(histories)
+    shifted = any(REWARD_CHANGE_PANEL in history for history in histories.values())
+    panels = [REWARD_CHANGE_PANEL if shifted and title_ == REWARD_PANEL else title_ for title_, _, _ in CURVES]
+    titles = [panel for panel in panels if any(panel in history for history in histories.values())]
     missing = [method for method, history in histories.items() if not history]
     columns = min(max(len(titles), 1), PANELS_PER_ROW)
     rows = max(1, -(-len(titles) // PANELS_PER_ROW))

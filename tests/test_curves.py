@@ -54,3 +54,18 @@ def test_overlay_draws_every_method_and_names_the_ones_without_history(tmp_path)
                  "verl-run": {}}
     missing = curves.plot_overlay(histories, tmp_path / "overlay.png", "m: training curves")
     assert missing == ["verl-run"] and (tmp_path / "overlay.png").stat().st_size > 10_000
+
+
+def test_rewards_on_different_scales_are_drawn_as_changes_from_their_first_step(tmp_path):
+    """Agreement rewards in [0, 1] stay as they are; once a method's reward leaves [0, 1] (a
+    self-certainty of ~10 nats), every method's reward is its change from its first step."""
+    agreement = {curves.REWARD_PANEL: [(1, 0.2), (2, 0.5)], ENTROPY: [(1, 1.9), (2, 1.1)]}
+    certainty = {curves.REWARD_PANEL: [(1, 9.7), (2, 9.2)]}
+    assert curves.on_one_reward_axis({"empo": agreement, "grpo": agreement}) == {"empo": agreement, "grpo": agreement}
+    shifted = curves.on_one_reward_axis({"empo": agreement, "self_certainty": certainty})
+    assert [(step, round(value, 6)) for step, value in shifted["empo"][curves.REWARD_CHANGE_PANEL]] == [(1, 0.0), (2, 0.3)]
+    assert [(step, round(value, 6)) for step, value in shifted["self_certainty"][curves.REWARD_CHANGE_PANEL]] == [
+        (1, 0.0), (2, -0.5)]
+    assert curves.REWARD_PANEL not in shifted["empo"] and shifted["empo"][ENTROPY] == agreement[ENTROPY]
+    curves.plot_overlay({"empo": agreement, "self_certainty": certainty}, tmp_path / "overlay.png", "m")
+    assert (tmp_path / "overlay.png").stat().st_size > 10_000
