@@ -265,9 +265,13 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
                    f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
         from pipelines.rewards.core import TOKEN_REWARDS  # 0.1 s; only here
 
-        if settings["reward"] in TOKEN_REWARDS and settings["backend"] != "trl":
-            yield (f"{where}: reward '{settings['reward']}' reads the policy's token statistics, which only "
-                   f"the TRL backend passes to rewards so far; use backend trl")
+        if settings["reward"] in TOKEN_REWARDS and settings["backend"] == "verl":
+            if settings["reward"] == "self_certainty":
+                yield (f"{where}: reward 'self_certainty' needs each token's log-normaliser, which verl's actor "
+                       f"does not return; use backend trl")
+            if low_high is not None:
+                yield (f"{where}: reward '{settings['reward']}' is scored on verl from its old-policy pass, after "
+                       f"sampling, when groups can no longer be evicted: set entropy_filter to null")
         validation = settings.get("validation")
         if validation is not None:
             role = datasets.get(validation["dataset"], {}).get("role")

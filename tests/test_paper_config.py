@@ -196,10 +196,19 @@ def test_the_zoo_plans_one_training_job_per_method_and_every_evaluation(tmp_path
     assert int(counts["train"]) == len(methods) == 8 and int(counts["generate"]) == 9  # + base
 
 
-def test_a_token_reward_on_verl_is_refused_before_any_job(tmp_path):
+def test_what_verl_cannot_score_is_refused_before_any_job(tmp_path):
+    """Self-certainty needs per-token log-normalisers verl's actor does not return; a token
+    reward on verl is scored after sampling, too late for the entropy filter. Token entropy and
+    trajectory likelihood on verl are accepted."""
     zoo = yaml.safe_load((REPO_ROOT / "config" / "zoo.yaml").read_text())
-    zoo["training"]["methods"]["self_certainty"]["backend"] = "verl"
+    for method in ("self_certainty", "token_entropy", "trajectory_likelihood"):
+        zoo["training"]["methods"][method]["backend"] = "verl"
+    zoo["training"]["methods"]["trajectory_likelihood"]["entropy_filter"] = [0.3, 1.0]
     path = tmp_path / "zoo-verl.yaml"
     path.write_text(yaml.safe_dump(zoo, sort_keys=False))
-    with pytest.raises(cfg.ConfigError, match="reward 'self_certainty' reads the policy's token statistics"):
+    with pytest.raises(cfg.ConfigError) as refused:
         cfg.load_config([path])
+    message = str(refused.value)
+    assert "'training.methods.self_certainty': reward 'self_certainty' needs each token's log-normaliser" in message
+    assert "'training.methods.trajectory_likelihood': reward 'trajectory_likelihood' is scored on verl" in message
+    assert "token_entropy" not in message

@@ -16,6 +16,15 @@ group is first visible, so `GroupRewardReplayBuffer`:
 4. returns the group diagnostics (semantic entropy, clusters, majority share, filtered share,
    majority-vs-gold accuracy) with the batch, so verl logs them to MLflow beside its own.
 
+The token-distribution rewards (`token_entropy`, `trajectory_likelihood`) read the policy's
+per-token entropy and log-probabilities, which verl computes only after sampling, in its
+old-policy pass (`PPOTrainer._compute_old_log_prob`, with `calculate_entropy` and the rollout
+temperature). For them the buffer scores nothing at sampling time; it runs just before verl's
+advantage step (`score_token_rewards`, installed on the trainer whose bound method verl passes as
+`refill_fn`), reads `old_log_probs`, `entropy` and `response_mask` from TransferQueue, and writes
+`rm_scores` that `_compute_advantage` then reads: no extra forward pass. Self-certainty needs each
+token's log-normaliser, which verl's actor does not return: it is refused (TRL computes it).
+
 `gold_accuracy_score` is the per-completion function verl's reward loop runs: 1 if the answer
 matches the gold. Validation reports it (accuracy against the gold answers); for training
 groups it is replaced by the method's reward in step 2 and kept only as a diagnostic.
@@ -36,12 +45,16 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils import tensordict_utils as tu
 
 from pipelines import grading
-from pipelines.rewards import REWARDS, GroupScore, group_metrics, score_group
+from pipelines.rewards import REWARDS, TOKEN_REWARDS, GroupScore, TokenStats, group_metrics, score_group
 
 LOG = logging.getLogger(__name__)
 
 #: The name our filter registers as verl's group-filter metric (it only has to be non-empty).
 GROUP_FILTER_METRIC = "pipelines_entropy_filter"
+
+#: Token-distribution rewards verl can give: from the old-policy entropies and log-probabilities
+#: it computes anyway. Self-certainty needs per-token log-normalisers its actor does not return.
+VERL_TOKEN_REWARDS = frozenset({"token_entropy", "trajectory_likelihood"})
 
 _score_lock = threading.Lock()
 _score_pool: grading.GradingPool | None = None
@@ -70,6 +83,34 @@ def _session_of(key: str) -> tuple[int, int]:
     return int(session), int(index)
 
 
+def _uid_of(key: str) -> str:
+    return key.rsplit("_", 2)[0]
+
+
+def _sessions_of(keys: list[str]) -> tuple[list[int], dict[int, list[tuple[int, str]]], list[str]]:
+    """A group's sessions in order, each session's (index, key) outputs in order, and all keys
+    in that order."""
+    sessions: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for key in keys:
+        session, index = _session_of(key)
+        sessions[session].append((index, key))
+    order = sorted(sessions)
+    for session in order:
+        sessions[session].sort()
+    return order, sessions, [key for session in order for _, key in sessions[session]]
+
+
+def token_stats_of_response(entropy: torch.Tensor, log_probs: torch.Tensor, mask: torch.Tensor) -> TokenStats:
+    """One response's statistics from verl's per-token old-policy entropy and log-probabilities
+    (response positions), averaged over its `response_mask` (RENT: `entropys[i, :valid_response_length]`)."""
+    mask = mask.float()
+    count = float(mask.sum())
+    denominator = max(count, 1.0)
+    return TokenStats(entropy_mean=float((entropy.float() * mask).sum() / denominator),
+                      logprob_mean=float((log_probs.float() * mask).sum() / denominator),
+                      self_certainty_mean=None, num_tokens=int(count))
+
+
 class GroupRewardReplayBuffer(ReplayBuffer):
     """verl's sync replay buffer, scoring each finished group with our reward core.
 
@@ -90,6 +131,13 @@ class GroupRewardReplayBuffer(ReplayBuffer):
             raise ValueError(f"trainer.v1.sampler.sampler_kwargs is missing {missing}")
         if options["reward"] not in REWARDS:
             raise ValueError(f"unknown reward {options['reward']!r}")
+        token_reward = options["reward"] in TOKEN_REWARDS
+        if token_reward and options["reward"] not in VERL_TOKEN_REWARDS:
+            raise ValueError(f"reward {options['reward']!r} needs each token's log-normaliser, which verl's actor "
+                             "does not return; train it with the TRL backend")
+        if token_reward and options.get("entropy_filter"):
+            raise ValueError(f"reward {options['reward']!r} is scored after sampling (from verl's old-policy pass), "
+                             "when groups can no longer be evicted: the entropy filter is not available with it")
         if options.get("equivalence", "math") == "judge" and not options.get("semantic_judge"):
             raise ValueError("equivalence 'judge' needs trainer.v1.sampler.sampler_kwargs.semantic_judge")
         super().__init__(trainer_mode, trainer_config, max_off_policy_threshold, max_off_policy_strategy,
@@ -112,6 +160,28 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         self.equivalence = str(options.get("equivalence", "math"))
         self._judge_settings = dict(options.get("semantic_judge") or {})
         self._judge = None
+        if token_reward:
+            self._score_before_advantage(refill_fn)
+
+    def _score_before_advantage(self, refill_fn: Any) -> None:
+        """Run `score_token_rewards` on each training batch just before verl's advantage step.
+
+        verl builds the buffer from its trainer and passes the trainer's bound method
+        `_add_prompts_to_generate` as `refill_fn`: that is the trainer whose `_compute_advantage`
+        is wrapped (on the instance; the class is untouched).
+        """
+        trainer = getattr(refill_fn, "__self__", None)
+        compute_advantage = getattr(trainer, "_compute_advantage", None)
+        if compute_advantage is None:
+            raise TypeError(f"reward {self.reward!r} is scored from verl's old-policy pass: the buffer must be built "
+                            "by verl's PPOTrainer (refill_fn its bound _add_prompts_to_generate)")
+
+        def compute_advantage_after_token_rewards(batch: Any, metrics: dict) -> Any:
+            self.score_token_rewards(batch)
+            metrics.update(self.pop_diagnostics())
+            return compute_advantage(batch, metrics)
+
+        trainer._compute_advantage = compute_advantage_after_token_rewards
 
     # -------------------------------------------------------------- what verl calls
 
@@ -138,7 +208,7 @@ class GroupRewardReplayBuffer(ReplayBuffer):
 
     def _dapo_filtered_keys(self, partition_id: str) -> tuple[set[str], Counter]:
         """Score newly finished training groups; return those the entropy filter evicts."""
-        if partition_id == "val":
+        if partition_id == "val" or self.reward in TOKEN_REWARDS:  # token rewards: scored before advantages
             return set(), Counter()
         finished = self.finished_keys[partition_id]
         cache = self._dapo_classification_cache[partition_id]
@@ -148,7 +218,7 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         if new:
             by_uid: dict[str, list[str]] = defaultdict(list)
             for key in self.partitions[partition_id]:
-                uid = key.split("_")[0]
+                uid = _uid_of(key)
                 if uid in new:
                     by_uid[uid].append(key)
             for uid in new:
@@ -166,20 +236,35 @@ class GroupRewardReplayBuffer(ReplayBuffer):
 
     # -------------------------------------------------------------- our part
 
-    def score_and_write(self, partition_id: str, keys: list[str]) -> float | None:
-        """Score one group, write its rewards to TransferQueue; the majority share if filtered."""
-        sessions: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for key in keys:
-            session, index = _session_of(key)
-            sessions[session].append((index, key))
-        order = sorted(sessions)
-        all_keys = [key for session in order for _, key in sorted(sessions[session])]
+    def score_token_rewards(self, batch: Any) -> None:
+        """Score a sampled training batch's groups from verl's old-policy pass (token rewards)."""
+        by_uid: dict[str, list[str]] = defaultdict(list)
+        for key in batch.keys:
+            by_uid[_uid_of(key)].append(key)
+        for keys in by_uid.values():
+            self.score_and_write(batch.partition_id, keys, token_statistics=True)
+
+    def score_and_write(self, partition_id: str, keys: list[str], token_statistics: bool = False) -> float | None:
+        """Score one group, write its rewards to TransferQueue; the majority share if filtered.
+
+        With `token_statistics`, each completion's TokenStats come from verl's old-policy pass."""
+        order, sessions, all_keys = _sessions_of(keys)
         fields = ["responses", "reward_model", "extra_fields"] + (["extra_info"] if self.judge is not None else [])
+        if token_statistics:
+            fields += ["old_log_probs", "entropy", "response_mask"]
         data = tq.kv_batch_get(keys=all_keys, partition_id=partition_id, select_fields=fields)
         row_of = {key: position for position, key in enumerate(all_keys)}
         responses = list(data["responses"].unbind(0))
         extra_fields = list(data["extra_fields"])
-        final = [row_of[max(sessions[session])[1]] for session in order]  # a session's last output
+        final = [row_of[sessions[session][-1][1]] for session in order]  # a session's last output
+        stats = None
+        if token_statistics:
+            if "entropy" not in data.keys() or "old_log_probs" not in data.keys():
+                raise RuntimeError(f"reward {self.reward!r} reads verl's old-policy entropy and log-probabilities, "
+                                   "which this batch lacks (rollout_correction bypass mode skips that pass)")
+            entropy, log_probs, mask = (list(data[name].unbind(0)) for name in ("entropy", "old_log_probs",
+                                                                               "response_mask"))
+            stats = [token_stats_of_response(entropy[row], log_probs[row], mask[row]) for row in final]
         texts = [self.tokenizer.decode(responses[row].tolist(), skip_special_tokens=True) for row in final]
         gold = _ground_truth(list(data["reward_model"])[0])
         if self.num_generations and len(texts) != int(self.num_generations):
@@ -188,7 +273,7 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         question = _unwrap(list(data["extra_info"])[0]).get("question") if self.judge is not None else None
         score = score_group(texts, self.reward, gold=gold, empty_policy=self.empty_policy,
                             entropy_filter=self.entropy_filter, seed=self.seed, pool=self.pool,
-                            judge=self.judge, question=question)
+                            judge=self.judge, question=question, token_stats=stats)
         extras = {}
         gold_accuracy = [_unwrap(_unwrap(extra_fields[row]).get("reward_extra_info")).get("acc") for row in final]
         if all(value is not None for value in gold_accuracy):
@@ -204,7 +289,7 @@ class GroupRewardReplayBuffer(ReplayBuffer):
                 if length == 0:
                     continue
                 value = torch.zeros(length, dtype=torch.float32)
-                value[-1] = float(reward)
+                value[-1] = 0.0 if reward is None else float(reward)  # None: a response with no scored token
                 write_keys.append(key)
                 scores.append(value)
         if write_keys:

@@ -192,3 +192,27 @@ def test_the_natural_track_on_verl_passes_the_judge_to_the_replay_buffer(compose
     assert kwargs.equivalence == "judge" and kwargs.reward == "empo"
     assert kwargs.semantic_judge.model == "TIGER-Lab/general-verifier"
     assert kwargs.semantic_judge.yes_token == " Yes" and kwargs.semantic_judge.batch_size == 16
+
+
+def test_the_zoo_on_verl_composes_for_every_method_verl_can_score(compose_verl):
+    """config/zoo.yaml trains with TRL; on the verl backend every method but self-certainty
+    (refused by the config check) composes, passes verl's checks and gives our replay buffer
+    its reward."""
+    config = cfg.load_config([REPO_ROOT / "config" / "zoo.yaml"])
+    config["training"]["defaults"]["backend"] = "verl"
+    for method in config["training"]["methods"]:
+        config["training"]["methods"][method].pop("backend", None)
+    del config["training"]["methods"]["self_certainty"]
+    for model in config["models"].values():
+        model["methods"] = [m for m in model["methods"] if m != "self_certainty"]
+    config = cfg.validate_config(config, "zoo.yaml with backend verl")
+    composed_rewards = {}
+    for model, method in sorted(cfg.train_targets(config)):
+        spec = cfg.train_job_spec(config, model, method)
+        composed = compose_verl(verl_backend.build_overrides(spec, **PATHS))
+        verl_checks(composed)
+        composed_rewards[method] = composed.trainer.v1.sampler.sampler_kwargs.reward
+        assert composed.trainer.v1.sampler.sampler_kwargs.entropy_filter is None
+    assert composed_rewards == {"empo": "empo", "majority": "majority", "token_entropy": "token_entropy",
+                                "trajectory_likelihood": "trajectory_likelihood", "gspo": "supervised",
+                                "format": "format", "random": "random"}

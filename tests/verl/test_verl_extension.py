@@ -43,8 +43,9 @@ def tokenizer(tmp_path_factory):
     return AutoTokenizer.from_pretrained(tiny_base_model(tmp_path_factory.mktemp("base")))
 
 
-def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train", question=None):
-    """One finished prompt group, written exactly as verl's AgentLoopWorkerTQ writes it."""
+def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train", question=None, masks=None):
+    """One finished prompt group, written exactly as verl's AgentLoopWorkerTQ writes it
+    (`masks`: each response's response_mask, all ones by default)."""
     from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 
@@ -55,7 +56,8 @@ def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train"
     for session, text in enumerate(texts):
         ids = tokenizer.encode(text, add_special_tokens=False)
         per_completion = 1.0 if grading.grade(text, gold) else 0.0  # what gold_accuracy_score gives
-        output = AgentLoopOutput(prompt_ids=[1, 2, 3], response_ids=ids, response_mask=[1] * len(ids),
+        mask = list(masks[session]) if masks is not None else [1] * len(ids)
+        output = AgentLoopOutput(prompt_ids=[1, 2, 3], response_ids=ids, response_mask=mask,
                                  num_turns=2, metrics={}, reward_score=per_completion,
                                  extra_fields={"reward_extra_info": {"acc": per_completion, "score": per_completion}})
         field = output.as_dict()
@@ -240,3 +242,107 @@ def test_the_judge_backend_needs_its_settings(tokenizer):
     with pytest.raises(ValueError, match="semantic_judge"):
         GroupRewardReplayBuffer("sync", {}, 8, "drop", {"reward": "empo", "train_batch_size": 1,
                                                          "equivalence": "judge"}, tokenizer=tokenizer)
+
+
+def trainer_on_the_generated_config(compose_verl, tmp_path, reward):
+    """verl's PPOTrainerSync with the config our backend generates for `reward` on the demo (the
+    object only: no workers; its advantage step reads and writes TransferQueue)."""
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    from pipelines import config as cfg
+    from pipelines.train import verl_backend
+    from tests.conftest import REPO_ROOT
+
+    config = cfg.load_config([REPO_ROOT / "config" / "demo.yaml", REPO_ROOT / "config" / "verl-smoke.yaml"])
+    spec = cfg.train_job_spec(config, "tiny-qwen2", "empo")
+    spec["trainer"]["reward"] = reward
+    composed = compose_verl(verl_backend.build_overrides(
+        spec, model_path=str(tmp_path), train_file="/d/t.parquet", val_files=[], checkpoint_dir="/c",
+        project="p", log_to_mlflow=False, cpus=2))
+    trainer = PPOTrainerSync.__new__(PPOTrainerSync)
+    trainer.config = composed
+    return trainer
+
+
+def put_old_policy_pass(tq, batch, seed=0):
+    """What verl's `_compute_old_log_prob` writes: per-response-token entropy and log-probs."""
+    import torch
+    from verl.utils import tensordict_utils as tu
+
+    masks = list(tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
+                                 select_fields=["response_mask"])["response_mask"].unbind(0))
+    generator = torch.Generator().manual_seed(seed)
+    entropy = [3 * torch.rand(len(mask), generator=generator) for mask in masks]
+    log_probs = [-2 * torch.rand(len(mask), generator=generator) for mask in masks]
+    tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=tu.get_tensordict({
+        "old_log_probs": torch.nested.as_nested_tensor(log_probs, layout=torch.jagged),
+        "entropy": torch.nested.as_nested_tensor(entropy, layout=torch.jagged)}))
+    return {key: (e, lp, m.float()) for key, e, lp, m in zip(batch.keys, entropy, log_probs, masks)}
+
+
+@pytest.mark.parametrize("reward", ["token_entropy", "trajectory_likelihood"])
+def test_token_rewards_come_from_verls_old_policy_pass_and_reach_its_advantages(
+        transfer_queue, tokenizer, compose_verl, tmp_path, reward):
+    """Nothing is scored at sampling; verl's real `_compute_advantage` on the generated config
+    scores each group from the entropies / log-probs verl's old-policy pass wrote (mean over
+    response_mask: a tool token is out), and its GRPO advantages are those rewards normalised
+    in the group."""
+    import torch
+
+    from pipelines.rewards import TokenStats
+    from pipelines.train.verl_extension import GroupRewardReplayBuffer
+
+    trainer = trainer_on_the_generated_config(compose_verl, tmp_path, reward)
+    masks = [[1] * len(tokenizer.encode(text, add_special_tokens=False)) for text in GROUPS[0]]
+    masks[2][1:3] = [0, 0]  # two tool-output tokens inside the third response
+    uids = [put_group(transfer_queue, tokenizer, GROUPS[0], masks=masks),
+            put_group(transfer_queue, tokenizer, GROUPS[1])]
+    buffer = GroupRewardReplayBuffer(
+        "sync", {}, 8, "drop", {"reward": reward, "train_batch_size": 2, "num_generations": 4, "seed": 0},
+        poll_interval=0.05, refill_fn=trainer._add_prompts_to_generate, tokenizer=tokenizer)
+    batch, sample_metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=2)
+    assert not any(name.startswith("group/") for name in sample_metrics)
+    per_key = put_old_policy_pass(transfer_queue, batch)
+    metrics = {}
+    trainer._compute_advantage(batch, metrics)
+
+    seen = rewards_verl_reads(transfer_queue, batch)
+    advantages = transfer_queue.kv_batch_get(keys=batch.keys, partition_id="train",
+                                             select_fields=["advantages"])["advantages"].unbind(0)
+    advantage_of = {key: row for key, row in zip(batch.keys, advantages)}
+    for uid, texts in zip(uids, GROUPS):
+        keys = [f"{uid}_{session}_0" for session in range(4)]
+        stats = [TokenStats(entropy_mean=float((e * m).sum() / m.sum()), logprob_mean=float((lp * m).sum() / m.sum()),
+                            self_certainty_mean=None, num_tokens=int(m.sum()))
+                 for e, lp, m in (per_key[key] for key in keys)]
+        expected = score_group(texts, reward, gold=GOLD, token_stats=stats).rewards
+        by_hand = [-s.entropy_mean if reward == "token_entropy" else s.logprob_mean for s in stats]
+        assert expected == pytest.approx(by_hand)
+        assert seen[uid] == pytest.approx(expected)
+        rewards = torch.tensor(expected)
+        normalised = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
+        for key, value in zip(keys, normalised):
+            row, mask = advantage_of[key], per_key[key][2]
+            assert torch.allclose(row, float(value) * mask, atol=1e-5), key  # on the response's own tokens
+    masked = per_key[f"{uids[0]}_2_0"]
+    assert seen[uids[0]][2] != pytest.approx(-float(masked[0].mean()) if reward == "token_entropy"
+                                              else float(masked[1].mean()))
+    assert metrics["group/scored_groups"] == 2.0
+    assert metrics["group/reward_mean"] == pytest.approx(sum(sum(v) / 4 for v in seen.values()) / 2)
+    assert metrics["group/majority_vs_gold_accuracy"] == pytest.approx(0.5)  # "4" is right, "1/2" is not
+
+
+def test_what_verl_cannot_score_from_its_old_policy_pass_is_refused(tokenizer):
+    from pipelines.train.verl_extension import GroupRewardReplayBuffer
+
+    def buffer(**options):
+        return GroupRewardReplayBuffer("sync", {}, 8, "drop", {"train_batch_size": 1, **options},
+                                       refill_fn=lambda n: n, tokenizer=tokenizer)
+
+    with pytest.raises(ValueError, match="log-normaliser"):
+        buffer(reward="self_certainty")
+    with pytest.raises(ValueError, match="entropy filter"):
+        buffer(reward="token_entropy", entropy_filter=[0.3, 1.0])
+    with pytest.raises(TypeError, match="PPOTrainer"):
+        buffer(reward="trajectory_likelihood")
+    assert buffer(reward="empo").reward == "empo"  # answer rewards need no trainer
