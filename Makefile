@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 # CPU torch. On a machine whose pip has no local torch wheel, use e.g.
 #   make demo TORCH_SPEC="torch==2.13.0 --index-url <your CPU wheel index>"
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= cpu,test
+EXTRAS ?= cpu,test,lint
 CORES ?= 2
 PORT ?= 5000
 RUN := PATH="$(BIN):$$PATH" MPLBACKEND=Agg HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: install demo demo-zoo report test test-fast test-slurm test-verl test-vllm dry-run check-config mlflow-ui clean-results
+.PHONY: install lint format demo demo-zoo report test test-fast test-slurm test-verl test-vllm dry-run check-config mlflow-ui clean-results
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,19 @@ test: install build/math-verify-tests
 
 test-fast: install build/math-verify-tests
 	$(RUN) $(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+# Style gates: ruff (lint + format, [tool.ruff]), snakefmt ([tool.snakefmt]) and Snakemake's own
+# linter on the workflow. `make format` applies the two formatters.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(RUN) snakemake --lint
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt Snakefile workflow/rules
 
 # A real one-node SLURM (Debian packages, fake GPUs): start, run the SLURM tests, always stop.
 test-slurm: install

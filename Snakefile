@@ -15,6 +15,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 
 if not workflow.overwrite_configfiles:
+
     configfile: "config/config.yaml"
 
 
@@ -37,8 +38,8 @@ localrules:
 # The metrics too, not only the table: Snakemake does not rebuild a missing intermediate file
 # whose consumer is up to date, so a deleted metrics.json would leave its number in the table.
 rule all:
+    default_target: True
     input:
         list(table_outputs().values()),
         all_grade_metrics(),
         all_curves(),
-    default_target: True

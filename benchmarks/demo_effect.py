@@ -55,12 +55,22 @@ def run_seed(root: Path, seed: int, cores: int, model_settings: dict) -> tuple[l
     workdir.mkdir(parents=True)
     copy_workflow(workdir)
     config = seeded_config(workdir, seed, model_settings)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg",
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MPLBACKEND": "Agg",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     started = time.perf_counter()
-    result = subprocess.run([str(BIN / "snakemake"), "--cores", str(cores), "--configfile", str(config.relative_to(workdir))],
-                            cwd=workdir, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--cores", str(cores), "--configfile", str(config.relative_to(workdir))],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"seed {seed}: snakemake failed\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -72,13 +82,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--keep", type=Path, default=None, help="keep the runs in this folder (default: a temporary one)")
-    parser.add_argument("--warm-start-steps", type=int, default=None,
-                        help="override the demo model's clean warm start (e.g. 600 with --noisy-steps 0: a half-trained model)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the runs in this folder (default: a temporary one)"
+    )
+    parser.add_argument(
+        "--warm-start-steps",
+        type=int,
+        default=None,
+        help="override the demo model's clean warm start (e.g. 600 with --noisy-steps 0: a half-trained model)",
+    )
     parser.add_argument("--noisy-steps", type=int, default=None, help="override the demo model's noisy phase")
     args = parser.parse_args()
-    model_settings = {key: value for key, value in (("warm_start_steps", args.warm_start_steps),
-                                                    ("noisy_steps", args.noisy_steps)) if value is not None}
+    model_settings = {
+        key: value
+        for key, value in (("warm_start_steps", args.warm_start_steps), ("noisy_steps", args.noisy_steps))
+        if value is not None
+    }
     gains: dict[tuple[str, str], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="demo-effect-") as scratch:
         root = args.keep or Path(scratch)
@@ -89,18 +108,24 @@ def main() -> None:
             for effect in effects:
                 low, high = effect["ci95"]
                 ceiling = "" if effect["base_majority"] is None else f"; base maj@n {effect['base_majority']:.1f}"
-                print(f"  {effect['method']:>6} {effect['protocol']} ({effect['metric']}): base {effect['base']:.1f} -> "
-                      f"{effect['value']:.1f}, {effect['difference']:+.1f} [{low:+.1f}, {high:+.1f}]"
-                      f"{' *' if effect['excludes_zero'] else ''}{ceiling}")
+                print(
+                    f"  {effect['method']:>6} {effect['protocol']} ({effect['metric']}): base {effect['base']:.1f} -> "
+                    f"{effect['value']:.1f}, {effect['difference']:+.1f} [{low:+.1f}, {high:+.1f}]"
+                    f"{' *' if effect['excludes_zero'] else ''}{ceiling}"
+                )
                 gains[(effect["method"], f"{effect['protocol']} ({effect['metric']})")].append(effect["difference"])
             sys.stdout.flush()
-    print(f"\nGain over base in points ({GRADER}; * above = the paired 95% interval excludes 0), "
-          f"over seeds {', '.join(map(str, args.seeds))}:")
+    print(
+        f"\nGain over base in points ({GRADER}; * above = the paired 95% interval excludes 0), "
+        f"over seeds {', '.join(map(str, args.seeds))}:"
+    )
     print(f"  {'method':>6}  {'protocol':<20} {'mean':>6} {'sd':>5} {'min':>6} {'max':>6}")
     for (method, protocol), values in sorted(gains.items(), key=lambda item: (item[0][1], item[0][0])):
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"  {method:>6}  {protocol:<20} {statistics.mean(values):+6.1f} {spread:5.1f} "
-              f"{min(values):+6.1f} {max(values):+6.1f}")
+        print(
+            f"  {method:>6}  {protocol:<20} {statistics.mean(values):+6.1f} {spread:5.1f} "
+            f"{min(values):+6.1f} {max(values):+6.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -30,18 +30,24 @@ def main() -> int:
     parser.add_argument("--configfile", default="config/config.yaml")
     args = parser.parse_args()
     baseline = [timed([SNAKEMAKE, "--version"])[0] for _ in range(args.repeats)]
-    plans = [timed([SNAKEMAKE, "-n", "--quiet", "rules", "--configfile", args.configfile])
-             for _ in range(args.repeats)]
+    plans = [timed([SNAKEMAKE, "-n", "--quiet", "rules", "--configfile", args.configfile]) for _ in range(args.repeats)]
     _, output = timed([SNAKEMAKE, "-n", "--configfile", args.configfile])
-    counts = {line.split()[0]: int(line.split()[1]) for line in output.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = {
+        line.split()[0]: int(line.split()[1])
+        for line in output.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
     plan_seconds = statistics.median(t for t, _ in plans)
     start_seconds = statistics.median(baseline)
-    print(f"config: {args.configfile}; generate jobs planned: {counts.get('generate', 0)}, "
-          f"grade jobs: {counts.get('grade', 0)}")
+    print(
+        f"config: {args.configfile}; generate jobs planned: {counts.get('generate', 0)}, "
+        f"grade jobs: {counts.get('grade', 0)}"
+    )
     print(f"snakemake start-up (--version), median of {args.repeats}: {start_seconds:.2f} s")
-    print(f"dry-run of the full DAG, median of {args.repeats}: {plan_seconds:.2f} s "
-          f"({plan_seconds / start_seconds:.1f}x start-up; target < 5 s)")
+    print(
+        f"dry-run of the full DAG, median of {args.repeats}: {plan_seconds:.2f} s "
+        f"({plan_seconds / start_seconds:.1f}x start-up; target < 5 s)"
+    )
     return 0
 
 

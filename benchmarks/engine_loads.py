@@ -39,14 +39,26 @@ DECODING = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0, "ma
 
 def evaluations(root: Path, engine: str, items: int) -> list[dict]:
     jobs = []
-    for benchmark, protocol, decoding in (("arith_easy", "greedy", {}), ("arith_hard", "greedy", {}),
-                                          ("arith_hard", "sample4", {"temperature": 1.0, "n": 4})):
+    for benchmark, protocol, decoding in (
+        ("arith_easy", "greedy", {}),
+        ("arith_hard", "greedy", {}),
+        ("arith_hard", "sample4", {"temperature": 1.0, "n": 4}),
+    ):
         data = root / f"{benchmark}.parquet"
         if not data.exists():
             canonical_demo_rows(data, f"{benchmark}.jsonl", items)
-        spec = {"model": "tiny", "method": "base", "benchmark": benchmark, "protocol_name": protocol,
-                "engine": engine, "batch_size": 8, "dtype": "float32",
-                "prompt": {"format": "chat", "system_prompt": None}, "decoding": {**DECODING, **decoding}, "gpus": 0}
+        spec = {
+            "model": "tiny",
+            "method": "base",
+            "benchmark": benchmark,
+            "protocol_name": protocol,
+            "engine": engine,
+            "batch_size": 8,
+            "dtype": "float32",
+            "prompt": {"format": "chat", "system_prompt": None},
+            "decoding": {**DECODING, **decoding},
+            "gpus": 0,
+        }
         jobs.append({"spec": spec, "data": str(data)})
     return jobs
 
@@ -64,9 +76,22 @@ def run_jobs(jobs: list[dict], manifest_file: Path, spec_file: Path) -> tuple[fl
     """One `python -m pipelines.generate` process (one job as Snakemake runs it) for these jobs:
     wall seconds, and the engine load seconds it logged."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "pipelines.generate", "--spec", str(spec_file),
-                             "--model-manifest", str(manifest_file), "--generations", *[j["generations"] for j in jobs]],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.generate",
+            "--spec",
+            str(spec_file),
+            "--model-manifest",
+            str(manifest_file),
+            "--generations",
+            *[j["generations"] for j in jobs],
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(result.stderr[-3000:])
@@ -93,18 +118,26 @@ def main() -> int:
 
         separate = [run_jobs([job], manifest_file, spec_file) for job in separate_jobs]
         shared, shared_load = run_jobs(shared_jobs, manifest_file, spec_file)
-        identical = all(Path(a["generations"]).read_bytes() == Path(b["generations"]).read_bytes()
-                        for a, b in zip(separate_jobs, shared_jobs))
+        identical = all(
+            Path(a["generations"]).read_bytes() == Path(b["generations"]).read_bytes()
+            for a, b in zip(separate_jobs, shared_jobs)
+        )
     separate_wall = sum(wall for wall, _ in separate)
     separate_load = sum(load for _, load in separate)
-    print(f"engine {args.engine}, tiny Qwen2, {len(jobs)} evaluations ({args.items} questions each), "
-          "each way as `python -m pipelines.generate` processes")
-    print(f"one job per evaluation: {separate_wall:7.2f} s in {len(jobs)} processes "
-          f"({separate_load:.2f} s of it loading engines)")
+    print(
+        f"engine {args.engine}, tiny Qwen2, {len(jobs)} evaluations ({args.items} questions each), "
+        "each way as `python -m pipelines.generate` processes"
+    )
+    print(
+        f"one job per evaluation: {separate_wall:7.2f} s in {len(jobs)} processes "
+        f"({separate_load:.2f} s of it loading engines)"
+    )
     print(f"one job per model:      {shared:7.2f} s in 1 process ({shared_load:.2f} s loading its engine)")
-    print(f"speed-up of the model job: {separate_wall / shared:.2f}x; engine load "
-          f"{separate_load / len(jobs):.2f} s vs {(shared - shared_load) / len(jobs):.2f} s of other work "
-          "per evaluation")
+    print(
+        f"speed-up of the model job: {separate_wall / shared:.2f}x; engine load "
+        f"{separate_load / len(jobs):.2f} s vs {(shared - shared_load) / len(jobs):.2f} s of other work "
+        "per evaluation"
+    )
     print("generations identical both ways" if identical else "MISMATCH between the two ways")
     print(paper_engine_loads())
     return 0 if identical else 1

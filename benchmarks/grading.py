@@ -21,14 +21,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines import grading  # noqa: E402
+from pipelines.grading import equivalence  # noqa: E402
 
-MATH500 = Path(os.environ.get("EMPO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "empo-math")) / "math500.parquet"
-BUILTIN = ["\\frac{1}{2}", "3\\sqrt{2}", "\\left( 3, \\frac{\\pi}{2} \\right)", "12", "-4", "x^2+1",
-           "\\frac{\\sqrt{3}}{2}", "0.25", "\\{1,2,3\\}", "2\\pi", "\\text{(C)}", "5", "(-\\infty, 2]",
-           "\\dfrac{14}{3}", "1000", "3 + 2i", "\\frac{7}{8}", "45^\\circ", "y = 2x - 3", "81"]
-REASONING = ("Let us think step by step. First we rewrite the expression and collect like terms; "
-             "substituting the given values and simplifying carefully, we check the boundary cases "
-             "and verify the result against the constraints of the problem. ")
+MATH500 = (
+    Path(os.environ.get("EMPO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "empo-math"))
+    / "math500.parquet"
+)
+BUILTIN = [
+    "\\frac{1}{2}",
+    "3\\sqrt{2}",
+    "\\left( 3, \\frac{\\pi}{2} \\right)",
+    "12",
+    "-4",
+    "x^2+1",
+    "\\frac{\\sqrt{3}}{2}",
+    "0.25",
+    "\\{1,2,3\\}",
+    "2\\pi",
+    "\\text{(C)}",
+    "5",
+    "(-\\infty, 2]",
+    "\\dfrac{14}{3}",
+    "1000",
+    "3 + 2i",
+    "\\frac{7}{8}",
+    "45^\\circ",
+    "y = 2x - 3",
+    "81",
+]
+REASONING = (
+    "Let us think step by step. First we rewrite the expression and collect like terms; "
+    "substituting the given values and simplifying carefully, we check the boundary cases "
+    "and verify the result against the constraints of the problem. "
+)
 
 
 def golds() -> list[str]:
@@ -45,7 +70,11 @@ def rewrite(answer: str, rng: random.Random) -> str:
         return f"{answer}.0"
     match = re.fullmatch(r"\\frac\{(\d+)\}\{(\d+)\}", answer)
     if match:
-        return str(int(match.group(1)) / int(match.group(2))) if rng.random() < 0.5 else f"\\dfrac{{{match.group(1)}}}{{{match.group(2)}}}"
+        return (
+            str(int(match.group(1)) / int(match.group(2)))
+            if rng.random() < 0.5
+            else f"\\dfrac{{{match.group(1)}}}{{{match.group(2)}}}"
+        )
     return answer.replace(",", ", ").replace("\\frac", "\\dfrac") + " "
 
 
@@ -73,8 +102,8 @@ def grade_in_one_process(responses: list[str], targets: list[str]) -> list[bool]
         if answer is None:
             verdicts.append(False)
             continue
-        fast = grading._fast_verdict(answer, gold)
-        verdicts.append(fast if fast is not None else grading._verify_in_process(answer, gold))
+        fast = equivalence._fast_verdict(answer, gold)
+        verdicts.append(fast if fast is not None else equivalence._verify_in_process(answer, gold))
     return verdicts
 
 
@@ -84,14 +113,16 @@ def grade_in_fresh_process(items: int) -> tuple[list[bool], float]:
     import json
     import subprocess
 
-    code = ("import json, logging, sys, time; sys.path.insert(0, %r)\n"
-            "logging.getLogger('math_verify').setLevel(logging.ERROR)\n"
-            "import pipelines.grading_warmup\n"
-            "from benchmarks.grading import build, grade_in_one_process\n"
-            "responses, targets = build(%d)\n"
-            "started = time.perf_counter(); verdicts = grade_in_one_process(responses, targets)\n"
-            "print(json.dumps([verdicts, time.perf_counter() - started]))\n"
-            % (str(Path(__file__).resolve().parent.parent), items))
+    root = str(Path(__file__).resolve().parent.parent)
+    code = (
+        f"import json, logging, sys, time; sys.path.insert(0, {root!r})\n"
+        "logging.getLogger('math_verify').setLevel(logging.ERROR)\n"
+        "import pipelines.grading_warmup\n"
+        "from benchmarks.grading import build, grade_in_one_process\n"
+        f"responses, targets = build({int(items)})\n"
+        "started = time.perf_counter(); verdicts = grade_in_one_process(responses, targets)\n"
+        "print(json.dumps([verdicts, time.perf_counter() - started]))\n"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     verdicts, seconds = json.loads(output.strip().splitlines()[-1])
     return verdicts, seconds
@@ -107,7 +138,7 @@ def main() -> int:
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     responses, targets = build(args.items)
-    grading._verify_in_process("1", "1")  # import math-verify outside the timed region
+    equivalence._verify_in_process("1", "1")  # import math-verify outside the timed region
 
     single_times, pool_times = [], []
     for _ in range(args.repeats):  # medians; every repeat starts with cold parse caches
@@ -122,10 +153,18 @@ def main() -> int:
             timeouts = pool.timeouts
     single_seconds, pool_seconds = statistics.median(single_times), statistics.median(pool_times)
 
-    print(f"items: {args.items} ({'MATH500 golds' if MATH500.is_file() else 'built-in answers'}), "
-          f"correct: {sum(single)}, grader timeouts in pool: {timeouts}")
-    print(f"one process:           {args.items / single_seconds:8.1f} items/s (median {single_seconds:.2f} s of {args.repeats})")
-    print(f"pool of {args.workers} workers:     {args.items / pool_seconds:8.1f} items/s (median {pool_seconds:.2f} s of {args.repeats})")
+    print(
+        f"items: {args.items} ({'MATH500 golds' if MATH500.is_file() else 'built-in answers'}), "
+        f"correct: {sum(single)}, grader timeouts in pool: {timeouts}"
+    )
+    print(
+        f"one process:           {args.items / single_seconds:8.1f} items/s "
+        f"(median {single_seconds:.2f} s of {args.repeats})"
+    )
+    print(
+        f"pool of {args.workers} workers:     {args.items / pool_seconds:8.1f} items/s "
+        f"(median {pool_seconds:.2f} s of {args.repeats})"
+    )
     print(f"speed-up: {single_seconds / pool_seconds:.2f}x (target >= 1.6x on 2 cores)")
     if single != pooled:
         mismatches = sum(a != b for a, b in zip(single, pooled))

@@ -41,6 +41,7 @@ def run(args: list[str], cwd: Path, **env: str) -> str:
     """Run with this interpreter's environment first on PATH (the rules call `python`)."""
     environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg", **env}
     environment.pop("MLFLOW_TRACKING_URI", None)
+    environment.pop("EMPO_TRACKING_SPEC", None)
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
@@ -80,8 +81,7 @@ def job_command(workdir: Path) -> list[str]:
     line = next(line for line in log.splitlines() if "python -m pipelines.data" in line)
     words = line.split("python -m pipelines.data", 1)[1].split(">")[0].split()
     words = [word.strip("'") for word in words]
-    at = words.index("--tracking")
-    return [sys.executable, "-m", "pipelines.data", *words[:at], *words[at + 2:]]
+    return [sys.executable, "-m", "pipelines.data", *words]  # no EMPO_TRACKING_SPEC here: untracked
 
 
 def main() -> int:
@@ -98,8 +98,10 @@ def main() -> int:
             "import mlflow": [timed([sys.executable, "-c", "import mlflow"], workdir) for _ in range(args.repeats)],
             "work alone": [timed(command, workdir) for _ in range(args.repeats)],
             "untracked job": [timed(snakemake("-f", TARGET, *UNTRACKED), workdir) for _ in range(args.repeats)],
-            "tracked, no service": [timed(snakemake("-f", TARGET), workdir, EMPO_TRACKING_SERVICE_IDLE_SECONDS="0")
-                                    for _ in range(args.repeats)],
+            "tracked, no service": [
+                timed(snakemake("-f", TARGET), workdir, EMPO_TRACKING_SERVICE_IDLE_SECONDS="0")
+                for _ in range(args.repeats)
+            ],
             "tracked, starting it": [cold(snakemake("-f", TARGET), workdir) for _ in range(args.repeats)],
             "tracked, service up": [timed(snakemake("-f", TARGET), workdir) for _ in range(args.repeats)],
         }
@@ -107,12 +109,16 @@ def main() -> int:
     median = {name: statistics.median(values) for name, values in figures.items()}
     for name, value in median.items():
         print(f"{name:22s} {value:6.2f} s (median of {args.repeats})")
-    overhead = {name: median[name] - median["work alone"] for name in
-                ("untracked job", "tracked, no service", "tracked, starting it", "tracked, service up")}
+    overhead = {
+        name: median[name] - median["work alone"]
+        for name in ("untracked job", "tracked, no service", "tracked, starting it", "tracked, service up")
+    }
     for name, value in overhead.items():
         print(f"overhead {name:22s} {value:6.2f} s ({value / overhead['untracked job']:.1f}x untracked)")
-    print(f"tracked overhead with the service up: {overhead['tracked, service up']:.2f} s (target < 3 s); "
-          f"{overhead['tracked, no service'] / overhead['tracked, service up']:.1f}x less than without the service")
+    print(
+        f"tracked overhead with the service up: {overhead['tracked, service up']:.2f} s (target < 3 s); "
+        f"{overhead['tracked, no service'] / overhead['tracked, service up']:.1f}x less than without the service"
+    )
     return 0
 
 

@@ -8,11 +8,11 @@ of it (fraction <-> decimal, spacing, \\dfrac), distractors, and responses witho
             (what the authors' release does), in this process;
   core:     `pipelines.rewards.empo_rewards` with ONE grading worker (no parallelism): distinct
             answers parsed once (cached across groups) and SLL-first (ANTLR's two-stage parse,
-            the same trees: `grading._sll_first_latex_parsing`), identical normalised strings
+            the same trees: `grading.equivalence._sll_first_latex_parsing`), identical normalised strings
             merged without math-verify, new answers compared with cluster representatives only,
             and pairs whose verdict is certain decided without math-verify's `verify`
-            (`grading._fast_verdict`: integers, `n` against `n.0`, plain numbers far apart;
-            `grading._certainly_not_equivalent`: constants far apart, expressions that take
+            (`grading.equivalence._fast_verdict`: integers, `n` against `n.0`, plain numbers far apart;
+            `grading.equivalence._certainly_not_equivalent`: constants far apart, expressions that take
             other values at one point (`\\cot x` against `3`, `p - q` against `9`), intervals,
             tuples and sets against a single value, linear equations that are not multiples of
             one another), each tested against math-verify.
@@ -108,11 +108,12 @@ def main() -> int:
     print(f"all-pairs baseline: {baseline_seconds:8.2f} s ({completions / baseline_seconds:8.1f} completions/s)")
     print(f"reward core:        {core_seconds:8.2f} s ({completions / core_seconds:8.1f} completions/s)")
     print(f"speed-up: {baseline_seconds / core_seconds:.1f}x (target >= 20x, one grading process)")
-    mismatched = [i for i, (a, b) in enumerate(zip(baseline, core))
-                  if any(abs(x - y) > 1e-12 for x, y in zip(a, b))]
+    mismatched = [i for i, (a, b) in enumerate(zip(baseline, core)) if any(abs(x - y) > 1e-12 for x, y in zip(a, b))]
     if mismatched:
-        print(f"MISMATCH in {len(mismatched)} groups, e.g. group {mismatched[0]}: "
-              f"{baseline[mismatched[0]]} vs {core[mismatched[0]]}")
+        print(
+            f"MISMATCH in {len(mismatched)} groups, e.g. group {mismatched[0]}: "
+            f"{baseline[mismatched[0]]} vs {core[mismatched[0]]}"
+        )
         return 1
     print("rewards identical in every group")
     return 0

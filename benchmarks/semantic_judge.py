@@ -36,16 +36,35 @@ from tests.tiny_models import build_tiny_qwen2, make_opinionated_verifier  # noq
 #: Free-form questions with answers a policy might give (several phrasings of the right one,
 #: plausible wrong ones), as in natural_reasoning_simple.
 QUESTIONS = [
-    ("Which gas do plants take in for photosynthesis?",
-     ["carbon dioxide", "CO2", "carbon dioxide gas", "oxygen", "nitrogen", "CO_2", "water vapour"]),
-    ("What is the main function of red blood cells?",
-     ["carrying oxygen", "oxygen transport", "to transport oxygen around the body", "fighting infection",
-      "clotting blood", "carrying carbon dioxide"]),
-    ("Which economic indicator measures the average change in consumer prices?",
-     ["the consumer price index", "CPI", "inflation rate", "GDP deflator", "unemployment rate"]),
-    ("What causes the seasons on Earth?",
-     ["the tilt of Earth's axis", "axial tilt", "Earth's 23.5 degree tilt", "distance from the Sun",
-      "the Moon's orbit"]),
+    (
+        "Which gas do plants take in for photosynthesis?",
+        ["carbon dioxide", "CO2", "carbon dioxide gas", "oxygen", "nitrogen", "CO_2", "water vapour"],
+    ),
+    (
+        "What is the main function of red blood cells?",
+        [
+            "carrying oxygen",
+            "oxygen transport",
+            "to transport oxygen around the body",
+            "fighting infection",
+            "clotting blood",
+            "carrying carbon dioxide",
+        ],
+    ),
+    (
+        "Which economic indicator measures the average change in consumer prices?",
+        ["the consumer price index", "CPI", "inflation rate", "GDP deflator", "unemployment rate"],
+    ),
+    (
+        "What causes the seasons on Earth?",
+        [
+            "the tilt of Earth's axis",
+            "axial tilt",
+            "Earth's 23.5 degree tilt",
+            "distance from the Sun",
+            "the Moon's orbit",
+        ],
+    ),
 ]
 
 #: How answers spread in a group (counts of distinct answers): converged, split, diverse.
@@ -87,11 +106,25 @@ def main() -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     groups = build_groups(args.groups, args.group_size)
     with tempfile.TemporaryDirectory() as folder:
-        build_tiny_qwen2(folder, attention_heads=4, kv_heads=2, max_length=1024, seed=1, hidden_size=args.hidden,
-                         num_layers=args.layers, extra_corpus=("Assistant: Final Decision: Yes",
-                                                               "Assistant: Final Decision: No"))
-        make_opinionated_verifier(folder, [render_verifier_prompt(None, q, a, b) for q, answers in groups[:8]
-                                           for a in answers[:6] for b in answers[6:]])
+        build_tiny_qwen2(
+            folder,
+            attention_heads=4,
+            kv_heads=2,
+            max_length=1024,
+            seed=1,
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            extra_corpus=("Assistant: Final Decision: Yes", "Assistant: Final Decision: No"),
+        )
+        make_opinionated_verifier(
+            folder,
+            [
+                render_verifier_prompt(None, q, a, b)
+                for q, answers in groups[:8]
+                for a in answers[:6]
+                for b in answers[6:]
+            ],
+        )
         decision = HFDecision(folder, None, "float32", "cpu", " Yes", " No")
         model, tokenizer = decision.model, decision.tokenizer
 
@@ -99,7 +132,8 @@ def main() -> int:
         for question, answers in groups:
             started = time.perf_counter()
             theirs, asked = authors_semantic_ids(
-                answers, lambda a, b: authors_check_implication(model, tokenizer, question, a, b))
+                answers, lambda a, b, question=question: authors_check_implication(model, tokenizer, question, a, b)
+            )
             authors_seconds.append(time.perf_counter() - started)
             authors_passes.append(asked)  # one forward pass per pair
 
@@ -115,16 +149,24 @@ def main() -> int:
             clusters.append(len(set(ours)))
 
     mean = statistics.fmean
-    print(f"{len(groups)} groups of {args.group_size} free-form answers, verifier hidden {args.hidden} x "
-          f"{args.layers} layers (float32, CPU, {torch.get_num_threads()} threads); clusters per group "
-          f"{mean(clusters):.1f} (min {min(clusters)}, max {max(clusters)}); identical clusters: yes")
-    print(f"  authors' loop : {mean(authors_passes):6.1f} forward passes/group ({mean(authors_passes):.1f} pairs), "
-          f"{1000 * mean(authors_seconds):8.1f} ms/group")
-    print(f"  reward core   : {mean(ours_passes):6.1f} forward passes/group ({mean(ours_pairs):.1f} pairs), "
-          f"{1000 * mean(ours_seconds):8.1f} ms/group")
-    print(f"  ratio         : {mean(authors_passes) / mean(ours_passes):.1f}x fewer forward passes, "
-          f"{mean(authors_passes) / mean(ours_pairs):.1f}x fewer pairs, "
-          f"{mean(authors_seconds) / mean(ours_seconds):.1f}x faster")
+    print(
+        f"{len(groups)} groups of {args.group_size} free-form answers, verifier hidden {args.hidden} x "
+        f"{args.layers} layers (float32, CPU, {torch.get_num_threads()} threads); clusters per group "
+        f"{mean(clusters):.1f} (min {min(clusters)}, max {max(clusters)}); identical clusters: yes"
+    )
+    print(
+        f"  authors' loop : {mean(authors_passes):6.1f} forward passes/group ({mean(authors_passes):.1f} pairs), "
+        f"{1000 * mean(authors_seconds):8.1f} ms/group"
+    )
+    print(
+        f"  reward core   : {mean(ours_passes):6.1f} forward passes/group ({mean(ours_pairs):.1f} pairs), "
+        f"{1000 * mean(ours_seconds):8.1f} ms/group"
+    )
+    print(
+        f"  ratio         : {mean(authors_passes) / mean(ours_passes):.1f}x fewer forward passes, "
+        f"{mean(authors_passes) / mean(ours_pairs):.1f}x fewer pairs, "
+        f"{mean(authors_seconds) / mean(ours_seconds):.1f}x faster"
+    )
     return 0
 
 

@@ -127,7 +127,7 @@ def _key_node(node: Any, dotted: str) -> Any:
         if not matches:
             return None
         key, node = max(matches, key=lambda match: len(match[0]))
-        dotted = dotted[len(key) + 1:]
+        dotted = dotted[len(key) + 1 :]
     return node
 
 
@@ -159,8 +159,7 @@ def _with_location(line: str, files: Sequence[str | Path]) -> str:
     return f"{line} [{location}]" if location else line
 
 
-def validate_config(config: dict[str, Any], source: str,
-                    files: Sequence[str | Path] = ()) -> dict[str, Any]:
+def validate_config(config: dict[str, Any], source: str, files: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Return a validated copy of `config` with defaults filled; raise ConfigError otherwise.
 
     `source` names where the config came from (file names) for the error message; with the
@@ -198,8 +197,11 @@ def used_datasets(config: dict[str, Any]) -> list[str]:
         names.append(config["training"]["dataset"])
     names += [m["source"]["corpus"] for m in config["models"].values() if m["source"]["kind"] == "demo"]
     names += [name for model in config["models"] for name in resolved_verl(config, model)["validation_benchmarks"]]
-    names += [name for model, method in train_targets(config)
-              if (name := trl_validation_dataset(config, model, method)) is not None]
+    names += [
+        name
+        for model, method in train_targets(config)
+        if (name := trl_validation_dataset(config, model, method)) is not None
+    ]
     return list(dict.fromkeys(name for name in names if name in config["datasets"]))
 
 
@@ -209,10 +211,13 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
     benchmarks = config["evaluation"]["benchmarks"]
     for position, benchmark in enumerate(benchmarks):
         if benchmark not in datasets:
-            yield (f"'evaluation.benchmarks.{position}': unknown benchmark '{benchmark}' "
-                   f"(not a key of 'datasets': {', '.join(sorted(datasets))})")
+            yield (
+                f"'evaluation.benchmarks.{position}': unknown benchmark '{benchmark}' "
+                f"(not a key of 'datasets': {', '.join(sorted(datasets))})"
+            )
         elif datasets[benchmark]["role"] != "benchmark":
-            yield f"'evaluation.benchmarks.{position}': dataset '{benchmark}' has role '{datasets[benchmark]['role']}', not 'benchmark'"
+            role = datasets[benchmark]["role"]
+            yield f"'evaluation.benchmarks.{position}': dataset '{benchmark}' has role '{role}', not 'benchmark'"
     for benchmark in config["evaluation"]["per_benchmark"]:
         if benchmark not in benchmarks:
             yield f"'evaluation.per_benchmark.{benchmark}': '{benchmark}' is not in 'evaluation.benchmarks'"
@@ -224,8 +229,10 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         for benchmark, protocol in protocol_targets(config):
             decoding = resolved_decoding(config, benchmark, model, protocol)
             if decoding["temperature"] == 0 and decoding["n"] != 1:
-                yield (f"'evaluation.protocols.{protocol}' for model '{model}', benchmark '{benchmark}': greedy "
-                       f"decoding (temperature 0) gives identical samples; set n: 1 or a temperature > 0")
+                yield (
+                    f"'evaluation.protocols.{protocol}' for model '{model}', benchmark '{benchmark}': greedy "
+                    f"decoding (temperature 0) gives identical samples; set n: 1 or a temperature > 0"
+                )
     judge = config["evaluation"]["llm_judge"]
     if "llm-judge" in config["evaluation"]["graders"] and judge["engine"] == "openai" and not judge["endpoint"]:
         yield "'evaluation.llm_judge.endpoint': required when the llm-judge engine is 'openai'"
@@ -233,8 +240,10 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
         for benchmark in benchmarks:
             spec = datasets.get(benchmark)
             if spec is not None and spec["format"] == "columns" and "options" not in spec["columns"]:
-                yield (f"'datasets.{benchmark}.columns.options': the choice-letter grader grades multiple-choice "
-                       f"benchmarks; '{benchmark}' has no options column")
+                yield (
+                    f"'datasets.{benchmark}.columns.options': the choice-letter grader grades multiple-choice "
+                    f"benchmarks; '{benchmark}' has no options column"
+                )
     for name, spec in datasets.items():
         if spec.get("template") is not None and "{question}" not in spec["template"]:
             yield f"'datasets.{name}.template': has no {{question}} placeholder"
@@ -253,51 +262,73 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
                 yield f"'models.{name}.trainer.{key}': set per method (training.methods), not per model"
     # each method as configured, and again for every model whose own trainer keys change it
     for method, model in [(m, None) for m in training["methods"]] + [
-            (m, name) for name, spec in config["models"].items() if spec["trainer"]
-            for m in spec["methods"] if m in training["methods"]]:
+        (m, name)
+        for name, spec in config["models"].items()
+        if spec["trainer"]
+        for m in spec["methods"]
+        if m in training["methods"]
+    ]:
         settings = resolved_trainer(config, method, model)
         where = f"'training.methods.{method}'" + (f" for model '{model}'" if model else "")
         low_high = settings.get("entropy_filter")
         if low_high is not None and low_high[0] > low_high[1]:
             yield f"{where}: entropy_filter low {low_high[0]} > high {low_high[1]}"
         if settings["prompts_per_step"] % settings["mini_batch_prompts"]:
-            yield (f"{where}: prompts_per_step ({settings['prompts_per_step']}) must be a "
-                   f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})")
+            yield (
+                f"{where}: prompts_per_step ({settings['prompts_per_step']}) must be a "
+                f"multiple of mini_batch_prompts ({settings['mini_batch_prompts']})"
+            )
         from pipelines.rewards.core import TOKEN_REWARDS  # 0.1 s; only here
 
         if settings["reward"] in TOKEN_REWARDS and settings["backend"] == "verl":
             if settings["reward"] == "self_certainty":
-                yield (f"{where}: reward 'self_certainty' needs each token's log-normaliser, which verl's actor "
-                       f"does not return; use backend trl")
+                yield (
+                    f"{where}: reward 'self_certainty' needs each token's log-normaliser, which verl's actor "
+                    f"does not return; use backend trl"
+                )
             if low_high is not None:
-                yield (f"{where}: reward '{settings['reward']}' is scored on verl from its old-policy pass, after "
-                       f"sampling, when groups can no longer be evicted: set entropy_filter to null")
+                yield (
+                    f"{where}: reward '{settings['reward']}' is scored on verl from its old-policy pass, after "
+                    f"sampling, when groups can no longer be evicted: set entropy_filter to null"
+                )
         validation = settings.get("validation")
         if validation is not None:
             role = datasets.get(validation["dataset"], {}).get("role")
             if role not in ("validation", "benchmark"):
-                yield (f"{where}: validation.dataset '{validation['dataset']}' is not a dataset with role "
-                       f"'validation' or 'benchmark'")
+                yield (
+                    f"{where}: validation.dataset '{validation['dataset']}' is not a dataset with role "
+                    f"'validation' or 'benchmark'"
+                )
             if settings["backend"] != "trl":
-                yield (f"{where}: validation is scored by the TRL backend only: set it to null for verl "
-                       f"methods (verl validates with 'training.verl.validation_benchmarks')")
+                yield (
+                    f"{where}: validation is scored by the TRL backend only: set it to null for verl "
+                    f"methods (verl validates with 'training.verl.validation_benchmarks')"
+                )
         semantic_judge = training["semantic_judge"]
-        if settings["equivalence"] == "judge" and semantic_judge["engine"] == "openai" and not semantic_judge["endpoint"]:
+        if (
+            settings["equivalence"] == "judge"
+            and semantic_judge["engine"] == "openai"
+            and not semantic_judge["endpoint"]
+        ):
             yield f"'training.semantic_judge.endpoint': required for {where} (equivalence judge, engine openai)"
     yield from _verl_problems(config)
     for name in used_datasets(config):
         source = config["datasets"][name]["source"]
         if source["kind"] == "file" and not dataset_files(source["path"]):
-            yield (f"'datasets.{name}.source.path': file not found: {source['path']} (relative paths "
-                   f"are read from the directory snakemake runs in, {Path.cwd()})")
+            yield (
+                f"'datasets.{name}.source.path': file not found: {source['path']} (relative paths "
+                f"are read from the directory snakemake runs in, {Path.cwd()})"
+            )
     for name, model in config["models"].items():
         source = model["source"]
         if source["kind"] == "demo" and source["corpus"] not in datasets:
             yield f"'models.{name}.source.corpus': unknown dataset '{source['corpus']}'"
         for method in model["methods"]:
             if method not in available_methods(config):
-                yield (f"'models.{name}.methods': unknown method '{method}' "
-                       f"(available: {', '.join(available_methods(config))})")
+                yield (
+                    f"'models.{name}.methods': unknown method '{method}' "
+                    f"(available: {', '.join(available_methods(config))})"
+                )
         for method, scores in model["published"].items():
             for benchmark in scores:
                 if benchmark not in datasets:
@@ -312,8 +343,10 @@ def _verl_problems(config: dict[str, Any]) -> Iterator[str]:
         where_set = f"models.{name}.verl" if "validation_benchmarks" in model["verl"] else "training.verl"
         for position, benchmark in enumerate(verl["validation_benchmarks"]):
             if datasets.get(benchmark, {}).get("role") != "benchmark":
-                yield (f"'{where_set}.validation_benchmarks.{position}': '{benchmark}' is not a dataset "
-                       f"with role 'benchmark'")
+                yield (
+                    f"'{where_set}.validation_benchmarks.{position}': '{benchmark}' is not a dataset "
+                    f"with role 'benchmark'"
+                )
         resources = resolved_resources(config, "train", model=name)
         for method in model["methods"]:
             if method == UNTRAINED_METHOD or method not in config["training"]["methods"]:
@@ -330,8 +363,10 @@ def _verl_problems(config: dict[str, Any]) -> Iterator[str]:
             if resources["gpus"] < 1:
                 yield f"{where}: resources.train.gpus must be >= 1 (verl trains on GPUs only)"
             elif resources["gpus"] % verl["rollout_tensor_parallel"]:
-                yield (f"{where}: training.verl.rollout_tensor_parallel ({verl['rollout_tensor_parallel']}) "
-                       f"must divide resources.train.gpus ({resources['gpus']})")
+                yield (
+                    f"{where}: training.verl.rollout_tensor_parallel ({verl['rollout_tensor_parallel']}) "
+                    f"must divide resources.train.gpus ({resources['gpus']})"
+                )
 
 
 def train_backend(config: dict[str, Any], method: str) -> str:
@@ -346,7 +381,6 @@ def methods_of_backend(config: dict[str, Any], backend: str) -> list[str]:
 def available_methods(config: dict[str, Any]) -> list[str]:
     """Methods a model can list: the untrained model and every configured training method."""
     return [UNTRAINED_METHOD, *config["training"]["methods"]]
-
 
 
 def load_config(paths: Sequence[str | Path]) -> dict[str, Any]:
@@ -381,36 +415,46 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 # Resolution: what one job needs, as plain JSON-able dicts.
 
 
-def resolved_decoding(config: dict[str, Any], benchmark: str, model: str | None = None,
-                      protocol: str | None = None) -> dict[str, Any]:
+def resolved_decoding(
+    config: dict[str, Any], benchmark: str, model: str | None = None, protocol: str | None = None
+) -> dict[str, Any]:
     """evaluation.decoding, then the benchmark's per_benchmark keys, then the model's decoding,
     then the protocol's keys (a protocol names its sampling, so it has the last word)."""
     evaluation = config["evaluation"]
     model_keys = config["models"][model]["decoding"] if model is not None else {}
-    protocol_keys = {key: value for key, value in evaluation["protocols"].get(protocol, {}).items()
-                     if key != "benchmarks"} if protocol is not None else {}
-    return {**evaluation["decoding"], **evaluation["per_benchmark"].get(benchmark, {}), **model_keys,
-            **protocol_keys}
+    protocol_keys = (
+        {key: value for key, value in evaluation["protocols"].get(protocol, {}).items() if key != "benchmarks"}
+        if protocol is not None
+        else {}
+    )
+    return {**evaluation["decoding"], **evaluation["per_benchmark"].get(benchmark, {}), **model_keys, **protocol_keys}
 
 
 def protocols_of(config: dict[str, Any], benchmark: str) -> list[str]:
     """The protocols a benchmark is evaluated under, in config order."""
-    return [name for name, protocol in config["evaluation"]["protocols"].items()
-            if benchmark in protocol.get("benchmarks", config["evaluation"]["benchmarks"])]
+    return [
+        name
+        for name, protocol in config["evaluation"]["protocols"].items()
+        if benchmark in protocol.get("benchmarks", config["evaluation"]["benchmarks"])
+    ]
 
 
 def protocol_targets(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Every (benchmark, protocol) pair, benchmarks in table order."""
-    return [(benchmark, protocol) for benchmark in config["evaluation"]["benchmarks"]
-            for protocol in protocols_of(config, benchmark)]
+    return [
+        (benchmark, protocol)
+        for benchmark in config["evaluation"]["benchmarks"]
+        for protocol in protocols_of(config, benchmark)
+    ]
 
 
 def resolved_prompt(config: dict[str, Any], model: str) -> dict[str, Any]:
     return {**config["evaluation"]["prompt"], **config["models"][model].get("prompt", {})}
 
 
-def resolved_resources(config: dict[str, Any], stage: str, model: str | None = None,
-                       dataset: str | None = None) -> dict[str, Any]:
+def resolved_resources(
+    config: dict[str, Any], stage: str, model: str | None = None, dataset: str | None = None
+) -> dict[str, Any]:
     resources = dict(config["resources"][stage])
     if model is not None:
         resources.update(config["models"][model]["resources"].get(stage, {}))
@@ -451,8 +495,7 @@ def generate_targets(config: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 def grade_targets(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """Every (model, method, benchmark, protocol, grader) to grade, in table order."""
-    return [(*target, grader) for target in generate_targets(config)
-            for grader in config["evaluation"]["graders"]]
+    return [(*target, grader) for target in generate_targets(config) for grader in config["evaluation"]["graders"]]
 
 
 def data_job_spec(config: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -461,15 +504,25 @@ def data_job_spec(config: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 def model_job_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
     spec = config["models"][model]
-    return {"name": model, "source": copy.deepcopy(spec["source"]), "dtype": spec["dtype"],
-            "system_prompt": resolved_prompt(config, model)["system_prompt"]}
+    return {
+        "name": model,
+        "source": copy.deepcopy(spec["source"]),
+        "dtype": spec["dtype"],
+        "system_prompt": resolved_prompt(config, model)["system_prompt"],
+    }
 
 
 def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
     trainer = resolved_trainer(config, method, model)
     resources = resolved_resources(config, "train", model=model)
-    spec = {"model": model, "method": method, "dataset": config["training"]["dataset"],
-            "trainer": trainer, "gpus": resources["gpus"], "grading": dict(config["grading"])}
+    spec = {
+        "model": model,
+        "method": method,
+        "dataset": config["training"]["dataset"],
+        "trainer": trainer,
+        "gpus": resources["gpus"],
+        "grading": dict(config["grading"]),
+    }
     if trainer.get("validation") is None:  # off, the default: left out, so specs from before the key stay equal
         trainer.pop("validation", None)
     if trainer["equivalence"] == "judge":  # only judge-based methods retrain when the judge changes
@@ -478,8 +531,9 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
         del trainer["equivalence"]
     if trainer["backend"] == "verl":
         # convert_step only matters to the conversion job; changing it must not retrain
-        spec["verl"] = {key: copy.deepcopy(value) for key, value in resolved_verl(config, model).items()
-                        if key != "convert_step"}
+        spec["verl"] = {
+            key: copy.deepcopy(value) for key, value in resolved_verl(config, model).items() if key != "convert_step"
+        }
         spec["nodes"] = resources.get("nodes", 1)
         spec["cpus"] = resources["cpus"]
     return spec
@@ -496,10 +550,18 @@ def trl_validation_dataset(config: dict[str, Any], model: str, method: str) -> s
 
 def curves_spec(config: dict[str, Any], model: str) -> dict[str, Any]:
     """One model's training-curve overlay: its trained methods, where their checkpoints live."""
-    return {"model": model, "methods": [
-        {"method": method, "backend": train_backend(config, method),
-         "checkpoints": checkpoint_dir(config, model, method)}
-        for trained_model, method in train_targets(config) if trained_model == model]}
+    return {
+        "model": model,
+        "methods": [
+            {
+                "method": method,
+                "backend": train_backend(config, method),
+                "checkpoints": checkpoint_dir(config, model, method),
+            }
+            for trained_model, method in train_targets(config)
+            if trained_model == model
+        ],
+    }
 
 
 def curve_models(config: dict[str, Any]) -> list[str]:
@@ -514,12 +576,15 @@ def checkpoint_dir(config: dict[str, Any], model: str, method: str) -> str:
 
 def convert_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str, Any]:
     """What the conversion of a verl checkpoint depends on: the training spec and the step."""
-    return {"model": model, "method": method, "step": resolved_verl(config, model)["convert_step"],
-            "train": train_job_spec(config, model, method)}
+    return {
+        "model": model,
+        "method": method,
+        "step": resolved_verl(config, model)["convert_step"],
+        "train": train_job_spec(config, model, method),
+    }
 
 
-def generate_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str,
-                      protocol: str) -> dict[str, Any]:
+def generate_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str, protocol: str) -> dict[str, Any]:
     """Everything a generation depends on (no grader: grading is its own job)."""
     evaluation = config["evaluation"]
     return {
@@ -541,8 +606,11 @@ def grader_spec(config: dict[str, Any], grader: str) -> dict[str, Any]:
     changed setting changes this spec, so Snakemake re-plans the grade jobs, and only them)."""
     from importlib import metadata
 
-    spec: dict[str, Any] = {"name": grader, "timeout_seconds": config["grading"]["timeout_seconds"],
-                            "math_verify": metadata.version("math-verify")}
+    spec: dict[str, Any] = {
+        "name": grader,
+        "timeout_seconds": config["grading"]["timeout_seconds"],
+        "math_verify": metadata.version("math-verify"),
+    }
     if grader != "math-verify":
         spec["sympy"] = metadata.version("sympy")
     if grader == "llm-judge":
@@ -550,8 +618,9 @@ def grader_spec(config: dict[str, Any], grader: str) -> dict[str, Any]:
     return spec
 
 
-def grade_job_spec(config: dict[str, Any], model: str, method: str, benchmark: str, protocol: str,
-                   grader: str) -> dict[str, Any]:
+def grade_job_spec(
+    config: dict[str, Any], model: str, method: str, benchmark: str, protocol: str, grader: str
+) -> dict[str, Any]:
     """What one grading job needs: the grader and the metrics it reports."""
     stage = "grade" if grader in RULE_GRADERS else "judge"
     return {
@@ -572,8 +641,11 @@ def _shown(value: Any) -> str:
 
 
 def _differences(area: str, ours: dict[str, Any], theirs: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"setting": f"{area}.{key}", "ours": _shown(ours.get(key)), "theirs": _shown(value)}
-            for key, value in theirs.items() if ours.get(key) != value]
+    return [
+        {"setting": f"{area}.{key}", "ours": _shown(ours.get(key)), "theirs": _shown(value)}
+        for key, value in theirs.items()
+        if ours.get(key) != value
+    ]
 
 
 def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[str, str]]:
@@ -586,30 +658,54 @@ def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[st
     benchmarks = config["evaluation"]["benchmarks"]
     headline = next(iter(config["evaluation"]["protocols"]))  # the protocol published numbers sit under
     for key, value in theirs_decoding.items():
-        ours = sorted({_shown(resolved_decoding(config, b, model, headline).get(key)) for b in benchmarks
-                       if headline in protocols_of(config, b)})
+        ours = sorted(
+            {
+                _shown(resolved_decoding(config, b, model, headline).get(key))
+                for b in benchmarks
+                if headline in protocols_of(config, b)
+            }
+        )
         if ours != [_shown(value)]:
             found.append({"setting": f"evaluation.decoding.{key}", "ours": " / ".join(ours), "theirs": _shown(value)})
     found += _differences("evaluation.prompt", resolved_prompt(config, model), authors.get("prompt", {}))
     graders = config["evaluation"]["graders"]
     if authors.get("grader") and not set(graders) & AUTHORS_GRADERS:
-        found.append({"setting": "grader", "ours": " and ".join(graders) + " (one block of the table each; "
-                      "llm-judge is their full chain)", "theirs": authors["grader"]})
+        found.append(
+            {
+                "setting": "grader",
+                "ours": " and ".join(graders) + " (one block of the table each; llm-judge is their full chain)",
+                "theirs": authors["grader"],
+            }
+        )
     if authors.get("grader") and "llm-judge" in graders:
         judge = config["evaluation"]["llm_judge"]
-        found.append({"setting": "llm-judge", "ours": f"{judge['model']}, greedy, shown the benchmark question",
-                      "theirs": "xVerify-8B-SFT (not released) at temperature 0.1, shown the question only where "
-                                "their data has one (AIME24)"})
+        found.append(
+            {
+                "setting": "llm-judge",
+                "ours": f"{judge['model']}, greedy, shown the benchmark question",
+                "theirs": "xVerify-8B-SFT (not released) at temperature 0.1, shown the question only where "
+                "their data has one (AIME24)",
+            }
+        )
     if method != UNTRAINED_METHOD and method in config["training"]["methods"]:
         source = config["models"][model]["source"]
         if own.get("start_model") and source.get("hub_id") != own["start_model"]:
-            found.append({"setting": "start model", "ours": _shown(source.get("hub_id") or source.get("path")),
-                          "theirs": own["start_model"]})
-        found += _differences("training", resolved_trainer(config, method, model),
-                              {**authors.get("trainer", {}), **own.get("trainer", {})})
+            found.append(
+                {
+                    "setting": "start model",
+                    "ours": _shown(source.get("hub_id") or source.get("path")),
+                    "theirs": own["start_model"],
+                }
+            )
+        found += _differences(
+            "training",
+            resolved_trainer(config, method, model),
+            {**authors.get("trainer", {}), **own.get("trainer", {})},
+        )
         if train_backend(config, method) == "verl":
-            found += _differences("training.verl", resolved_verl(config, model),
-                                  {**authors.get("verl", {}), **own.get("verl", {})})
+            found += _differences(
+                "training.verl", resolved_verl(config, model), {**authors.get("verl", {}), **own.get("verl", {})}
+            )
         found += [{"setting": "note", "ours": "", "theirs": note} for note in own.get("training_notes", [])]
     found += [{"setting": "note", "ours": "", "theirs": note} for note in own.get("notes", [])]
     return found
@@ -618,25 +714,35 @@ def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[st
 def report_spec(config: dict[str, Any]) -> dict[str, Any]:
     """What the table needs: rows, columns, published numbers, their citation, and per row
     every known difference from the authors' settings."""
+
     def label(model: str, method: str) -> dict[str, str]:
         display = config["models"][model]["display"]
-        return {"label_model": display.get("model", model),
-                "label_method": display.get("base", method) if method == UNTRAINED_METHOD else method}
+        return {
+            "label_model": display.get("model", model),
+            "label_method": display.get("base", method) if method == UNTRAINED_METHOD else method,
+        }
 
     evaluation = config["evaluation"]
     return {
         "benchmarks": list(evaluation["benchmarks"]),
-        "protocols": {name: [b for b in evaluation["benchmarks"] if name in protocols_of(config, b)]
-                      for name in evaluation["protocols"]},
+        "protocols": {
+            name: [b for b in evaluation["benchmarks"] if name in protocols_of(config, b)]
+            for name in evaluation["protocols"]
+        },
         "graders": list(evaluation["graders"]),
         "bootstrap": dict(BOOTSTRAP),
         "rows": [
-            {"model": model, "method": method, **label(model, method),
-             "published": spec["published"].get(method, {}),
-             # trained rows are compared with their model's untrained row, paired per question
-             "baseline_method": UNTRAINED_METHOD if method != UNTRAINED_METHOD
-             and UNTRAINED_METHOD in spec["methods"] else None,
-             "divergences": divergences(config, model, method)}
+            {
+                "model": model,
+                "method": method,
+                **label(model, method),
+                "published": spec["published"].get(method, {}),
+                # trained rows are compared with their model's untrained row, paired per question
+                "baseline_method": UNTRAINED_METHOD
+                if method != UNTRAINED_METHOD and UNTRAINED_METHOD in spec["methods"]
+                else None,
+                "divergences": divergences(config, model, method),
+            }
             for model, spec in config["models"].items()
             for method in spec["methods"]
         ],
@@ -652,8 +758,12 @@ def report_spec(config: dict[str, Any]) -> dict[str, Any]:
 
 def train_targets(config: dict[str, Any]) -> list[tuple[str, str]]:
     """Every (model, method) that trains, in table order."""
-    return [(model, method) for model, spec in config["models"].items() for method in spec["methods"]
-            if method != UNTRAINED_METHOD]
+    return [
+        (model, method)
+        for model, spec in config["models"].items()
+        for method in spec["methods"]
+        if method != UNTRAINED_METHOD
+    ]
 
 
 def plan_spec(config: dict[str, Any]) -> dict[str, Any]:
@@ -662,14 +772,22 @@ def plan_spec(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "results_dir": config["results_dir"],
         "tokens_per_gpu_second": config["cluster"]["estimate_tokens_per_gpu_second"],
-        "train": [{**train_job_spec(config, model, method),
-                   "resources": resolved_resources(config, "train", model=model),
-                   "start_model": config["models"][model]["source"]}
-                  for model, method in train_targets(config)],
-        "generate": [{**generate_job_spec(config, model, method, benchmark, protocol),
-                      "data_source": config["datasets"][benchmark]["source"],
-                      "data_limit": config["datasets"][benchmark].get("limit")}
-                     for model, method, benchmark, protocol in generate_targets(config)],
+        "train": [
+            {
+                **train_job_spec(config, model, method),
+                "resources": resolved_resources(config, "train", model=model),
+                "start_model": config["models"][model]["source"],
+            }
+            for model, method in train_targets(config)
+        ],
+        "generate": [
+            {
+                **generate_job_spec(config, model, method, benchmark, protocol),
+                "data_source": config["datasets"][benchmark]["source"],
+                "data_limit": config["datasets"][benchmark].get("limit"),
+            }
+            for model, method, benchmark, protocol in generate_targets(config)
+        ],
         "graders": [grader_spec(config, grader) for grader in config["evaluation"]["graders"]],
         "generate_per": config["evaluation"]["generate_per"],
         "engine_load_minutes": config["cluster"]["estimate_engine_load_minutes"],
@@ -721,8 +839,10 @@ def read_spec(value: str) -> dict[str, Any]:
     text = path.read_text()
     named = SPEC_FILE_NAME.match(path.name)
     if named and hashlib.sha256(text.encode()).hexdigest()[:16] != named["digest"]:
-        raise SystemExit(f"spec file {path} was changed after the workflow wrote it (its content no "
-                         f"longer matches its name); delete it and rerun snakemake to write it again")
+        raise SystemExit(
+            f"spec file {path} was changed after the workflow wrote it (its content no "
+            f"longer matches its name); delete it and rerun snakemake to write it again"
+        )
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
@@ -739,8 +859,11 @@ def _schema_rows(node: dict[str, Any], path: str, schema: dict[str, Any]) -> Ite
             target = schema
             for part in ref.removeprefix("#/").split("/"):  # e.g. #/$defs/decoding/properties/n
                 target = target[part]
-            node = {**target, **{k: v for k, v in node.items() if k not in ("$ref", "allOf")},
-                    "properties": target.get("properties", {})}
+            node = {
+                **target,
+                **{k: v for k, v in node.items() if k not in ("$ref", "allOf")},
+                "properties": target.get("properties", {}),
+            }
     kind = node.get("enum") and " \\| ".join(map(str, node["enum"])) or node.get("type", "object")
     if isinstance(kind, list):
         kind = " \\| ".join(map(str, kind))

@@ -24,13 +24,30 @@ from pipelines.train import verl_backend
 
 LOG = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "chat_template.jinja", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "generation_config.json",
+)
 
 
 def merge_command(actor_dir: Path, target_dir: Path, python: str = sys.executable) -> list[str]:
-    return [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
-            "--local_dir", str(actor_dir), "--target_dir", str(target_dir)]
+    return [
+        python,
+        "-m",
+        "verl.model_merger",
+        "merge",
+        "--backend",
+        "fsdp",
+        "--local_dir",
+        str(actor_dir),
+        "--target_dir",
+        str(target_dir),
+    ]
 
 
 def complete_tokenizer(target: Path, sources: list[Path]) -> list[str]:
@@ -47,8 +64,9 @@ def complete_tokenizer(target: Path, sources: list[Path]) -> list[str]:
     return copied
 
 
-def convert_checkpoint(checkpoint_dir: Path, step: int | None, final_dir: Path, base_path: str,
-                       python: str = sys.executable) -> dict[str, Any]:
+def convert_checkpoint(
+    checkpoint_dir: Path, step: int | None, final_dir: Path, base_path: str, python: str = sys.executable
+) -> dict[str, Any]:
     """Merge step `step` (None = last) into `final_dir`; return what the manifest records."""
     from pipelines.models import make_group_readable, validate_model_dir
 
@@ -60,8 +78,7 @@ def convert_checkpoint(checkpoint_dir: Path, step: int | None, final_dir: Path, 
     LOG.info("converting step %d: %s", chosen, " ".join(command))
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"verl.model_merger failed on {actor} (exit {result.returncode}):\n"
-                           f"{result.stderr[-4000:]}")
+        raise RuntimeError(f"verl.model_merger failed on {actor} (exit {result.returncode}):\n{result.stderr[-4000:]}")
     copied = complete_tokenizer(staging, [actor / "huggingface", Path(base_path)])
     validate_model_dir(staging)
     make_group_readable(staging)
@@ -69,8 +86,12 @@ def convert_checkpoint(checkpoint_dir: Path, step: int | None, final_dir: Path, 
         shutil.rmtree(final_dir)
     staging.replace(final_dir)
     weights = sorted(p.name for p in final_dir.glob("*.safetensors"))
-    return {"step": chosen, "actor_checkpoint": str(actor.resolve()), "tokenizer_copied": copied,
-            "sha256": {name: file_sha256(final_dir / name) for name in ["config.json", *weights[:1]]}}
+    return {
+        "step": chosen,
+        "actor_checkpoint": str(actor.resolve()),
+        "tokenizer_copied": copied,
+        "sha256": {name: file_sha256(final_dir / name) for name in ["config.json", *weights[:1]]},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,15 +108,22 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.job_run(tracking_config, "convert", name, spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "verl"})
         final_dir = args.output.parent / "hf"
-        converted = convert_checkpoint(Path(record["checkpoint_dir"]), spec["step"], final_dir,
-                                       record["base"]["path"])
+        converted = convert_checkpoint(Path(record["checkpoint_dir"]), spec["step"], final_dir, record["base"]["path"])
         tracker.log_metrics({"converted_step": converted["step"]})
-        manifest = {"kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],
-                    "backend": "verl", "verl_version": record.get("verl_version"),
-                    "trainer": spec["train"]["trainer"], "semantic_judge": spec["train"].get("semantic_judge"),
-                    "global_step": converted["step"],
-                    "saved_steps": record.get("saved_steps"), "training_run_id": record.get("mlflow_run_id"),
-                    "base": record["base"], **converted}
+        manifest = {
+            "kind": "trained",
+            "path": str(final_dir.resolve()),
+            "method": spec["method"],
+            "backend": "verl",
+            "verl_version": record.get("verl_version"),
+            "trainer": spec["train"]["trainer"],
+            "semantic_judge": spec["train"].get("semantic_judge"),
+            "global_step": converted["step"],
+            "saved_steps": record.get("saved_steps"),
+            "training_run_id": record.get("mlflow_run_id"),
+            "base": record["base"],
+            **converted,
+        }
         write_manifest(manifest, args.output, results_root(tracking_config))
         tracker.log_artifact(args.output, "model")
     return 0

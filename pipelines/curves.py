@@ -32,8 +32,11 @@ CURVES = (
     ("reward (mean over rollouts)", "reward", "critic/score/mean"),
     ("semantic entropy of a group", "group/semantic_entropy", "group/semantic_entropy"),
     ("majority share of a group", "group/majority_ratio", "group/majority_ratio"),
-    ("majority answer correct (uses gold; not a reward)", "group/majority_vs_gold_accuracy",
-     "group/majority_vs_gold_accuracy"),
+    (
+        "majority answer correct (uses gold; not a reward)",
+        "group/majority_vs_gold_accuracy",
+        "group/majority_vs_gold_accuracy",
+    ),
     ("held-out accuracy, sampled (mean@n)", "validation/mean_accuracy", None),
     ("held-out accuracy, majority vote (maj@n)", "validation/majority_accuracy", None),
     ("held-out accuracy, greedy", "validation/greedy_accuracy", None),
@@ -51,8 +54,11 @@ def trl_history(log_history: Sequence[Mapping[str, Any]], updates_per_step: int)
     """TRL's `trainer.state.log_history` as curves per panel, in rollout steps."""
     curves: History = {}
     for title, key, _ in CURVES:
-        points = [(entry["step"] / updates_per_step, float(entry[key])) for entry in log_history
-                  if key in entry and "step" in entry]
+        points = [
+            (entry["step"] / updates_per_step, float(entry[key]))
+            for entry in log_history
+            if key in entry and "step" in entry
+        ]
         if points:
             curves[title] = points
     return curves
@@ -81,8 +87,9 @@ def mlflow_history(tracking_config: Mapping[str, Any] | None, run_id: str | None
     return curves
 
 
-def method_history(entry: Mapping[str, Any], manifest: Mapping[str, Any],
-                   tracking_config: Mapping[str, Any] | None) -> History:
+def method_history(
+    entry: Mapping[str, Any], manifest: Mapping[str, Any], tracking_config: Mapping[str, Any] | None
+) -> History:
     """One trained model's curves: TRL from its log_history.json, verl from MLflow."""
     if manifest.get("backend") == "trl":
         path = Path(entry["checkpoints"]) / "log_history.json"
@@ -142,22 +149,27 @@ def plot_overlay(histories: Mapping[str, History], path: Path, title: str) -> li
         for method, history in histories.items():
             if panel in history:
                 steps, values = zip(*history[panel])
-                axis.plot(steps, values, marker="o", markersize=2.5, linewidth=1.4, label=method,
-                          color=colours[method])
+                axis.plot(steps, values, marker="o", markersize=2.5, linewidth=1.4, label=method, color=colours[method])
         axis.set_title(panel, fontsize=9)
         axis.set_xlabel("rollout step")
         axis.grid(alpha=0.3)
         if panel.startswith("held-out"):
             axis.set_ylim(-0.02, 1.02)
-    for axis in panels[len(titles):]:
+    for axis in panels[len(titles) :]:
         axis.set_axis_off()
     if titles:
         handles = {}
-        for axis in panels[:len(titles)]:
+        for axis in panels[: len(titles)]:
             for handle, label in zip(*axis.get_legend_handles_labels()):
                 handles.setdefault(label, handle)
-        figure.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6),
-                      fontsize=8, frameon=False)
+        figure.legend(
+            list(handles.values()),
+            list(handles),
+            loc="lower center",
+            ncol=min(len(handles), 6),
+            fontsize=8,
+            frameon=False,
+        )
     else:
         panels[0].text(0.5, 0.5, "no step history", ha="center", va="center")
         panels[0].set_axis_off()
@@ -179,7 +191,7 @@ def plot_method_curves(log_history: Sequence[Mapping[str, Any]], path: Path, tit
     rows = -(-len(present) // PANELS_PER_ROW)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
     panels = [axis for row in axes for axis in row]
-    for axis in panels[len(present):]:
+    for axis in panels[len(present) :]:
         axis.set_axis_off()
     for axis, metric in zip(panels, present):
         points = [(e["step"], e[metric]) for e in log_history if metric in e and "step" in e]
@@ -200,14 +212,21 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.models import read_manifest
 
     parser = stage_parser(main.__doc__)
-    parser.add_argument("--manifests", nargs="+", required=True, type=Path,
-                        help="the trained models' manifests, in the spec's method order")
+    parser.add_argument(
+        "--manifests",
+        nargs="+",
+        required=True,
+        type=Path,
+        help="the trained models' manifests, in the spec's method order",
+    )
     parser.add_argument("--output", required=True, type=Path)
     args, spec, tracking_config = parse_stage_args(parser, argv)
     if len(args.manifests) != len(spec["methods"]):
         raise SystemExit(f"{len(args.manifests)} manifests for {len(spec['methods'])} methods in the spec")
-    histories = {entry["method"]: method_history(entry, read_manifest(path), tracking_config)
-                 for entry, path in zip(spec["methods"], args.manifests)}
+    histories = {
+        entry["method"]: method_history(entry, read_manifest(path), tracking_config)
+        for entry, path in zip(spec["methods"], args.manifests)
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tracking.job_run(tracking_config, "curves", spec["model"], spec, log_file=args.log_file) as tracker:
         tracker.set_tags({"model": spec["model"]})

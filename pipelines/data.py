@@ -37,14 +37,25 @@ from pipelines.provenance import file_sha256
 
 LOG = logging.getLogger(__name__)
 
-CANONICAL_SCHEMA = pa.schema([
-    ("data_source", pa.string()),
-    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ("ability", pa.string()),
-    ("reward_model", pa.struct([("ground_truth", pa.string()), ("style", pa.string())])),
-    ("extra_info", pa.struct([("index", pa.int64()), ("split", pa.string()),
-                              ("question", pa.string()), ("options", pa.list_(pa.string()))])),
-])
+CANONICAL_SCHEMA = pa.schema(
+    [
+        ("data_source", pa.string()),
+        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("ability", pa.string()),
+        ("reward_model", pa.struct([("ground_truth", pa.string()), ("style", pa.string())])),
+        (
+            "extra_info",
+            pa.struct(
+                [
+                    ("index", pa.int64()),
+                    ("split", pa.string()),
+                    ("question", pa.string()),
+                    ("options", pa.list_(pa.string())),
+                ]
+            ),
+        ),
+    ]
+)
 
 FILE_LOADERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
 
@@ -86,15 +97,19 @@ def load_records(source: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     if source["kind"] == "hub":
         try:
-            dataset = datasets.load_dataset(source["hub_id"], source.get("subset"),
-                                            split=source.get("split", "train"),
-                                            revision=source.get("revision"))
+            dataset = datasets.load_dataset(
+                source["hub_id"],
+                source.get("subset"),
+                split=source.get("split", "train"),
+                revision=source.get("revision"),
+            )
         except Exception as error:  # noqa: BLE001 - datasets raises many types for "unreachable"
             raise DataError(
                 f"could not load hub dataset '{source['hub_id']}' (split "
                 f"'{source.get('split', 'train')}'): {type(error).__name__}: {error}. Without "
                 f"network access, download it beforehand (HF_HOME) or point the dataset at a "
-                f"local file with source: {{kind: file, path: ...}}") from error
+                f"local file with source: {{kind: file, path: ...}}"
+            ) from error
     elif source["kind"] == "file":
         from pipelines.config import dataset_files
 
@@ -114,8 +129,9 @@ def load_records(source: Mapping[str, Any]) -> list[dict[str, Any]]:
             dataset = datasets.load_dataset(loader, data_files=[str(p) for p in paths], split="train", **options)
         except Exception as error:  # noqa: BLE001 - datasets wraps parser errors in its own types
             cause = error.__cause__ or error.__context__ or error
-            raise DataError(f"cannot read dataset file {source['path']} as {loader}: {type(cause).__name__}: "
-                            f"{str(cause)[:300]}") from error
+            raise DataError(
+                f"cannot read dataset file {source['path']} as {loader}: {type(cause).__name__}: {str(cause)[:300]}"
+            ) from error
     else:
         raise DataError(f"unsupported dataset source kind '{source['kind']}'")
     return [dict(row) for row in dataset]
@@ -128,8 +144,9 @@ def check_data_file(path: Path) -> str:
         raise DataError(f"dataset file not found: {path}")
     loader = FILE_LOADERS.get(path.suffix.lower())
     if loader is None:
-        raise DataError(f"unsupported dataset file type '{path.suffix}' for {path} "
-                        f"(use one of {', '.join(FILE_LOADERS)})")
+        raise DataError(
+            f"unsupported dataset file type '{path.suffix}' for {path} (use one of {', '.join(FILE_LOADERS)})"
+        )
     if loader == "parquet":
         if path.stat().st_size == 0:
             raise DataError(f"dataset file {path} is empty (0 bytes)")
@@ -138,9 +155,11 @@ def check_data_file(path: Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw[:error.start].count(b"\n") + 1
-        raise DataError(f"dataset file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset "
-                        f"{error.start} (line {line}); re-encode it as UTF-8") from None
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(
+            f"dataset file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset "
+            f"{error.start} (line {line}); re-encode it as UTF-8"
+        ) from None
     if not text.strip():
         raise DataError(f"dataset file {path} is empty (no rows)")
     return loader
@@ -188,8 +207,9 @@ def _options(record: Mapping[str, Any], column: str | Sequence[str] | None) -> l
     return None if len(texts) < 2 or None in texts else [str(t) for t in texts]
 
 
-def _choice_gold(options: list[str] | None, answer: str | None, shuffle_seed: int | None,
-                 position: int) -> tuple[list[str] | None, str | None]:
+def _choice_gold(
+    options: list[str] | None, answer: str | None, shuffle_seed: int | None, position: int
+) -> tuple[list[str] | None, str | None]:
     """Options (permuted per row when `shuffle_options` is set: a file that lists the correct
     answer first, as GPQA's does) and the gold letter. The answer column may hold the letter or
     the correct option's text."""
@@ -197,8 +217,13 @@ def _choice_gold(options: list[str] | None, answer: str | None, shuffle_seed: in
         return options, answer
     from pipelines.free_form import CHOICE_LETTERS
 
-    correct = (CHOICE_LETTERS.index(answer) if len(answer) == 1 and answer in CHOICE_LETTERS[:len(options)]
-               else options.index(answer) if answer in options else None)
+    correct = (
+        CHOICE_LETTERS.index(answer)
+        if len(answer) == 1 and answer in CHOICE_LETTERS[: len(options)]
+        else options.index(answer)
+        if answer in options
+        else None
+    )
     if correct is None:
         return options, None
     if shuffle_seed is not None:
@@ -218,8 +243,9 @@ def user_content(question: str, spec: Mapping[str, Any]) -> str:
     return f"{question} {spec.get('instruction', '')}".strip()
 
 
-def to_canonical(records: Iterable[Mapping[str, Any]], name: str, spec: Mapping[str, Any],
-                 report: ConversionReport) -> list[dict[str, Any]]:
+def to_canonical(
+    records: Iterable[Mapping[str, Any]], name: str, spec: Mapping[str, Any], report: ConversionReport
+) -> list[dict[str, Any]]:
     """Map raw rows to canonical rows, dropping (and counting) rows without question or answer."""
     from pipelines.free_form import format_options
 
@@ -266,14 +292,20 @@ def to_canonical(records: Iterable[Mapping[str, Any]], name: str, spec: Mapping[
         if limit is not None and len(rows) >= limit:
             report.dropped_by_limit += 1
             continue
-        rows.append({
-            "data_source": name,
-            "prompt": system + messages,
-            "ability": _text(record.get("ability")) or ("multiple_choice" if options else "math"),
-            "reward_model": {"ground_truth": answer, "style": "rule"},
-            "extra_info": {"index": len(rows), "split": _text(extra.get("split")) or "test",
-                           "question": question, "options": options},
-        })
+        rows.append(
+            {
+                "data_source": name,
+                "prompt": system + messages,
+                "ability": _text(record.get("ability")) or ("multiple_choice" if options else "math"),
+                "reward_model": {"ground_truth": answer, "style": "rule"},
+                "extra_info": {
+                    "index": len(rows),
+                    "split": _text(extra.get("split")) or "test",
+                    "question": question,
+                    "options": options,
+                },
+            }
+        )
     report.rows_out = len(rows)
     return rows
 
@@ -289,7 +321,8 @@ def check_invalid_fraction(report: ConversionReport, max_invalid_fraction: float
             f"({report.missing_answer}) or have unusable options ({report.bad_options}), above "
             f"max_invalid_fraction={max_invalid_fraction:.1%}. "
             f"Check the column mapping (datasets.{report.name}.columns) or raise the limit. "
-            f"First problems: {'; '.join(report.examples_dropped)}")
+            f"First problems: {'; '.join(report.examples_dropped)}"
+        )
     if report.rows_out == 0:
         raise DataError(f"dataset '{report.name}' ({report.source}) has no usable rows")
 
@@ -323,12 +356,16 @@ def prepare_dataset(spec: Mapping[str, Any], output: Path) -> ConversionReport:
     rows = to_canonical(records, name, spec, report)
     check_invalid_fraction(report, spec.get("max_invalid_fraction", 0.01))
     if report.invalid:
-        LOG.warning("dataset %s: dropped %d rows without question, %d without answer, %d with unusable "
-                    "options (%s)", name, report.missing_question, report.missing_answer, report.bad_options,
-                    "; ".join(report.examples_dropped))
+        LOG.warning(
+            "dataset %s: dropped %d rows without question, %d without answer, %d with unusable options (%s)",
+            name,
+            report.missing_question,
+            report.missing_answer,
+            report.bad_options,
+            "; ".join(report.examples_dropped),
+        )
     write_canonical(rows, output)
-    LOG.info("dataset %s: %d rows in, %d rows written to %s", name, report.rows_in,
-             report.rows_out, output)
+    LOG.info("dataset %s: %d rows in, %d rows written to %s", name, report.rows_in, report.rows_out, output)
     return report
 
 
@@ -345,11 +382,18 @@ def main(argv: list[str] | None = None) -> int:
         digest = file_sha256(args.output)
         summary = {**asdict(report), "digest": digest, "path": str(args.output), "mlflow_run_id": tracker.run_id}
         args.summary.write_text(json.dumps(summary, indent=2))
-        tracker.log_metrics({"rows_in": report.rows_in, "rows": report.rows_out,
-                             "missing_question": report.missing_question,
-                             "missing_answer": report.missing_answer, "bad_options": report.bad_options})
-        tracker.log_dataset(args.output, name=spec["name"], source=report.source,
-                            digest=digest[:16], context=spec["role"])
+        tracker.log_metrics(
+            {
+                "rows_in": report.rows_in,
+                "rows": report.rows_out,
+                "missing_question": report.missing_question,
+                "missing_answer": report.missing_answer,
+                "bad_options": report.bad_options,
+            }
+        )
+        tracker.log_dataset(
+            args.output, name=spec["name"], source=report.source, digest=digest[:16], context=spec["role"]
+        )
         tracker.log_artifact(args.output, "data")
         tracker.log_artifact(args.summary, "data")
     return 0

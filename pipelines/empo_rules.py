@@ -33,23 +33,149 @@ from itertools import islice, zip_longest
 from typing import Any
 
 #: How empo-rules reads an answer, for provenance records.
-ANSWER_RULE = ("the authors' extraction: content of the last \\boxed{...} (\\fbox only when there is no \\boxed; "
-               "no box or \\boxed without braces = no answer), gold used as written (its last box if boxed)")
+ANSWER_RULE = (
+    "the authors' extraction: content of the last \\boxed{...} (\\fbox only when there is no \\boxed; "
+    "no box or \\boxed without braces = no answer), gold used as written (its last box if boxed)"
+)
 
 # Unit words (mostly MathQA) and SI symbols the authors strip, as in their `unit_texts`, and each
 # with an "s" appended. Inserted into a regex unescaped, as theirs are ("q ." is a pattern).
 _UNIT_WORDS = [
-    "east", "degree", "mph", "kmph", "ft", "m sqaure", " m east", "sq m", "deg", "mile", "q .", "monkey",
-    "prime", "ratio", "profit of rs", "rd", "o", "p . m", "lb", "tile", "per", "lt", "gain", "ab", "way",
-    "west", "no change", "men", "soldier", "pie", "bc", "excess", "st", "inches", "noon", "percent", "by",
-    "gal", "kmh", "acre", "rise", "a . m", "th", "π r 2", "sq", "mark", "toy", "coin", "sq . m", "gallon",
-    "° f", "profit", "minw", "yr", "women", "feet", "am", "pm", "hr", "cu cm", "square", "v â € ™", "are",
-    "rupee", "rounds", "cubic", "cc", "mtr", "ohm", "number", "kmph", "day", "hour", "minute", "min",
-    "second", "man", "woman", "sec", "cube", "mt", "sq inch", "mp", "∏ cm ³", "hectare", "more", "sec",
-    "unit", "cu . m", "cm 2", "rs .", "rs", "kg", "month", "cm", "mm", "apple", "liter", "loss", "yard",
-    "pure", "year", "increase", "decrease", "less", "Surface", "litre", "pi sq m", "s .", "metre", "meter",
-    "inch", "kilogram", "second", "ampere", "A", "K", "mol", "cd", "N", "J", "W", "Pa", "Hz", "C", "V", "Ω",
-    "F", "T", "H", "eV", "kW·h", "atm", "bar", "°C",
+    "east",
+    "degree",
+    "mph",
+    "kmph",
+    "ft",
+    "m sqaure",
+    " m east",
+    "sq m",
+    "deg",
+    "mile",
+    "q .",
+    "monkey",
+    "prime",
+    "ratio",
+    "profit of rs",
+    "rd",
+    "o",
+    "p . m",
+    "lb",
+    "tile",
+    "per",
+    "lt",
+    "gain",
+    "ab",
+    "way",
+    "west",
+    "no change",
+    "men",
+    "soldier",
+    "pie",
+    "bc",
+    "excess",
+    "st",
+    "inches",
+    "noon",
+    "percent",
+    "by",
+    "gal",
+    "kmh",
+    "acre",
+    "rise",
+    "a . m",
+    "th",
+    "π r 2",
+    "sq",
+    "mark",
+    "toy",
+    "coin",
+    "sq . m",
+    "gallon",
+    "° f",
+    "profit",
+    "minw",
+    "yr",
+    "women",
+    "feet",
+    "am",
+    "pm",
+    "hr",
+    "cu cm",
+    "square",
+    "v â € ™",
+    "are",
+    "rupee",
+    "rounds",
+    "cubic",
+    "cc",
+    "mtr",
+    "ohm",
+    "number",
+    "kmph",
+    "day",
+    "hour",
+    "minute",
+    "min",
+    "second",
+    "man",
+    "woman",
+    "sec",
+    "cube",
+    "mt",
+    "sq inch",
+    "mp",
+    "∏ cm ³",
+    "hectare",
+    "more",
+    "sec",
+    "unit",
+    "cu . m",
+    "cm 2",
+    "rs .",
+    "rs",
+    "kg",
+    "month",
+    "cm",
+    "mm",
+    "apple",
+    "liter",
+    "loss",
+    "yard",
+    "pure",
+    "year",
+    "increase",
+    "decrease",
+    "less",
+    "Surface",
+    "litre",
+    "pi sq m",
+    "s .",
+    "metre",
+    "meter",
+    "inch",
+    "kilogram",
+    "second",
+    "ampere",
+    "A",
+    "K",
+    "mol",
+    "cd",
+    "N",
+    "J",
+    "W",
+    "Pa",
+    "Hz",
+    "C",
+    "V",
+    "Ω",
+    "F",
+    "T",
+    "H",
+    "eV",
+    "kW·h",
+    "atm",
+    "bar",
+    "°C",
 ]
 UNIT_TEXTS = _UNIT_WORDS + [word + "s" for word in _UNIT_WORDS]
 _UNIT_PATTERNS = [re.compile(r"(^|\W)" + unit + r"($|\W)") for unit in UNIT_TEXTS]
@@ -67,7 +193,7 @@ class _Alarm:
     def _raise(self, signum: int, frame: Any) -> None:
         raise TimeoutError("verify timed out")
 
-    def __enter__(self) -> "_Alarm":
+    def __enter__(self) -> _Alarm:
         try:
             self.previous = signal.signal(signal.SIGALRM, self._raise)
             signal.alarm(self.seconds)
@@ -106,14 +232,14 @@ def _boxes_from_right(text: str, count: int) -> list[str]:
                     end = position
                     break
         if end is not None:
-            found.append(rest[start:end + 1])
+            found.append(rest[start : end + 1])
         rest = rest[:start]
     return found[::-1]
 
 
 def _unbox(boxed: str) -> str | None:
     if boxed.startswith("\\boxed{") and boxed.endswith("}"):
-        return boxed[len("\\boxed{"):-1]
+        return boxed[len("\\boxed{") : -1]
     return None
 
 
@@ -330,8 +456,16 @@ _TRUE_WORDS, _FALSE_WORDS = ("TRUE", "YES", "T", "Y"), ("FALSE", "NO", "F", "N")
 def _same_truth_value(prediction: str, gold: str) -> bool:
     """Their `judge_TF`: true/false answers, in English or Chinese."""
     if any("\u4e00" <= ch <= "\u9fff" for ch in prediction):
-        prediction = {"是": "TRUE", "对": "TRUE", "正确": "TRUE", "能": "TRUE",
-                      "否": "FALSE", "错": "FALSE", "错误": "FALSE", "不能": "FALSE"}.get(prediction, prediction)
+        prediction = {
+            "是": "TRUE",
+            "对": "TRUE",
+            "正确": "TRUE",
+            "能": "TRUE",
+            "否": "FALSE",
+            "错": "FALSE",
+            "错误": "FALSE",
+            "不能": "FALSE",
+        }.get(prediction, prediction)
     else:
         prediction = prediction.upper()
     gold = gold.upper()
@@ -348,7 +482,7 @@ def _with_pi(text: str, value: float) -> Any:
     position = text.find("pi")
     while position != -1:
         factor = f"*{value}" if position > 0 and text[position - 1].isdigit() else f"1*{value}"
-        text = text[:position] + factor + text[position + 2:]
+        text = text[:position] + factor + text[position + 2 :]
         position = text.find("pi", position + 1)
     try:
         return eval(text, {"__builtins__": {}}, {})  # noqa: S307 - as theirs; no names reachable
@@ -362,7 +496,8 @@ def _sympy_parse(text: str) -> Any:
     return sympy_parser.parse_expr(
         text.replace("^", "**"),
         transformations=sympy_parser.standard_transformations + (sympy_parser.implicit_multiplication_application,),
-        evaluate=False)
+        evaluate=False,
+    )
 
 
 def _decimal_places(value: Any, tolerance: float = 1e-6) -> int:
@@ -466,8 +601,10 @@ def sympy_equal(prediction: str, gold: str) -> bool:
             same = _same_choice(prediction_element, gold_element) or _same_truth_value(prediction_element, gold_element)
             if not same:
                 if "pi" in prediction_element or "pi" in gold_element:
-                    same = any(_equal_or_timeout(_with_pi(gold_element, v), _with_pi(prediction_element, v))
-                               for v in (math.pi, 3.14, 180))
+                    same = any(
+                        _equal_or_timeout(_with_pi(gold_element, v), _with_pi(prediction_element, v))
+                        for v in (math.pi, 3.14, 180)
+                    )
                 else:
                     same = _equal_or_timeout(gold_element, prediction_element)
         if not same:
@@ -531,15 +668,27 @@ def math_verify_equal(prediction: str, gold: str, interval_rule: bool = True) ->
             wrapped_p = prediction if "$" in prediction else f"${prediction}$"
             wrapped_g = gold if "$" in gold else f"${gold}$"
             # extraction_mode as a list, as theirs: math-verify then reads it as "any_match"
-            parsed_p = parse(wrapped_p, extraction_config=configs, fallback_mode="no_fallback",
-                             extraction_mode=["first_match"], parsing_timeout=1)
-            parsed_g = parse(wrapped_g, extraction_config=configs, fallback_mode="no_fallback",
-                             extraction_mode=["first_match"], parsing_timeout=1)
+            parsed_p = parse(
+                wrapped_p,
+                extraction_config=configs,
+                fallback_mode="no_fallback",
+                extraction_mode=["first_match"],
+                parsing_timeout=1,
+            )
+            parsed_g = parse(
+                wrapped_g,
+                extraction_config=configs,
+                fallback_mode="no_fallback",
+                extraction_mode=["first_match"],
+                parsing_timeout=1,
+            )
             if verify(parsed_g, parsed_p, numeric_precision=3, timeout_seconds=1):
                 return True
             try:
-                if interval_rule and (isinstance(parsed_p[0], (sympy.Integer, sympy.Float, sympy.Rational))
-                        and isinstance(parsed_g[0], sympy.Interval)):
+                if interval_rule and (
+                    isinstance(parsed_p[0], (sympy.Integer, sympy.Float, sympy.Rational))
+                    and isinstance(parsed_g[0], sympy.Interval)
+                ):
                     return parsed_g[0].contains(parsed_p[0]) == True  # noqa: E712 - a sympy truth value
             except Exception:  # noqa: BLE001
                 pass

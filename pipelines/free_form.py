@@ -37,10 +37,15 @@ def _extraction_config() -> list:
     from math_verify import LatexExtractionConfig
 
     logging.getLogger("latex2sympy2_extended.math_normalization").addFilter(_DropEquationsNotice())
-    return [LatexExtractionConfig(
-        normalization_config=NormalizationConfig(nits=False, malformed_operators=False, basic_latex=False,
-                                                 equations=True, boxed="all", units=True),
-        boxed_match_priority=0, try_extract_without_anchor=False)]
+    return [
+        LatexExtractionConfig(
+            normalization_config=NormalizationConfig(
+                nits=False, malformed_operators=False, basic_latex=False, equations=True, boxed="all", units=True
+            ),
+            boxed_match_priority=0,
+            try_extract_without_anchor=False,
+        )
+    ]
 
 
 def _authors_parse(text: str) -> str:
@@ -49,8 +54,7 @@ def _authors_parse(text: str) -> str:
 
     # math-verify's own timeout uses SIGALRM, which only the main thread may set.
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
-    result = parse(text, extraction_config=_extraction_config(), extraction_mode="first_match",
-                   parsing_timeout=timeout)
+    result = parse(text, extraction_config=_extraction_config(), extraction_mode="first_match", parsing_timeout=timeout)
     if not result:
         return ""
     return str(result[-1])

@@ -48,7 +48,7 @@ XVERIFY_PROMPT = (
     "1. **Multiple Answers**: If the output contains multiple answers, evaluate whether later answers\n"
     "modify or correct earlier ones. In such cases, compare the final answer with the correct answer. If the\n"
     "final answer is unclear or incorrect, respond with [Incorrect].\n"
-    "2. **Mathematical Problems**: If the formats differ but the answers are mathematically equivalent such as 256/55=4.65,\n"
+    "2. **Mathematical Problems**: If the formats differ but the answers are mathematically equivalent such as 256/55=4.65,\n"  # noqa: E501 (the authors' prompt, byte for byte)
     "respond with [Correct].\n"
     "3. **Phycis Problems**: If the values match such as 3=3 \\, \\text{{GHz}} return [Correct].\n"
     "4. **Explicit Options**: If the question provides explicit candidate answers, the output will be\n"
@@ -56,9 +56,9 @@ XVERIFY_PROMPT = (
     "5. **No Explicit Options**: If the question does not provide explicit options, the output must align\n"
     "with the correct answer in content and meaning to be considered [Correct].\n"
     "-\n"
-    "Question: \"\"\"{question}\"\"\"\n"
-    "Output sentence: \"\"\"{output}\"\"\"\n"
-    "Correct answer: \"\"\"{answer}\"\"\"\n"
+    'Question: """{question}"""\n'
+    'Output sentence: """{output}"""\n'
+    'Correct answer: """{answer}"""\n'
     "Judgement:\n"
 )
 
@@ -97,15 +97,16 @@ class Judge:
         self.name = name
         self.calls = 0
 
-    def judge_many(self, questions: Sequence[str], outputs: Sequence[str],
-                   answers: Sequence[str]) -> list[JudgeVerdict]:
+    def judge_many(
+        self, questions: Sequence[str], outputs: Sequence[str], answers: Sequence[str]
+    ) -> list[JudgeVerdict]:
         from tqdm import tqdm
 
         prompts = [render_judge_prompt(q, o, a) for q, o, a in zip(questions, outputs, answers, strict=True)]
         verdicts: list[JudgeVerdict] = []
         with tqdm(total=len(prompts), unit="answer", desc=f"judge {self.name}", mininterval=2.0) as bar:
             for start in range(0, len(prompts), self.batch_size):
-                replies = self.complete(prompts[start:start + self.batch_size])
+                replies = self.complete(prompts[start : start + self.batch_size])
                 self.calls += len(replies)
                 verdicts += [JudgeVerdict(parse_verdict(reply), reply) for reply in replies]
                 bar.update(len(replies))
@@ -143,9 +144,15 @@ class HFCompletion:
         texts = [chat_text(self.tokenizer, prompt) for prompt in prompts]
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode():
-            output = self.model.generate(**encoded, do_sample=False, max_new_tokens=self.max_new_tokens,
-                                         pad_token_id=self.tokenizer.pad_token_id, top_p=1.0, top_k=0,
-                                         temperature=1.0)
+            output = self.model.generate(
+                **encoded,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                top_p=1.0,
+                top_k=0,
+                temperature=1.0,
+            )
         width = encoded["input_ids"].shape[1]
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in output]
 
@@ -176,8 +183,9 @@ class OpenAICompletion:
     Requests run `concurrency` at a time; a failed request is an error that names the server,
     never a silent verdict."""
 
-    def __init__(self, endpoint: str, model: str, max_new_tokens: int, api_key_env: str,
-                 timeout_seconds: float, concurrency: int):
+    def __init__(
+        self, endpoint: str, model: str, max_new_tokens: int, api_key_env: str, timeout_seconds: float, concurrency: int
+    ):
         self.url = endpoint.rstrip("/") + "/chat/completions"
         self.model = model
         self.max_new_tokens = max_new_tokens
@@ -186,9 +194,17 @@ class OpenAICompletion:
         self.concurrency = concurrency
 
     def _one(self, prompt: str) -> str:
-        payload = post_json(self.url, {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                                       "temperature": 0.0, "max_tokens": self.max_new_tokens},
-                            self.api_key, self.timeout_seconds)
+        payload = post_json(
+            self.url,
+            {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": 0.0,
+                "max_tokens": self.max_new_tokens,
+            },
+            self.api_key,
+            self.timeout_seconds,
+        )
         try:
             return payload["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as error:
@@ -215,8 +231,9 @@ def post_json(url: str, body: Mapping[str, Any], api_key: str | None, timeout_se
 def chat_text(tokenizer: Any, prompt: str) -> str:
     """The judge prompt as one user turn of the judge model's chat template (as a server does)."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     return prompt
 
 
@@ -225,14 +242,21 @@ def make_judge(settings: Mapping[str, Any], gpus: int = 0) -> Judge:
     engine = settings["engine"]
     if engine == "openai":
         complete: Callable[[Sequence[str]], list[str]] = OpenAICompletion(
-            settings["endpoint"], settings["model"], settings["max_new_tokens"], settings["api_key_env"],
-            settings["timeout_seconds"], settings["batch_size"])
+            settings["endpoint"],
+            settings["model"],
+            settings["max_new_tokens"],
+            settings["api_key_env"],
+            settings["timeout_seconds"],
+            settings["batch_size"],
+        )
     elif engine == "vllm":
-        complete = VLLMCompletion(settings["model"], settings.get("revision"), settings["dtype"],
-                                  settings["max_new_tokens"], gpus)
+        complete = VLLMCompletion(
+            settings["model"], settings.get("revision"), settings["dtype"], settings["max_new_tokens"], gpus
+        )
     else:
-        complete = HFCompletion(settings["model"], settings.get("revision"), settings["dtype"],
-                                settings["max_new_tokens"])
+        complete = HFCompletion(
+            settings["model"], settings.get("revision"), settings["dtype"], settings["max_new_tokens"]
+        )
     return Judge(complete, settings["batch_size"], name=f"{settings['model']} ({engine})")
 
 
@@ -246,8 +270,8 @@ GENERAL_VERIFIER_PROMPT = (
     "### Ground Truth Answer: {reference}\n\n"
     "### Student Answer: {answer}\n\n"
     "For the above question, please verify if the student's answer is equivalent to the ground truth answer.\n"
-    "Do not solve the question by yourself; just check if the student's answer is equivalent to the ground truth answer.\n"
-    "If correct, output \"Final Decision: Yes\". If incorrect, output \"Final Decision: No\".\n"
+    "Do not solve the question by yourself; just check if the student's answer is equivalent to the ground truth answer.\n"  # noqa: E501 (the authors' prompt, byte for byte)
+    'If correct, output "Final Decision: Yes". If incorrect, output "Final Decision: No".\n'
     "Assistant: Final Decision: "
 )
 
@@ -264,8 +288,13 @@ class EquivalenceJudge:
     `batch_size` triples go through one forward pass; `pairs`, `forward_passes` and `seconds`
     count what the judge did, for the group diagnostics and the benchmark."""
 
-    def __init__(self, margins: Callable[[Sequence[str]], list[float]], batch_size: int,
-                 template: str | None = None, name: str = "judge"):
+    def __init__(
+        self,
+        margins: Callable[[Sequence[str]], list[float]],
+        batch_size: int,
+        template: str | None = None,
+        name: str = "judge",
+    ):
         self.margins = margins
         self.batch_size = batch_size
         self.template = template
@@ -279,7 +308,7 @@ class EquivalenceJudge:
         verdicts: list[bool] = []
         for start in range(0, len(prompts), self.batch_size):
             began = time.perf_counter()
-            margins = self.margins(prompts[start:start + self.batch_size])
+            margins = self.margins(prompts[start : start + self.batch_size])
             self.seconds += time.perf_counter() - began
             self.forward_passes += 1
             self.pairs += len(margins)
@@ -309,8 +338,10 @@ def decision_token_ids(tokenizer: Any, yes: str, no: str) -> tuple[int, int]:
     for word in (yes, no):
         pieces = tokenizer(word, add_special_tokens=False).input_ids
         if len(pieces) != 1:
-            raise ValueError(f"the verifier's tokenizer splits the decision word {word!r} into {len(pieces)} "
-                             f"tokens; set training.semantic_judge.yes_token/no_token to single-token words")
+            raise ValueError(
+                f"the verifier's tokenizer splits the decision word {word!r} into {len(pieces)} "
+                f"tokens; set training.semantic_judge.yes_token/no_token to single-token words"
+            )
     ids = tokenizer(yes, no, add_special_tokens=False).input_ids
     return int(ids[0]), int(ids[1])
 
@@ -373,8 +404,9 @@ class OpenAIDecision:
     """The decision from an OpenAI-compatible completions endpoint (raw prompt, one token,
     top-20 log-probabilities), `concurrency` requests at a time."""
 
-    def __init__(self, endpoint: str, model: str, api_key_env: str, timeout_seconds: float, concurrency: int,
-                 yes: str, no: str):
+    def __init__(
+        self, endpoint: str, model: str, api_key_env: str, timeout_seconds: float, concurrency: int, yes: str, no: str
+    ):
         self.url = endpoint.rstrip("/") + "/completions"
         self.model = model
         self.api_key = os.environ.get(api_key_env)
@@ -383,12 +415,18 @@ class OpenAIDecision:
         self.yes, self.no = yes, no
 
     def _one(self, prompt: str) -> float:
-        payload = post_json(self.url, {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0,
-                                       "logprobs": 20}, self.api_key, self.timeout_seconds)
+        payload = post_json(
+            self.url,
+            {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "logprobs": 20},
+            self.api_key,
+            self.timeout_seconds,
+        )
         try:
             top = payload["choices"][0]["logprobs"]["top_logprobs"][0]
         except (KeyError, IndexError, TypeError) as error:
-            raise RuntimeError(f"the judge server {self.url} sent no log-probabilities: {str(payload)[:300]}") from error
+            raise RuntimeError(
+                f"the judge server {self.url} sent no log-probabilities: {str(payload)[:300]}"
+            ) from error
         return _margin_from_top_logprobs(top, self.yes, self.no)
 
     def __call__(self, prompts: Sequence[str]) -> list[float]:
@@ -401,12 +439,20 @@ def make_equivalence_judge(settings: Mapping[str, Any], gpus: int = 0) -> Equiva
     engine, yes, no = settings["engine"], settings["yes_token"], settings["no_token"]
     if engine == "openai":
         margins: Callable[[Sequence[str]], list[float]] = OpenAIDecision(
-            settings["endpoint"], settings["model"], settings["api_key_env"], settings["timeout_seconds"],
-            settings["batch_size"], yes, no)
+            settings["endpoint"],
+            settings["model"],
+            settings["api_key_env"],
+            settings["timeout_seconds"],
+            settings["batch_size"],
+            yes,
+            no,
+        )
     elif engine == "vllm":
         margins = VLLMDecision(settings["model"], settings.get("revision"), settings["dtype"], gpus, yes, no)
     else:
-        margins = HFDecision(settings["model"], settings.get("revision"), settings["dtype"], settings["device"],
-                             yes, no)
-    return EquivalenceJudge(margins, settings["batch_size"], settings.get("prompt"),
-                            name=f"{settings['model']} ({engine})")
+        margins = HFDecision(
+            settings["model"], settings.get("revision"), settings["dtype"], settings["device"], yes, no
+        )
+    return EquivalenceJudge(
+        margins, settings["batch_size"], settings.get("prompt"), name=f"{settings['model']} ({engine})"
+    )

@@ -37,8 +37,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def majority_is_correct(answers: Sequence[str | None], correct: Sequence[bool],
-                        cluster: ClusterFunction) -> bool:
+def majority_is_correct(answers: Sequence[str | None], correct: Sequence[bool], cluster: ClusterFunction) -> bool:
     """Is the most frequent answer (by equivalence) correct? Ties go to the answer seen first.
 
     Responses without an answer never form the majority.
@@ -60,9 +59,13 @@ def group_by_item(records: Iterable[Mapping[str, Any]]) -> dict[int, list[Mappin
     return dict(sorted(items.items()))
 
 
-def summarize(records: Iterable[Mapping[str, Any]], n: int, ks: Sequence[int],
-              cluster: ClusterFunction | None = None,
-              bootstrap: Mapping[str, int] | None = None) -> dict[str, Any]:
+def summarize(
+    records: Iterable[Mapping[str, Any]],
+    n: int,
+    ks: Sequence[int],
+    cluster: ClusterFunction | None = None,
+    bootstrap: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """Metrics (fractions in [0, 1]), their uncertainty, counts and per-question results of
     one (model, benchmark, protocol, grader) evaluation.
 
@@ -76,8 +79,9 @@ def summarize(records: Iterable[Mapping[str, Any]], n: int, ks: Sequence[int],
         raise ValueError("no generation records to summarize")
     incomplete = {index: len(s) for index, s in items.items() if len(s) != n}
     if incomplete:
-        raise ValueError(f"{len(incomplete)} items do not have exactly n={n} samples "
-                         f"(e.g. item {next(iter(incomplete))})")
+        raise ValueError(
+            f"{len(incomplete)} items do not have exactly n={n} samples (e.g. item {next(iter(incomplete))})"
+        )
     per_item_correct = [sum(bool(r["correct"]) for r in samples) for samples in items.values()]
     all_records = [r for samples in items.values() for r in samples]
     metrics: dict[str, float] = {"accuracy": sum(per_item_correct) / (len(items) * n)}
@@ -89,8 +93,7 @@ def summarize(records: Iterable[Mapping[str, Any]], n: int, ks: Sequence[int],
                 metrics[f"pass@{k}"] = sum(pass_at_k(n, c, k) for c in per_item_correct) / len(items)
         if cluster is not None:
             majority = [
-                majority_is_correct([r["extracted"] for r in samples],
-                                    [bool(r["correct"]) for r in samples], cluster)
+                majority_is_correct([r["extracted"] for r in samples], [bool(r["correct"]) for r in samples], cluster)
                 for samples in items.values()
             ]
             metrics[f"maj@{n}"] = sum(majority) / len(items)
@@ -106,7 +109,8 @@ def summarize(records: Iterable[Mapping[str, Any]], n: int, ks: Sequence[int],
         "mean_response_tokens": sum(int(r["response_tokens"]) for r in all_records) / len(all_records),
     }
     summary: dict[str, Any] = {
-        "metrics": metrics, "counts": counts,
+        "metrics": metrics,
+        "counts": counts,
         "per_item": {"index": list(items), "correct": per_item_correct, "majority_correct": majority},
     }
     if bootstrap is not None:
@@ -125,9 +129,14 @@ def _nested_counts(rng: np.random.Generator, correct: np.ndarray, n: int, picks:
     return rng.binomial(n, chosen / n) if n > 1 else chosen
 
 
-def bootstrap_intervals(per_item_correct: Sequence[int], n: int, ks: Sequence[int] = (),
-                        per_item_majority: Sequence[bool] | None = None, samples: int = 2000,
-                        seed: int = 0) -> dict[str, dict[str, Any]]:
+def bootstrap_intervals(
+    per_item_correct: Sequence[int],
+    n: int,
+    ks: Sequence[int] = (),
+    per_item_majority: Sequence[bool] | None = None,
+    samples: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Standard error and 95% interval of accuracy (mean@n), pass@k and maj@n (see the module
     docstring for the resampling), as fractions like the metrics themselves."""
     correct = np.asarray(per_item_correct, dtype=np.int64)
@@ -146,17 +155,24 @@ def bootstrap_intervals(per_item_correct: Sequence[int], n: int, ks: Sequence[in
         if per_item_majority is not None:
             majority = np.asarray(per_item_majority, dtype=np.float64)
             replicates[f"maj@{n}"] = majority[picks].mean(axis=1)
-    method = (f"bootstrap over questions ({samples} resamples, seed {seed})"
-              + (", samples nested within questions" if n > 1 else ""))
-    return {name: {"se": float(values.std(ddof=1)),
-                   "ci95": [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))],
-                   "method": method if not name.startswith("maj@") else
-                   f"bootstrap over questions ({samples} resamples, seed {seed})"}
-            for name, values in replicates.items()}
+    method = f"bootstrap over questions ({samples} resamples, seed {seed})" + (
+        ", samples nested within questions" if n > 1 else ""
+    )
+    return {
+        name: {
+            "se": float(values.std(ddof=1)),
+            "ci95": [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))],
+            "method": method
+            if not name.startswith("maj@")
+            else f"bootstrap over questions ({samples} resamples, seed {seed})",
+        }
+        for name, values in replicates.items()
+    }
 
 
-def paired_difference(correct_a: Mapping[int, int], correct_b: Mapping[int, int], n_a: int, n_b: int,
-                      samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+def paired_difference(
+    correct_a: Mapping[int, int], correct_b: Mapping[int, int], n_a: int, n_b: int, samples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
     """Accuracy difference a - b over the questions both answered (paired: the same resampled
     questions on both sides, samples nested within each), with its 95% interval and whether the
     interval excludes 0."""
@@ -167,8 +183,13 @@ def paired_difference(correct_a: Mapping[int, int], correct_b: Mapping[int, int]
     b = np.asarray([correct_b[i] for i in shared], dtype=np.int64)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(shared), size=(samples, len(shared)))
-    replicates = (_nested_counts(rng, a, n_a, picks).sum(axis=1) / (len(shared) * n_a)
-                  - _nested_counts(rng, b, n_b, picks).sum(axis=1) / (len(shared) * n_b))
+    replicates = _nested_counts(rng, a, n_a, picks).sum(axis=1) / (len(shared) * n_a) - _nested_counts(
+        rng, b, n_b, picks
+    ).sum(axis=1) / (len(shared) * n_b)
     low, high = float(np.percentile(replicates, 2.5)), float(np.percentile(replicates, 97.5))
-    return {"difference": float(a.sum() / (len(shared) * n_a) - b.sum() / (len(shared) * n_b)),
-            "ci95": [low, high], "excludes_zero": low > 0 or high < 0, "items": len(shared)}
+    return {
+        "difference": float(a.sum() / (len(shared) * n_a) - b.sum() / (len(shared) * n_b)),
+        "ci95": [low, high],
+        "excludes_zero": low > 0 or high < 0,
+        "items": len(shared),
+    }

@@ -92,7 +92,7 @@ class DemoModelSpec:
     """AdamW learning rate of the noisy phase."""
 
     @classmethod
-    def from_source(cls, source: dict[str, Any], system_prompt: str | None = None) -> "DemoModelSpec":
+    def from_source(cls, source: dict[str, Any], system_prompt: str | None = None) -> DemoModelSpec:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in source.items() if k in known}, system_prompt=system_prompt)
 
@@ -103,13 +103,16 @@ def qwen2_tokenizer_pipeline():
     from tokenizers.models import BPE
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    tokenizer = Tokenizer(BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="",
-                              fuse_unk=False, byte_fallback=False))
+    tokenizer = Tokenizer(
+        BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
+    )
     tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     return tokenizer
 
@@ -119,9 +122,12 @@ def train_demo_tokenizer(corpus: Sequence[str], vocab_size: int):
     from tokenizers import pre_tokenizers, trainers
 
     tokenizer = qwen2_tokenizer_pipeline()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(list(corpus), trainer=trainer)
     return tokenizer
 
@@ -130,8 +136,9 @@ def train_demo_tokenizer(corpus: Sequence[str], vocab_size: int):
 ANSWER_TEMPLATE = "The answer is \\boxed{{{answer}}}."
 
 
-def tokenizer_corpus(prompts: Sequence[str], warm_start_examples: Sequence[tuple[str, str]] = (),
-                     system_prompt: str | None = None) -> list[str]:
+def tokenizer_corpus(
+    prompts: Sequence[str], warm_start_examples: Sequence[tuple[str, str]] = (), system_prompt: str | None = None
+) -> list[str]:
     """What the demo tokenizer is trained on: the prompts, and what every chat also carries.
 
     The warm-start responses: trained on prompts only, the answer template takes ~20 tokens and
@@ -163,8 +170,9 @@ def warm_start(model, tokenizer, examples: Sequence[tuple[str, str]], spec: Demo
 
     prefixes, targets = [], []
     for prompt, answer in examples:
-        prefix = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                               add_generation_prompt=True)
+        prefix = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
         prefixes.append(tokenizer(prefix, add_special_tokens=False)["input_ids"])
         targets.append(encode_target(answer))
     answers = sorted({answer for _, answer in examples})
@@ -183,17 +191,19 @@ def warm_start(model, tokenizer, examples: Sequence[tuple[str, str]], spec: Demo
             picks = torch.randint(len(prefixes), (batch_size,), generator=generator).tolist()
             noise = torch.rand(batch_size, generator=generator).tolist()
             others = torch.randint(len(answers), (batch_size,), generator=generator).tolist()
-            pairs = [(prefixes[i], answer_targets[other] if draw < noisy_fraction else targets[i])
-                     for i, draw, other in zip(picks, noise, others)]
+            pairs = [
+                (prefixes[i], answer_targets[other] if draw < noisy_fraction else targets[i])
+                for i, draw, other in zip(picks, noise, others)
+            ]
             width = max(len(prefix) + len(target) for prefix, target in pairs)
             ids = torch.full((batch_size, width), tokenizer.pad_token_id)
             labels = torch.full((batch_size, width), -100)
             mask = torch.zeros((batch_size, width), dtype=torch.long)
             for row, (prefix, target) in enumerate(pairs):
                 sequence = prefix + target
-                ids[row, :len(sequence)] = torch.tensor(sequence)
-                labels[row, len(prefix):len(sequence)] = torch.tensor(target)
-                mask[row, :len(sequence)] = 1
+                ids[row, : len(sequence)] = torch.tensor(sequence)
+                labels[row, len(prefix) : len(sequence)] = torch.tensor(target)
+                mask[row, : len(sequence)] = 1
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimizer.step()
@@ -209,8 +219,9 @@ def warm_start(model, tokenizer, examples: Sequence[tuple[str, str]], spec: Demo
     return losses
 
 
-def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpec,
-                     warm_start_examples: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+def build_demo_model(
+    output_dir: Path, corpus: Sequence[str], spec: DemoModelSpec, warm_start_examples: Sequence[tuple[str, str]] = ()
+) -> dict[str, Any]:
     """Build the demo model offline and deterministically; return its manifest."""
     import torch
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -221,40 +232,56 @@ def build_demo_model(output_dir: Path, corpus: Sequence[str], spec: DemoModelSpe
     if output_dir.exists():
         shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True)
-    backend = train_demo_tokenizer(tokenizer_corpus(corpus, warm_start_examples, spec.system_prompt),
-                                   spec.vocab_size)
+    backend = train_demo_tokenizer(tokenizer_corpus(corpus, warm_start_examples, spec.system_prompt), spec.vocab_size)
     template = CHAT_TEMPLATE.replace("DEFAULT_SYSTEM", json.dumps(spec.system_prompt or ""))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", unk_token=None,
-                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        additional_special_tokens=["<|im_start|>"],
+    )
     tokenizer.chat_template = template
     tokenizer.model_max_length = spec.max_position_embeddings
     ids = {token: backend.token_to_id(token) for token in SPECIAL_TOKENS}
 
     torch.manual_seed(spec.seed)
     config = Qwen2Config(
-        vocab_size=backend.get_vocab_size(), hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=spec.max_position_embeddings, tie_word_embeddings=True,
-        bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"], dtype="float32",
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        dtype="float32",
     )
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]])
+        bos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+    )
     losses = warm_start(model, tokenizer, warm_start_examples, spec)
     model.save_pretrained(output_dir, safe_serialization=True)
     tokenizer.save_pretrained(output_dir)
     _tag_qwen2_tokenizer(output_dir)
     validate_model_dir(output_dir)
-    digests = {name: file_sha256(output_dir / name)
-               for name in ("model.safetensors", "tokenizer.json", "config.json")}
-    return {"kind": "demo", "path": str(output_dir.resolve()),
-            "num_parameters": sum(p.numel() for p in model.parameters()),
-            "spec": asdict(spec), "tokenizer_vocab_size": backend.get_vocab_size(),
-            "corpus_size": len(corpus), "warm_start_loss": losses, "sha256": digests}
+    digests = {name: file_sha256(output_dir / name) for name in ("model.safetensors", "tokenizer.json", "config.json")}
+    return {
+        "kind": "demo",
+        "path": str(output_dir.resolve()),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "spec": asdict(spec),
+        "tokenizer_vocab_size": backend.get_vocab_size(),
+        "corpus_size": len(corpus),
+        "warm_start_loss": losses,
+        "sha256": digests,
+    }
 
 
 def _tag_qwen2_tokenizer(output_dir: Path) -> None:
@@ -285,8 +312,7 @@ def validate_model_dir(path: Path) -> None:
         missing.append("weights (*.safetensors or *.bin)")
     missing.extend(_missing_shards(path))
     if missing:
-        raise ModelSourceError(f"{path} is not a usable Hugging Face model directory: missing "
-                               + ", ".join(missing))
+        raise ModelSourceError(f"{path} is not a usable Hugging Face model directory: missing " + ", ".join(missing))
 
 
 def _missing_shards(path: Path) -> list[str]:
@@ -298,8 +324,7 @@ def _missing_shards(path: Path) -> list[str]:
             shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
         except ValueError as error:
             raise ModelSourceError(f"{index} is not valid JSON: {error}") from error
-        missing += [f"shard {name} (listed in {index.name})" for name in sorted(shards)
-                    if not (path / name).is_file()]
+        missing += [f"shard {name} (listed in {index.name})" for name in sorted(shards) if not (path / name).is_file()]
     return missing
 
 
@@ -313,12 +338,16 @@ def make_group_readable(directory: Path) -> None:
 
 def resolve_local_model(path: Path) -> dict[str, Any]:
     validate_model_dir(Path(path))
-    return {"kind": "local", "path": str(Path(path).resolve()),
-            "sha256": {"config.json": file_sha256(Path(path) / "config.json")}}
+    return {
+        "kind": "local",
+        "path": str(Path(path).resolve()),
+        "sha256": {"config.json": file_sha256(Path(path) / "config.json")},
+    }
 
 
-def download_hub_model(hub_id: str, revision: str | None,
-                       allow_patterns: Sequence[str] | None = None) -> dict[str, Any]:
+def download_hub_model(
+    hub_id: str, revision: str | None, allow_patterns: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Snapshot a hub model into the Hugging Face cache (HF_HOME; served from it when offline).
 
     The cache, not results/, holds the weights: a 7B model is not copied per project, and a
@@ -328,22 +357,30 @@ def download_hub_model(hub_id: str, revision: str | None,
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        snapshot = snapshot_download(repo_id=hub_id, revision=revision,
-                                     allow_patterns=list(allow_patterns or HUB_ALLOW_PATTERNS))
+        snapshot = snapshot_download(
+            repo_id=hub_id, revision=revision, allow_patterns=list(allow_patterns or HUB_ALLOW_PATTERNS)
+        )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
         raise ModelSourceError(
             f"could not download model '{hub_id}' (revision {revision or 'default'}): "
             f"{type(error).__name__}: {error}. Without network access, pre-download it into the "
-            f"Hugging Face cache (HF_HOME) or use source: {{kind: local, path: ...}}") from error
+            f"Hugging Face cache (HF_HOME) or use source: {{kind: local, path: ...}}"
+        ) from error
     snapshot_path = Path(snapshot)
     validate_model_dir(snapshot_path)
-    return {"kind": "hub", "hub_id": hub_id, "revision": revision,
-            "resolved_revision": snapshot_path.name, "path": str(snapshot_path.resolve()),
-            "sha256": {"config.json": file_sha256(snapshot_path / "config.json")}}
+    return {
+        "kind": "hub",
+        "hub_id": hub_id,
+        "revision": revision,
+        "resolved_revision": snapshot_path.name,
+        "path": str(snapshot_path.resolve()),
+        "sha256": {"config.json": file_sha256(snapshot_path / "config.json")},
+    }
 
 
-def load_model_and_tokenizer(path: str | Path, dtype: str = "float32", device: str = "cpu",
-                             revision: str | None = None):
+def load_model_and_tokenizer(
+    path: str | Path, dtype: str = "float32", device: str = "cpu", revision: str | None = None
+):
     """Model + tokenizer ready for batched generation (left padding); a local directory or a
     hub id (with its revision)."""
     import torch

@@ -41,8 +41,12 @@ def count_items(source: Mapping[str, Any], limit: int | None) -> int | None:
 
 def training_tokens(trainer: Mapping[str, Any]) -> int:
     """Upper bound on the tokens a training job generates (every response at the cap)."""
-    return (trainer["max_steps"] * trainer["prompts_per_step"] * trainer["num_generations"]
-            * trainer["max_completion_length"])
+    return (
+        trainer["max_steps"]
+        * trainer["prompts_per_step"]
+        * trainer["num_generations"]
+        * trainer["max_completion_length"]
+    )
 
 
 def gpu_hours(tokens: int | None, tokens_per_gpu_second: float) -> float | None:
@@ -69,17 +73,24 @@ def _start(source: Mapping[str, Any]) -> str:
 def render_plan(spec: Mapping[str, Any]) -> str:
     tps = spec["tokens_per_gpu_second"]
     results = spec["results_dir"]
-    lines = ["# Plan", "",
-             f"What this configuration runs. GPU-hours are estimates: generated tokens / {tps:g} tokens/s "
-             "per GPU (`cluster.estimate_tokens_per_gpu_second`) / 3600. Training: at most steps x prompts "
-             "x G x response cap tokens (every response at the cap, an upper bound). Evaluation: items x n "
-             "x max new tokens (items known for local dataset files only).", ""]
+    lines = [
+        "# Plan",
+        "",
+        f"What this configuration runs. GPU-hours are estimates: generated tokens / {tps:g} tokens/s "
+        "per GPU (`cluster.estimate_tokens_per_gpu_second`) / 3600. Training: at most steps x prompts "
+        "x G x response cap tokens (every response at the cap, an upper bound). Evaluation: items x n "
+        "x max new tokens (items known for local dataset files only).",
+        "",
+    ]
     train_total = 0.0
     if spec["train"]:
-        lines += ["## Training jobs", "",
-                  "| model | method | backend | reward | start model | steps | prompts x G | response cap | lr "
-                  "| loss | save every | validation | GPUs | GPU-hours (≤) |",
-                  "|" + "---|" * 14]
+        lines += [
+            "## Training jobs",
+            "",
+            "| model | method | backend | reward | start model | steps | prompts x G | response cap | lr "
+            "| loss | save every | validation | GPUs | GPU-hours (≤) |",
+            "|" + "---|" * 14,
+        ]
         for job in spec["train"]:
             trainer, resources = job["trainer"], job["resources"]
             verl = job.get("verl", {})
@@ -88,25 +99,49 @@ def render_plan(spec: Mapping[str, Any]) -> str:
             loss = trainer["loss"] + (f" ({verl['loss_agg_mode']})" if verl else " (sequence mean)")
             gpus = resources["gpus"] * resources.get("nodes", 1)
             scored = trainer.get("validation")  # TRL: one set, sampled; verl: its benchmarks, greedy
-            validation = (f"{scored['dataset']} every {scored['every_steps']}" if scored
-                          else ", ".join(verl.get("validation_benchmarks", [])) or "–")
+            validation = (
+                f"{scored['dataset']} every {scored['every_steps']}"
+                if scored
+                else ", ".join(verl.get("validation_benchmarks", [])) or "–"
+            )
             judge = job.get("semantic_judge")
             reward = trainer["reward"] + (f" (semantic judge {judge['model']}, {judge['engine']})" if judge else "")
-            lines.append("| " + " | ".join([
-                job["model"], job["method"], trainer["backend"], reward, _start(job["start_model"]),
-                str(trainer["max_steps"]), f"{trainer['prompts_per_step']} x {trainer['num_generations']}",
-                str(trainer["max_completion_length"]), f"{trainer['learning_rate']:g}", loss,
-                str(trainer["save_steps"]), validation, str(gpus), _hours(hours)]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        job["model"],
+                        job["method"],
+                        trainer["backend"],
+                        reward,
+                        _start(job["start_model"]),
+                        str(trainer["max_steps"]),
+                        f"{trainer['prompts_per_step']} x {trainer['num_generations']}",
+                        str(trainer["max_completion_length"]),
+                        f"{trainer['learning_rate']:g}",
+                        loss,
+                        str(trainer["save_steps"]),
+                        validation,
+                        str(gpus),
+                        _hours(hours),
+                    ]
+                )
+                + " |"
+            )
         verl_jobs = [job for job in spec["train"] if job["trainer"]["backend"] == "verl"]
         if verl_jobs:
             lines += ["", "The exact verl command of each verl job (written with this plan, no download):", ""]
             lines += [f"- `{results}/train/{job['model']}/{job['method']}/verl_command.txt`" for job in verl_jobs]
         lines += ["", f"Training total: ≤ {_hours(train_total)} GPU-hours.", ""]
     eval_total, unknown = 0.0, 0
-    lines += ["## Generation jobs", "",
-              "Each is graded by every grader, one job each: " + describe_graders(spec["graders"]) + ".", "",
-              "| model | method | benchmark | protocol | items | engine | decoding | max new tokens | prompt | GPU-hours (≤) |",
-              "|" + "---|" * 10]
+    lines += [
+        "## Generation jobs",
+        "",
+        "Each is graded by every grader, one job each: " + describe_graders(spec["graders"]) + ".",
+        "",
+        "| model | method | benchmark | protocol | items | engine | decoding | max new tokens | prompt | GPU-hours (≤) |",  # noqa: E501
+        "|" + "---|" * 10,
+    ]
     for job in spec["generate"]:
         items = count_items(job["data_source"], job.get("data_limit"))
         decoding = job["decoding"]
@@ -117,11 +152,31 @@ def render_plan(spec: Mapping[str, Any]) -> str:
         else:
             eval_total += hours
         prompt = job["prompt"]["format"] + (", own system prompt" if job["prompt"].get("system_prompt") else "")
-        lines.append("| " + " | ".join([
-            job["model"], job["method"], job["benchmark"], job["protocol_name"], "?" if items is None else str(items), job["engine"],
-            _decoding(decoding), str(decoding["max_new_tokens"]), prompt, _hours(hours)]) + " |")
-    lines += ["", f"Generation total: ≤ {_hours(eval_total)} GPU-hours"
-              + (f" ({unknown} job(s) of unknown size not counted)" if unknown else "") + ".", ""]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    job["model"],
+                    job["method"],
+                    job["benchmark"],
+                    job["protocol_name"],
+                    "?" if items is None else str(items),
+                    job["engine"],
+                    _decoding(decoding),
+                    str(decoding["max_new_tokens"]),
+                    prompt,
+                    _hours(hours),
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        f"Generation total: ≤ {_hours(eval_total)} GPU-hours"
+        + (f" ({unknown} job(s) of unknown size not counted)" if unknown else "")
+        + ".",
+        "",
+    ]
     lines += engine_loads(spec)
     return "\n".join(lines)
 
@@ -138,14 +193,22 @@ def engine_loads(spec: Mapping[str, Any]) -> list[str]:
     per_model_hours = sum(gpus.values()) * minutes / 60
     grouped = spec["generate_per"] == "model"
     jobs = len(gpus) if grouped else evaluations
-    return ["## Engine loads", "",
-            f"`evaluation.generate_per: {spec['generate_per']}`: {jobs} generate job(s) for {evaluations} evaluations"
-            f" of {len(gpus)} (model, method) pair(s). At {minutes:g} min per load "
-            "(`cluster.estimate_engine_load_minutes`, an assumption: see a job's `engine_load_seconds` in MLflow), "
-            f"loading each model once costs {per_model_hours:,.1f} GPU-hours; one load per evaluation would cost "
-            f"{per_benchmark_hours:,.1f}: " + (f"{per_benchmark_hours - per_model_hours:,.1f} GPU-hours saved"
-                                               if grouped else f"{per_benchmark_hours - per_model_hours:,.1f} GPU-hours "
-                                               "more than `generate_per: model`") + ", before queue waits.", ""]
+    return [
+        "## Engine loads",
+        "",
+        f"`evaluation.generate_per: {spec['generate_per']}`: {jobs} generate job(s) for {evaluations} evaluations"
+        f" of {len(gpus)} (model, method) pair(s). At {minutes:g} min per load "
+        "(`cluster.estimate_engine_load_minutes`, an assumption: see a job's `engine_load_seconds` in MLflow), "
+        f"loading each model once costs {per_model_hours:,.1f} GPU-hours; one load per evaluation would cost "
+        f"{per_benchmark_hours:,.1f}: "
+        + (
+            f"{per_benchmark_hours - per_model_hours:,.1f} GPU-hours saved"
+            if grouped
+            else f"{per_benchmark_hours - per_model_hours:,.1f} GPU-hours more than `generate_per: model`"
+        )
+        + ", before queue waits.",
+        "",
+    ]
 
 
 def describe_graders(graders: list[dict]) -> str:
@@ -156,11 +219,14 @@ def describe_graders(graders: list[dict]) -> str:
         if judge is None:
             parts.append(f"{grader['name']} (CPU)")
         elif judge["engine"] == "openai":
-            parts.append(f"{grader['name']} ({judge['model']} at {judge['endpoint']}, asked about answers the rules "
-                         "call wrong)")
+            parts.append(
+                f"{grader['name']} ({judge['model']} at {judge['endpoint']}, asked about answers the rules call wrong)"
+            )
         else:
-            parts.append(f"{grader['name']} ({judge['model']} on {judge['engine']}, resources.judge, asked about "
-                         "answers the rules call wrong)")
+            parts.append(
+                f"{grader['name']} ({judge['model']} on {judge['engine']}, resources.judge, asked about "
+                "answers the rules call wrong)"
+            )
     return ", ".join(parts)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import os
+import platform
 import subprocess
 from collections.abc import Iterable
 from importlib import metadata
@@ -18,8 +18,18 @@ from typing import Any
 
 #: Packages whose versions change numbers (or the way they are produced).
 TRACKED_PACKAGES = (
-    "math-verify", "latex2sympy2_extended", "sympy", "transformers", "tokenizers", "torch",
-    "vllm", "verl", "trl", "datasets", "mlflow", "snakemake",
+    "math-verify",
+    "latex2sympy2_extended",
+    "sympy",
+    "transformers",
+    "tokenizers",
+    "torch",
+    "vllm",
+    "verl",
+    "trl",
+    "datasets",
+    "mlflow",
+    "snakemake",
 )
 
 
@@ -38,10 +48,17 @@ def git_commit(repo: Path | None = None) -> str:
     """HEAD commit of the project (with `-dirty` when the work tree has changes), or `unknown`."""
     cwd = repo or Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
@@ -88,19 +105,30 @@ def portable_paths(record: Any, anchor: str | Path, root: str | Path | None) -> 
     tree reads its own files; paths outside it (a hub cache, a user's model folder) stay as they
     are. Nested records (a base manifest inside a training record) get the same treatment."""
     if isinstance(record, dict):
-        return {key: (os.path.relpath(os.path.realpath(value), os.path.realpath(anchor))
-                      if key in PATH_KEYS and isinstance(value, str) and root is not None
-                      and os.path.isabs(value) and _inside(value, root)
-                      else portable_paths(value, anchor, root))
-                for key, value in record.items()}
+        return {
+            key: (
+                os.path.relpath(os.path.realpath(value), os.path.realpath(anchor))
+                if key in PATH_KEYS
+                and isinstance(value, str)
+                and root is not None
+                and os.path.isabs(value)
+                and _inside(value, root)
+                else portable_paths(value, anchor, root)
+            )
+            for key, value in record.items()
+        }
     return record
 
 
 def resolved_paths(record: Any, anchor: str | Path) -> Any:
     """The record with relative paths (as `portable_paths` writes them) joined to `anchor`."""
     if isinstance(record, dict):
-        return {key: (os.path.normpath(os.path.join(os.path.abspath(anchor), value))
-                      if key in PATH_KEYS and isinstance(value, str) and value and not os.path.isabs(value)
-                      else resolved_paths(value, anchor))
-                for key, value in record.items()}
+        return {
+            key: (
+                os.path.normpath(os.path.join(os.path.abspath(anchor), value))
+                if key in PATH_KEYS and isinstance(value, str) and value and not os.path.isabs(value)
+                else resolved_paths(value, anchor)
+            )
+            for key, value in record.items()
+        }
     return record

@@ -67,8 +67,11 @@ def addition_splits(max_operand: int, seed: int, sizes: dict[str, int]) -> dict[
 
 #: The demo's addition slices (484 problems): test, validation and RL prompts first, the
 #: warm start takes the rest.
-ADDITION = {"max_operand": 21, "seed": 0,
-            "sizes": {"add_test.jsonl": 80, "add_val.jsonl": 80, "add_train.jsonl": 80, "add_warmup.jsonl": None}}
+ADDITION = {
+    "max_operand": 21,
+    "seed": 0,
+    "sizes": {"add_test.jsonl": 80, "add_val.jsonl": 80, "add_train.jsonl": 80, "add_warmup.jsonl": None},
+}
 
 #: Mixed arithmetic for the unit tests and the verl smoke run.
 ARITHMETIC_FILES = {

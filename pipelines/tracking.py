@@ -49,12 +49,12 @@ def resolve_tracking_uri(uri: str) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
 def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def workflow_run_file(results_dir: str | Path) -> Path:
@@ -64,9 +64,12 @@ def workflow_run_file(results_dir: str | Path) -> Path:
 def resolve_tracking(tracking: Mapping[str, Any]) -> dict[str, Any]:
     """The tracking config with every path absolute (store URI, artifact root, results tree):
     what the tracking service receives, so that it reads the config as the caller meant it."""
-    return {**tracking, "tracking_uri": resolve_tracking_uri(tracking["tracking_uri"]),
-            "artifact_root": str(Path(tracking.get("artifact_root", "results/mlflow/artifacts")).resolve()),
-            "results_dir": str(Path(tracking.get("results_dir", "results")).resolve())}
+    return {
+        **tracking,
+        "tracking_uri": resolve_tracking_uri(tracking["tracking_uri"]),
+        "artifact_root": str(Path(tracking.get("artifact_root", "results/mlflow/artifacts")).resolve()),
+        "results_dir": str(Path(tracking.get("results_dir", "results")).resolve()),
+    }
 
 
 def run_context(owner_pid: int | None = None) -> dict[str, str]:
@@ -78,8 +81,12 @@ def run_context(owner_pid: int | None = None) -> dict[str, str]:
     except (KeyError, OSError):
         user = os.environ.get("USER", "unknown")
     commit = git_commit()
-    tags = {"mlflow.user": user, "mlflow.source.type": "LOCAL", "git_commit": commit,
-            "mlflow.source.name": str(Path(sys.argv[0]).resolve()) if sys.argv and sys.argv[0] else ""}
+    tags = {
+        "mlflow.user": user,
+        "mlflow.source.type": "LOCAL",
+        "git_commit": commit,
+        "mlflow.source.name": str(Path(sys.argv[0]).resolve()) if sys.argv and sys.argv[0] else "",
+    }
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit.removesuffix("-dirty")
     if owner_pid is not None:  # a workflow run: which Snakemake process owns it
@@ -124,14 +131,20 @@ def relocate_artifacts(sqlite_file: Path, experiment_id: str, old: str, new: str
     and each run whose artifacts came along to its copy here."""
     import sqlite3
 
-    LOG.warning("MLflow experiment %s stored its artifacts in %s; this results tree keeps them in %s: "
-                "updating the store", experiment_id, old, new)
+    LOG.warning(
+        "MLflow experiment %s stored its artifacts in %s; this results tree keeps them in %s: updating the store",
+        experiment_id,
+        old,
+        new,
+    )
     with sqlite3.connect(sqlite_file) as db:
         db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
-        runs = db.execute("SELECT run_uuid, artifact_uri FROM runs WHERE experiment_id = ?", (experiment_id,)).fetchall()
+        runs = db.execute(
+            "SELECT run_uuid, artifact_uri FROM runs WHERE experiment_id = ?", (experiment_id,)
+        ).fetchall()
         for run_id, uri in runs:
             if uri and uri.startswith(old.rstrip("/") + "/"):
-                moved = new.rstrip("/") + uri[len(old.rstrip("/")):]
+                moved = new.rstrip("/") + uri[len(old.rstrip("/")) :]
                 if Path(moved.removeprefix("file://")).exists() or not Path(uri.removeprefix("file://")).exists():
                     db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (moved, run_id))
 
@@ -167,14 +180,18 @@ def close_dead_workflow_run(client: Any, results_dir: str | Path) -> str | None:
     previous = client.get_run(json.loads(record.read_text())["run_id"])
     if previous.info.status != "RUNNING" or not _process_gone(previous.data.tags):
         return None
-    children = client.search_runs([previous.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{previous.info.run_id}' "
-                                                "and attributes.status = 'RUNNING'")
+    children = client.search_runs(
+        [previous.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{previous.info.run_id}' and attributes.status = 'RUNNING'",
+    )
     for child in children:
         client.set_terminated(child.info.run_id, status="KILLED")
     client.set_terminated(previous.info.run_id, status="KILLED")
-    LOG.warning("MLflow: workflow run %s was left RUNNING by a killed Snakemake; marked KILLED "
-                "(with %d running job run(s))", previous.info.run_id, len(children))
+    LOG.warning(
+        "MLflow: workflow run %s was left RUNNING by a killed Snakemake; marked KILLED (with %d running job run(s))",
+        previous.info.run_id,
+        len(children),
+    )
     return previous.info.run_id
 
 
@@ -198,8 +215,10 @@ def metric_name(name: str) -> str:
 
 def run_links_markdown(experiment_id: str | None, links: Mapping[str, str]) -> str:
     """`Made from: [training run](#/experiments/1/runs/<id>) · ...`: links the MLflow UI follows."""
-    parts = [f"[{name.removesuffix('_run_id').replace('_', ' ')} run](#/experiments/{experiment_id}/runs/{run_id})"
-             for name, run_id in links.items()]
+    parts = [
+        f"[{name.removesuffix('_run_id').replace('_', ' ')} run](#/experiments/{experiment_id}/runs/{run_id})"
+        for name, run_id in links.items()
+    ]
     return "Made from: " + " · ".join(parts)
 
 
@@ -213,15 +232,27 @@ class TrackingOperations:
 
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri)
 
-    def start_workflow(self, tracking: Mapping[str, Any], config_files: list[str], command: str,
-                       context: Mapping[str, str], versions: Mapping[str, str]) -> str:
+    def start_workflow(
+        self,
+        tracking: Mapping[str, Any],
+        config_files: list[str],
+        command: str,
+        context: Mapping[str, str],
+        versions: Mapping[str, str],
+    ) -> str:
         """Open the parent run of a workflow invocation and record it in results/mlflow/."""
         experiment_id = ensure_experiment(self.client, tracking)
         close_dead_workflow_run(self.client, tracking["results_dir"])
         run = self.client.create_run(
-            experiment_id, run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            tags={**context, "pipeline.kind": "workflow", "snakemake.command": command,
-                  "config_files": ",".join(config_files)})
+            experiment_id,
+            run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={
+                **context,
+                "pipeline.kind": "workflow",
+                "snakemake.command": command,
+                "config_files": ",".join(config_files),
+            },
+        )
         run_id = run.info.run_id
         self.log_params(run_id, {f"version.{name}": version for name, version in versions.items()})
         for config_file in config_files:
@@ -229,8 +260,17 @@ class TrackingOperations:
                 self.client.log_artifact(run_id, config_file, artifact_path="config")
         record = workflow_run_file(tracking["results_dir"])
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id,
-                                      "tracking_uri": tracking["tracking_uri"], "started": time.time()}, indent=2))
+        record.write_text(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "experiment_id": experiment_id,
+                    "tracking_uri": tracking["tracking_uri"],
+                    "started": time.time(),
+                },
+                indent=2,
+            )
+        )
         LOG.info("MLflow parent run %s in experiment '%s'", run_id, tracking["experiment"])
         return run_id
 
@@ -249,8 +289,9 @@ class TrackingOperations:
         self.client.set_terminated(run_id, status=status)
         return run_id
 
-    def start_job(self, tracking: Mapping[str, Any], stage: str, name: str,
-                  context: Mapping[str, str]) -> dict[str, str]:
+    def start_job(
+        self, tracking: Mapping[str, Any], stage: str, name: str, context: Mapping[str, str]
+    ) -> dict[str, str]:
         """A job's child run under the workflow's parent run (if one is open); earlier runs of
         the same job left RUNNING by a kill are closed."""
         record = workflow_run_file(tracking["results_dir"])
@@ -265,8 +306,9 @@ class TrackingOperations:
         try:
             close_orphaned_job_runs(self.client, run, stage, name)
         except Exception as error:  # noqa: BLE001 - bookkeeping of earlier runs never stops this one
-            LOG.warning("MLflow: closing orphaned runs of %s:%s failed (%s: %s)", stage, name,
-                        type(error).__name__, error)
+            LOG.warning(
+                "MLflow: closing orphaned runs of %s:%s failed (%s: %s)", stage, name, type(error).__name__, error
+            )
         return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}
 
     def end_job(self, run_id: str, status: str, stage: str, name: str) -> None:
@@ -279,14 +321,14 @@ class TrackingOperations:
 
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), 100):  # MLflow's batch limit for params
-            self.client.log_batch(run_id, params=items[start:start + 100], synchronous=True)
+            self.client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None, timestamp_ms: int) -> None:
         from mlflow.entities import Metric
 
         items = [Metric(key, value, timestamp_ms, step or 0) for key, value in metrics.items()]
         for start in range(0, len(items), 1000):  # MLflow's batch limit for metrics
-            self.client.log_batch(run_id, metrics=items[start:start + 1000], synchronous=True)
+            self.client.log_batch(run_id, metrics=items[start : start + 1000], synchronous=True)
 
     def log_metric_series(self, run_id: str, key: str, values: Sequence[float], timestamp_ms: int) -> None:
         """One metric's values at steps 0, 1, ... in batches (a per-step call each would cost
@@ -295,7 +337,7 @@ class TrackingOperations:
 
         items = [Metric(key, float(value), timestamp_ms, step) for step, value in enumerate(values)]
         for start in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[start:start + 1000], synchronous=True)
+            self.client.log_batch(run_id, metrics=items[start : start + 1000], synchronous=True)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -319,8 +361,10 @@ class TrackingOperations:
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         dataset = mlflow.data.from_pandas(pd.read_parquet(path), source=source, name=name, digest=digest)
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                              tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+        self.client.log_inputs(
+            run_id,
+            datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])],
+        )
 
 
 #: What the tracking service may be asked to run (every public method of TrackingOperations).
@@ -370,21 +414,29 @@ class JobTracker:
             self.backend.call(operation, run_id=self.run_id, **arguments)
         except Exception as error:  # noqa: BLE001 - MLflow raises many types; none may kill a job
             self.failures += 1
-            LOG.warning("MLflow %s failed (%s: %s); the result files are unaffected",
-                        operation, type(error).__name__, error)
+            LOG.warning(
+                "MLflow %s failed (%s: %s); the result files are unaffected", operation, type(error).__name__, error
+            )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._call("log_params", params=flatten_params(params))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        numeric = {metric_name(k): float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numeric = {
+            metric_name(k): float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         self._call("log_metrics", metrics=numeric, step=step, timestamp_ms=int(time.time() * 1000))
 
     def log_metric_series(self, key: str, values: Sequence[float]) -> None:
         """`values` as the history of metric `key`, at steps 0, 1, ... (one batched call)."""
-        self._call("log_metric_series", key=metric_name(key), values=[float(v) for v in values],
-                   timestamp_ms=int(time.time() * 1000))
+        self._call(
+            "log_metric_series",
+            key=metric_name(key),
+            values=[float(v) for v in values],
+            timestamp_ms=int(time.time() * 1000),
+        )
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         if Path(path).exists():
@@ -409,8 +461,9 @@ class JobTracker:
 
     def log_dataset(self, path: str | Path, name: str, source: str, digest: str, context: str) -> None:
         """Record a parquet file as an MLflow dataset input (rows, digest, source)."""
-        self._call("log_dataset", path=str(Path(path).resolve()), name=name, source=source,
-                   digest=digest, context=context)
+        self._call(
+            "log_dataset", path=str(Path(path).resolve()), name=name, source=source, digest=digest, context=context
+        )
 
 
 def close_orphaned_job_runs(client: Any, run: Any, stage: str, name: str) -> list[str]:
@@ -420,8 +473,9 @@ def close_orphaned_job_runs(client: Any, run: Any, stage: str, name: str) -> lis
     orphans = client.search_runs(
         [run.info.experiment_id],
         filter_string=f"tags.`pipeline.stage` = '{stage}' and tags.`pipeline.job` = '{name}' "
-                      "and attributes.status = 'RUNNING'",
-        order_by=["attributes.start_time DESC"])
+        "and attributes.status = 'RUNNING'",
+        order_by=["attributes.start_time DESC"],
+    )
     orphans = [orphan for orphan in orphans if orphan.info.run_id != run.info.run_id]
     for orphan in orphans:
         client.set_terminated(orphan.info.run_id, status="KILLED")
@@ -433,8 +487,14 @@ def close_orphaned_job_runs(client: Any, run: Any, stage: str, name: str) -> lis
                 client.set_terminated(parent, status="KILLED")
     if orphans:
         client.set_tag(run.info.run_id, "pipeline.continues", orphans[0].info.run_id)
-        LOG.warning("MLflow: %d earlier run(s) of %s:%s were left RUNNING by a killed job; marked "
-                    "KILLED (this run continues %s)", len(orphans), stage, name, orphans[0].info.run_id)
+        LOG.warning(
+            "MLflow: %d earlier run(s) of %s:%s were left RUNNING by a killed job; marked "
+            "KILLED (this run continues %s)",
+            len(orphans),
+            stage,
+            name,
+            orphans[0].info.run_id,
+        )
     return [orphan.info.run_id for orphan in orphans]
 
 
@@ -449,18 +509,22 @@ def mark_superseded_runs(client: Any, run_id: str, stage: str, name: str) -> lis
     earlier = client.search_runs(
         [run.info.experiment_id],
         filter_string=f"tags.`pipeline.stage` = '{stage}' and tags.`pipeline.job` = '{name}' "
-                      "and attributes.status = 'FINISHED'")
-    replaced = [r.info.run_id for r in earlier
-                if r.info.run_id != run_id and SUPERSEDED_TAG not in r.data.tags
-                and r.info.start_time <= run.info.start_time]
+        "and attributes.status = 'FINISHED'",
+    )
+    replaced = [
+        r.info.run_id
+        for r in earlier
+        if r.info.run_id != run_id and SUPERSEDED_TAG not in r.data.tags and r.info.start_time <= run.info.start_time
+    ]
     for old in replaced:
         client.set_tag(old, SUPERSEDED_TAG, run_id)
     return replaced
 
 
 @contextmanager
-def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
-            spec: Mapping[str, Any], log_file: str | None = None) -> Iterator[JobTracker]:
+def job_run(
+    tracking: Mapping[str, Any] | None, stage: str, name: str, spec: Mapping[str, Any], log_file: str | None = None
+) -> Iterator[JobTracker]:
     """Child run of one job under the workflow's parent run (if one is open).
 
     The job's params (its resolved spec), package versions and the git commit are logged on
@@ -474,8 +538,9 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
         backend = tracking_backend(tracking)
         started = backend.call("start_job", tracking=tracking, stage=stage, name=name, context=run_context())
     except Exception as error:  # noqa: BLE001 - tracking must not stop the job itself
-        LOG.warning("MLflow run could not be started (%s: %s); continuing without tracking",
-                    type(error).__name__, error)
+        LOG.warning(
+            "MLflow run could not be started (%s: %s); continuing without tracking", type(error).__name__, error
+        )
         yield JobTracker(None)
         return
     tracker = JobTracker(started["run_id"], started["experiment_id"], backend)
@@ -492,16 +557,30 @@ def job_run(tracking: Mapping[str, Any] | None, stage: str, name: str,
             LOG.warning("%d MLflow call(s) failed in this job; see warnings above", tracker.failures)
 
 
-def workflow_hook_arguments(action: str, tracking: Mapping[str, Any], config_files: list[str], command: str,
-                            status: str, log_file: str | None, owner_pid: int) -> tuple[str, dict[str, Any]]:
+def workflow_hook_arguments(
+    action: str,
+    tracking: Mapping[str, Any],
+    config_files: list[str],
+    command: str,
+    status: str,
+    log_file: str | None,
+    owner_pid: int,
+) -> tuple[str, dict[str, Any]]:
     """The operation and arguments of the workflow's start or end hook (in this process or the service)."""
     tracking = resolve_tracking(tracking)
     if action == "start":
-        return "start_workflow", {"tracking": tracking, "command": command,
-                                  "config_files": [str(Path(f).resolve()) for f in config_files],
-                                  "context": run_context(owner_pid), "versions": package_versions()}
-    return "end_workflow", {"tracking": tracking, "status": status,
-                            "log_file": str(Path(log_file).resolve()) if log_file else None}
+        return "start_workflow", {
+            "tracking": tracking,
+            "command": command,
+            "config_files": [str(Path(f).resolve()) for f in config_files],
+            "context": run_context(owner_pid),
+            "versions": package_versions(),
+        }
+    return "end_workflow", {
+        "tracking": tracking,
+        "status": status,
+        "log_file": str(Path(log_file).resolve()) if log_file else None,
+    }
 
 
 def report_hook_failure(action: str, results_dir: str | Path, error: str) -> None:
@@ -509,27 +588,34 @@ def report_hook_failure(action: str, results_dir: str | Path, error: str) -> Non
     if action == "start":
         workflow_run_file(results_dir).unlink(missing_ok=True)
     first_line = (error.strip().splitlines() or [""])[0][:300]
-    print(f"WARNING: MLflow tracking unavailable ({first_line}); the workflow continues and its "
-          f"result files under {results_dir}/ are unaffected", file=sys.stderr)
+    print(
+        f"WARNING: MLflow tracking unavailable ({first_line}); the workflow continues and its "
+        f"result files under {results_dir}/ are unaffected",
+        file=sys.stderr,
+    )
 
 
-def start_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path,
-                       config_files: list[str], command: str) -> str | None:
+def start_workflow_run(
+    tracking: Mapping[str, Any], results_dir: str | Path, config_files: list[str], command: str
+) -> str | None:
     """Open the workflow's parent run with MLflow in this process (tests, the CLI hook)."""
     if not tracking.get("enabled", True):
         return None
-    operation, arguments = workflow_hook_arguments("start", {**tracking, "results_dir": str(results_dir)},
-                                                   config_files, command, "", None, os.getppid())
+    operation, arguments = workflow_hook_arguments(
+        "start", {**tracking, "results_dir": str(results_dir)}, config_files, command, "", None, os.getppid()
+    )
     return LocalBackend(arguments["tracking"]["tracking_uri"]).call(operation, **arguments)
 
 
-def end_workflow_run(tracking: Mapping[str, Any], results_dir: str | Path, status: str,
-                     log_file: str | None = None) -> None:
+def end_workflow_run(
+    tracking: Mapping[str, Any], results_dir: str | Path, status: str, log_file: str | None = None
+) -> None:
     """Close the workflow's parent run with MLflow in this process (tests, the CLI hook)."""
     if not tracking.get("enabled", True) or not workflow_run_file(results_dir).is_file():
         return
-    operation, arguments = workflow_hook_arguments("end", {**tracking, "results_dir": str(results_dir)},
-                                                   [], "", status, log_file, os.getppid())
+    operation, arguments = workflow_hook_arguments(
+        "end", {**tracking, "results_dir": str(results_dir)}, [], "", status, log_file, os.getppid()
+    )
     LocalBackend(arguments["tracking"]["tracking_uri"]).call(operation, **arguments)
 
 
@@ -538,8 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     process (the Snakefile's fallback when no tracking service can be used)."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("action", choices=["start", "end"])
-    parser.add_argument("--tracking", required=True,
-                        help="the config's mlflow section: a JSON file written by the workflow, or inline JSON")
+    parser.add_argument(
+        "--tracking",
+        required=True,
+        help="the config's mlflow section: a JSON file written by the workflow, or inline JSON",
+    )
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--config-files", nargs="*", default=[])
     parser.add_argument("--command", default=" ".join(sys.argv))

@@ -77,8 +77,13 @@ class ServiceClient:
 
     def call(self, operation: str, **arguments: Any) -> Any:
         """Send one call, wait for its reply. ConnectionRefusedError means nothing was sent."""
-        request = json.dumps({"token": self.token, "operation": operation, "arguments": arguments,
-                              "pid": os.getpid()}, default=_json_value) + "\n"
+        request = (
+            json.dumps(
+                {"token": self.token, "operation": operation, "arguments": arguments, "pid": os.getpid()},
+                default=_json_value,
+            )
+            + "\n"
+        )
         with socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT_SECONDS) as connection:
             connection.settimeout(REPLY_TIMEOUT_SECONDS)
             connection.sendall(request.encode("utf-8"))
@@ -130,8 +135,11 @@ def find_service(tracking_config: Mapping[str, Any]) -> ServiceClient | None:
         info = json.loads(service_file(tracking_config["results_dir"]).read_text())
     except (OSError, ValueError):
         return None
-    if (info.get("host") != socket.gethostname() or info.get("tracking_uri") != tracking_config["tracking_uri"]
-            or info.get("fingerprint") != code_fingerprint()):
+    if (
+        info.get("host") != socket.gethostname()
+        or info.get("tracking_uri") != tracking_config["tracking_uri"]
+        or info.get("fingerprint") != code_fingerprint()
+    ):
         return None
     return ServiceClient("127.0.0.1", int(info["port"]), info["token"], int(info["pid"]))
 
@@ -148,9 +156,22 @@ def start_service(tracking_config: Mapping[str, Any], idle: float) -> ServiceCli
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")]))}
     with open(record.with_suffix(".log"), "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.tracking_service", "serve",
-             "--tracking", json.dumps(dict(tracking_config)), "--idle-seconds", str(idle)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=environment, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines.tracking_service",
+                "serve",
+                "--tracking",
+                json.dumps(dict(tracking_config)),
+                "--idle-seconds",
+                str(idle),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=environment,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline and process.poll() is None:
         service = find_service(tracking_config)
@@ -162,8 +183,15 @@ def start_service(tracking_config: Mapping[str, Any], idle: float) -> ServiceCli
     return None
 
 
-def workflow_hook(action: str, tracking_spec: str, results_dir: str, config_files: list[str] = (),
-                  command: str = "", status: str = "FINISHED", log_file: str | None = None) -> bool:
+def workflow_hook(
+    action: str,
+    tracking_spec: str,
+    results_dir: str,
+    config_files: list[str] = (),
+    command: str = "",
+    status: str = "FINISHED",
+    log_file: str | None = None,
+) -> bool:
     """The Snakefile's start/end hook through the service (started here for `start`), called in
     Snakemake's own process. False when no service can be used: the caller then runs
     `python -m pipelines.tracking` (MLflow in a child process). A failing MLflow call prints one
@@ -182,8 +210,9 @@ def workflow_hook(action: str, tracking_spec: str, results_dir: str, config_file
     service = start_service(tracking_config, idle) if action == "start" else find_service(tracking_config)
     if service is None:
         return False
-    operation, arguments = tracking.workflow_hook_arguments(action, tracking_config, list(config_files), command,
-                                                            status, log_file, owner_pid=os.getpid())
+    operation, arguments = tracking.workflow_hook_arguments(
+        action, tracking_config, list(config_files), command, status, log_file, owner_pid=os.getpid()
+    )
     try:
         service.call(operation, **arguments)
     except ConnectionRefusedError:
@@ -277,9 +306,15 @@ def serve(tracking_config: Mapping[str, Any], idle: float) -> None:
         server.service = service
         port = server.server_address[1]
         record = service_file(tracking_config["results_dir"])
-        info = {"host": socket.gethostname(), "port": port, "pid": os.getpid(), "token": service.token,
-                "tracking_uri": tracking_config["tracking_uri"], "fingerprint": code_fingerprint(),
-                "started": time.time()}
+        info = {
+            "host": socket.gethostname(),
+            "port": port,
+            "pid": os.getpid(),
+            "token": service.token,
+            "tracking_uri": tracking_config["tracking_uri"],
+            "fingerprint": code_fingerprint(),
+            "started": time.time(),
+        }
         temporary = record.with_name(f".{record.name}.{os.getpid()}")
         temporary.write_text(json.dumps(info, indent=2))
         os.chmod(temporary, 0o600)  # the token lets a process write to the store

@@ -44,8 +44,13 @@ def tracking_config(tmp_path, monkeypatch) -> dict:
     """A fresh sqlite MLflow store under tmp_path (the working directory of the test)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
-    return {"tracking_uri": "sqlite:///results/mlflow/mlflow.db", "artifact_root": "results/mlflow/artifacts",
-            "experiment": "unit", "enabled": True, "results_dir": "results"}
+    return {
+        "tracking_uri": "sqlite:///results/mlflow/mlflow.db",
+        "artifact_root": "results/mlflow/artifacts",
+        "experiment": "unit",
+        "enabled": True,
+        "results_dir": "results",
+    }
 
 
 @pytest.fixture
@@ -61,6 +66,20 @@ def demo_config_path() -> Path:
     return REPO_ROOT / "config" / "demo.yaml"
 
 
+def demo_file_dataset(name: str, role: str, instruction: str, limit: int, max_invalid: float) -> dict:
+    """A data-stage spec reading `config/demo_data/<name>.jsonl` (problem/answer columns)."""
+    return {
+        "name": name,
+        "role": role,
+        "format": "columns",
+        "source": {"kind": "file", "path": str(DEMO_DATA / f"{name}.jsonl")},
+        "columns": {"question": "problem", "answer": "answer"},
+        "instruction": instruction,
+        "limit": limit,
+        "max_invalid_fraction": max_invalid,
+    }
+
+
 @pytest.fixture(scope="session")
 def train_setup(tmp_path_factory) -> dict:
     """A 64-prompt training set and a briefly warm-started demo model (shared by the training tests)."""
@@ -68,15 +87,17 @@ def train_setup(tmp_path_factory) -> dict:
     from pipelines.models import DemoModelSpec, build_demo_model, write_manifest
 
     root = tmp_path_factory.mktemp("train")
-    data_spec = {"name": "arith_train", "role": "train", "format": "columns",
-                 "source": {"kind": "file", "path": str(DEMO_DATA / "arith_train.jsonl")},
-                 "columns": {"question": "problem", "answer": "answer"},
-                 "instruction": "Put the final answer within \\boxed{}.", "limit": 64, "max_invalid_fraction": 0.01}
-    prepare_dataset(data_spec, root / "train.parquet")
+    prepare_dataset(
+        demo_file_dataset("arith_train", "train", "Put the final answer within \\boxed{}.", limit=64, max_invalid=0.01),
+        root / "train.parquet",
+    )
     rows = [json.loads(line) for line in (DEMO_DATA / "arith_train.jsonl").read_text().splitlines()][:64]
-    manifest = build_demo_model(root / "base", [r["problem"] for r in rows],
-                                DemoModelSpec(seed=0, warm_start_steps=60),
-                                warm_start_examples=[(r["problem"], r["answer"]) for r in rows])
+    manifest = build_demo_model(
+        root / "base",
+        [r["problem"] for r in rows],
+        DemoModelSpec(seed=0, warm_start_steps=60),
+        warm_start_examples=[(r["problem"], r["answer"]) for r in rows],
+    )
     write_manifest(manifest, root / "base.json")
     return {"root": root, "data": root / "train.parquet", "base": manifest}
 
@@ -95,11 +116,8 @@ def tiny(tmp_path_factory):
     corpus = [json.loads(line)["problem"] for line in (DEMO_DATA / "arith_train.jsonl").read_text().splitlines()]
     manifest = build_demo_model(root / "model", corpus, DemoModelSpec(seed=0))
     write_manifest(manifest, root / "model.json")
-    spec = {"name": "bench", "role": "benchmark", "format": "columns",
-            "source": {"kind": "file", "path": str(DEMO_DATA / "arith_easy.jsonl")},
-            "columns": {"question": "problem", "answer": "answer"},
-            "instruction": "Put the answer in \\boxed{}.", "limit": 20, "max_invalid_fraction": 0.0}
-    prepare_dataset(spec, root / "bench.parquet")
+    spec = demo_file_dataset("arith_easy", "benchmark", "Put the answer in \\boxed{}.", limit=20, max_invalid=0.0)
+    prepare_dataset({**spec, "name": "bench"}, root / "bench.parquet")
     return {"root": root, "manifest": manifest, "data": root / "bench.parquet"}
 
 
@@ -137,9 +155,13 @@ class AnswerScript:
             index, gold = self.next_item, self.golds[self.next_item]
             self.next_item += 1
             same = f"\\frac{{2 \\cdot ({gold})}}{{2}}" if index % 2 == 0 else "999"
-            texts = [f"{self.tag}: \\boxed{{{gold}}}", f"{self.tag}: \\boxed{{{same}}}",
-                     f"{self.tag}: \\boxed{{999}}", f"{self.tag}: no answer"]
-            results.append([Completion(t, 3, 4, "stop") for t in texts[:decoding["n"]]])
+            texts = [
+                f"{self.tag}: \\boxed{{{gold}}}",
+                f"{self.tag}: \\boxed{{{same}}}",
+                f"{self.tag}: \\boxed{{999}}",
+                f"{self.tag}: no answer",
+            ]
+            results.append([Completion(t, 3, 4, "stop") for t in texts[: decoding["n"]]])
         return results
 
 

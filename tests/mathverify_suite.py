@@ -21,15 +21,17 @@ SUITE_DIR = Path(__file__).resolve().parent.parent / "build" / "math-verify-test
 
 #: compare_strings' defaults in their test_all.py, which are also our grader's settings
 #: (parse: LaTeX + expression extraction; verify: 6 decimals, strict, no set/relation mixing).
-DEFAULT_OPTIONS = {"match_types": ("latex", "expr"), "precision": 6, "strict": True,
-                   "allow_set_relation_comp": False}
-_VERIFY_KEYWORDS = {"float_rounding": "precision", "strict": "strict",
-                    "allow_set_relation_comp": "allow_set_relation_comp"}
+DEFAULT_OPTIONS = {"match_types": ("latex", "expr"), "precision": 6, "strict": True, "allow_set_relation_comp": False}
+_VERIFY_KEYWORDS = {
+    "float_rounding": "precision",
+    "strict": "strict",
+    "allow_set_relation_comp": "allow_set_relation_comp",
+}
 
 
 @dataclass(frozen=True)
 class Case:
-    id: str          # "test_all.py::test_latex_notation[3]" (pytest's parameter index)
+    id: str  # "test_all.py::test_latex_notation[3]" (pytest's parameter index)
     gold: str
     pred: str
     expected: bool
@@ -136,9 +138,14 @@ def read_suite(folder: Path = SUITE_DIR) -> Suite:
                 continue
             base = f"{path.name}::{function.name}"
             parameter_sets = _parametrizations(function)
-            comparisons = [node for node in ast.walk(function) if isinstance(node, ast.Compare)
-                           and len(node.ops) == 1 and isinstance(node.ops[0], ast.Eq)
-                           and _compares_strings(node.left)]
+            comparisons = [
+                node
+                for node in ast.walk(function)
+                if isinstance(node, ast.Compare)
+                and len(node.ops) == 1
+                and isinstance(node.ops[0], ast.Eq)
+                and _compares_strings(node.left)
+            ]
             if not comparisons:  # e.g. parse-only or timeout tests: no gold/prediction pair
                 suite.other_tests.append(base)
                 continue
@@ -176,8 +183,11 @@ def our_pair(case: Case) -> tuple[str, str, bool]:
 
     gold = grading.extract_answer(case.gold)
     prediction = grading.extract_answer(case.pred)
-    return (case.pred if prediction is None else prediction,
-            case.gold if gold is None else gold, prediction is not None)
+    return (
+        case.pred if prediction is None else prediction,
+        case.gold if gold is None else gold,
+        prediction is not None,
+    )
 
 
 def grade_suite(suite: Suite, pool) -> list[bool]:
@@ -194,13 +204,17 @@ def main(argv: list[str]) -> int:
     default = [i for i, c in enumerate(suite.cases) if not c.options]
     agree = [verdicts[i] == c.expected for i, c in enumerate(suite.cases)]
     print(f"{len(suite.cases)} cases ({len(suite.unreadable)} unreadable, other tests: {len(suite.other_tests)})")
-    print(f"agreement: {sum(agree)}/{len(agree)} = {100 * sum(agree) / len(agree):.1f}%; "
-          f"default options only: {sum(agree[i] for i in default)}/{len(default)}")
+    print(
+        f"agreement: {sum(agree)}/{len(agree)} = {100 * sum(agree) / len(agree):.1f}%; "
+        f"default options only: {sum(agree[i] for i in default)}/{len(default)}"
+    )
     for case, verdict, ok in zip(suite.cases, verdicts, agree):
         if not ok:
             prediction, gold, boxed = our_pair(case)
-            print(f"  {case.id}: expected {case.expected}, ours {verdict}, options {case.options}, "
-                  f"{'boxed' if boxed else 'unboxed'}: {prediction[:70]!r} vs {gold[:50]!r}")
+            print(
+                f"  {case.id}: expected {case.expected}, ours {verdict}, options {case.options}, "
+                f"{'boxed' if boxed else 'unboxed'}: {prediction[:70]!r} vs {gold[:50]!r}"
+            )
     return 0
 
 

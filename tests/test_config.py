@@ -81,11 +81,15 @@ def test_per_benchmark_decoding_overrides_only_its_benchmark():
 
 def test_a_grader_change_changes_only_the_grade_spec():
     resolved = cfg.load_config([REPO_ROOT / "config" / "demo.yaml"])
-    before = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8"),
-              cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8", "empo-rules"))
+    before = (
+        cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8"),
+        cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8", "empo-rules"),
+    )
     resolved["grading"]["timeout_seconds"] = 9
-    after = (cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8"),
-             cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8", "empo-rules"))
+    after = (
+        cfg.generate_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8"),
+        cfg.grade_job_spec(resolved, "tiny-qwen2", "base", "add_test", "sample8", "empo-rules"),
+    )
     assert before[0] == after[0] and before[1] != after[1]
     assert before[1]["grader"]["math_verify"] == "0.9.0" and "sympy" in before[1]["grader"]
 
@@ -95,30 +99,35 @@ def test_a_grader_change_changes_only_the_grade_spec():
     [
         (lambda c: c["models"]["tiny-qwen2"].update(dtyp="float32"), "'models.tiny-qwen2.dtyp'"),
         (lambda c: c["models"]["tiny-qwen2"].update(dtype="float8"), "'models.tiny-qwen2.dtype'"),
-        (lambda c: c["evaluation"]["decoding"].update(max_new_tokens="many"),
-         "'evaluation.decoding.max_new_tokens'"),
+        (lambda c: c["evaluation"]["decoding"].update(max_new_tokens="many"), "'evaluation.decoding.max_new_tokens'"),
         (lambda c: c["evaluation"]["benchmarks"].append("gsm8k"), "unknown benchmark 'gsm8k'"),
-        (lambda c: c["evaluation"]["protocols"]["sample8"].update(benchmarks=["gsm8k"]),
-         "'evaluation.protocols.sample8.benchmarks': 'gsm8k' is not in 'evaluation.benchmarks'"),
+        (
+            lambda c: c["evaluation"]["protocols"]["sample8"].update(benchmarks=["gsm8k"]),
+            "'evaluation.protocols.sample8.benchmarks': 'gsm8k' is not in 'evaluation.benchmarks'",
+        ),
         (lambda c: c["evaluation"]["protocols"]["greedy"].update(n=4), "'evaluation.protocols.greedy' for model"),
-        (lambda c: c["evaluation"]["protocols"]["greedy"].update(temprature=0.5), "'evaluation.protocols.greedy.temprature'"),
+        (
+            lambda c: c["evaluation"]["protocols"]["greedy"].update(temprature=0.5),
+            "'evaluation.protocols.greedy.temprature'",
+        ),
         (lambda c: c["evaluation"].update(graders=["math_verify"]), "'evaluation.graders.0'"),
-        (lambda c: c["evaluation"].update(graders=["llm-judge"], llm_judge={"engine": "openai"}),
-         "'evaluation.llm_judge.endpoint': required"),
+        (
+            lambda c: c["evaluation"].update(graders=["llm-judge"], llm_judge={"engine": "openai"}),
+            "'evaluation.llm_judge.endpoint': required",
+        ),
         (lambda c: c["evaluation"]["benchmarks"].append("add_train"), "has role 'train'"),
         (lambda c: c["models"]["tiny-qwen2"].update(methods=["empo_typo"]), "unknown method 'empo_typo'"),
-        (lambda c: c["models"]["tiny-qwen2"]["source"].update(corpus="nowhere"),
-         "'models.tiny-qwen2.source.corpus'"),
+        (lambda c: c["models"]["tiny-qwen2"]["source"].update(corpus="nowhere"), "'models.tiny-qwen2.source.corpus'"),
         (lambda c: c["datasets"]["add_test"]["source"].pop("path"), "'datasets.add_test.source'"),
         (lambda c: c.update(mlfow={}), "unknown key 'mlfow'"),
-        (lambda c: c["models"]["tiny-qwen2"].update(published={"base": {"nope": 1.0}}),
-         "unknown benchmark 'nope'"),
+        (lambda c: c["models"]["tiny-qwen2"].update(published={"base": {"nope": 1.0}}), "unknown benchmark 'nope'"),
         (lambda c: c["training"].update(dataset="add_test"), "has role 'benchmark', not 'train'"),
-        (lambda c: c["training"]["defaults"]["validation"].update(dataset="add_train"),
-         "validation.dataset 'add_train' is not a dataset with role 'validation' or 'benchmark'"),
+        (
+            lambda c: c["training"]["defaults"]["validation"].update(dataset="add_train"),
+            "validation.dataset 'add_train' is not a dataset with role 'validation' or 'benchmark'",
+        ),
         (lambda c: c["training"]["defaults"]["validation"].pop("samples"), "'training.defaults.validation'"),
-        (lambda c: c["training"]["methods"]["empo"].update(backend="verl"),
-         "validation is scored by the TRL backend"),
+        (lambda c: c["training"]["methods"]["empo"].update(backend="verl"), "validation is scored by the TRL backend"),
         (lambda c: c["training"]["methods"]["empo"].update(entropy_filter=[0.9, 0.3]), "low 0.9 > high 0.3"),
         (lambda c: c["training"]["methods"]["empo"].update(reward="entropy"), "'training.methods.empo.reward'"),
         (lambda c: c["training"]["methods"].update(base={"reward": "empo"}), "'training.methods'"),

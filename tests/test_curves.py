@@ -13,9 +13,11 @@ REWARD, ENTROPY = curves.CURVES[0][0], curves.CURVES[1][0]
 
 
 def _log_history():
-    return [{"step": 2, "reward": 0.2, "group/semantic_entropy": 1.9, "loss": 0.1},
-            {"step": 4, "reward": 0.5, "group/semantic_entropy": 1.1},
-            {"step": 4, "train_runtime": 12.0}]  # TRL's closing entry carries no curve
+    return [
+        {"step": 2, "reward": 0.2, "group/semantic_entropy": 1.9, "loss": 0.1},
+        {"step": 4, "reward": 0.5, "group/semantic_entropy": 1.1},
+        {"step": 4, "train_runtime": 12.0},
+    ]  # TRL's closing entry carries no curve
 
 
 def test_trl_history_is_in_rollout_steps_and_skips_entries_without_the_metric():
@@ -50,8 +52,11 @@ def test_verl_history_comes_from_the_training_run_in_mlflow(tmp_path):
 
 
 def test_overlay_draws_every_method_and_names_the_ones_without_history(tmp_path):
-    histories = {"empo": curves.trl_history(_log_history(), 1), "grpo": curves.trl_history(_log_history(), 2),
-                 "verl-run": {}}
+    histories = {
+        "empo": curves.trl_history(_log_history(), 1),
+        "grpo": curves.trl_history(_log_history(), 2),
+        "verl-run": {},
+    }
     missing = curves.plot_overlay(histories, tmp_path / "overlay.png", "m: training curves")
     assert missing == ["verl-run"] and (tmp_path / "overlay.png").stat().st_size > 10_000
 
@@ -63,9 +68,14 @@ def test_rewards_on_different_scales_are_drawn_as_changes_from_their_first_step(
     certainty = {curves.REWARD_PANEL: [(1, 9.7), (2, 9.2)]}
     assert curves.on_one_reward_axis({"empo": agreement, "grpo": agreement}) == {"empo": agreement, "grpo": agreement}
     shifted = curves.on_one_reward_axis({"empo": agreement, "self_certainty": certainty})
-    assert [(step, round(value, 6)) for step, value in shifted["empo"][curves.REWARD_CHANGE_PANEL]] == [(1, 0.0), (2, 0.3)]
+    assert [(step, round(value, 6)) for step, value in shifted["empo"][curves.REWARD_CHANGE_PANEL]] == [
+        (1, 0.0),
+        (2, 0.3),
+    ]
     assert [(step, round(value, 6)) for step, value in shifted["self_certainty"][curves.REWARD_CHANGE_PANEL]] == [
-        (1, 0.0), (2, -0.5)]
+        (1, 0.0),
+        (2, -0.5),
+    ]
     assert curves.REWARD_PANEL not in shifted["empo"] and shifted["empo"][ENTROPY] == agreement[ENTROPY]
     curves.plot_overlay({"empo": agreement, "self_certainty": certainty}, tmp_path / "overlay.png", "m")
     assert (tmp_path / "overlay.png").stat().st_size > 10_000

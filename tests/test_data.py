@@ -13,15 +13,22 @@ from tests.conftest import BENCHMARK_FILES, REPO_ROOT
 
 
 def _columns_spec(path, **extra):
-    return {"name": "toy", "role": "benchmark", "source": {"kind": "file", "path": str(path)},
-            "format": "columns", "columns": {"question": "q", "answer": "a"},
-            "instruction": "Box it.", "limit": None, "max_invalid_fraction": 0.5, **extra}
+    return {
+        "name": "toy",
+        "role": "benchmark",
+        "source": {"kind": "file", "path": str(path)},
+        "format": "columns",
+        "columns": {"question": "q", "answer": "a"},
+        "instruction": "Box it.",
+        "limit": None,
+        "max_invalid_fraction": 0.5,
+        **extra,
+    }
 
 
 def test_column_mapping_and_counted_drops(tmp_path):
     raw = tmp_path / "raw.jsonl"
-    rows = [{"q": "1+1?", "a": 2}, {"q": "", "a": "3"}, {"q": "2+2?", "a": None},
-            {"q": "3+3?", "a": "6"}]
+    rows = [{"q": "1+1?", "a": 2}, {"q": "", "a": "3"}, {"q": "2+2?", "a": None}, {"q": "3+3?", "a": "6"}]
     raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "toy.parquet"
     report = data.prepare_dataset(_columns_spec(raw), out)
@@ -37,8 +44,9 @@ def test_column_mapping_and_counted_drops(tmp_path):
 
 def test_too_many_invalid_rows_fail_with_a_clear_message_and_no_output(tmp_path):
     raw = tmp_path / "raw.jsonl"
-    raw.write_text("".join(json.dumps({"q": "x", "a": ""}) + "\n" for _ in range(3))
-                   + json.dumps({"q": "y", "a": "1"}) + "\n")
+    raw.write_text(
+        "".join(json.dumps({"q": "x", "a": ""}) + "\n" for _ in range(3)) + json.dumps({"q": "y", "a": "1"}) + "\n"
+    )
     out = tmp_path / "toy.parquet"
     with pytest.raises(data.DataError, match=r"dataset 'toy'.*3 of 4 rows.*max_invalid_fraction"):
         data.prepare_dataset(_columns_spec(raw, max_invalid_fraction=0.1), out)
@@ -55,14 +63,30 @@ def test_wrong_column_mapping_is_reported(tmp_path):
 def test_verl_format_unwraps_one_element_ground_truth_lists(tmp_path):
     source = tmp_path / "verl.parquet"
     rows = [
-        {"data_source": "x", "prompt": [{"role": "user", "content": "Q1 \\boxed{}"}], "ability": "math",
-         "reward_model": {"ground_truth": ["7"], "style": "rule"}, "extra_info": {"index": 5, "split": "test"}},
-        {"data_source": "x", "prompt": [{"role": "user", "content": "Q2"}], "ability": "math",
-         "reward_model": {"ground_truth": [], "style": "rule"}, "extra_info": {"index": 6, "split": "test"}},
+        {
+            "data_source": "x",
+            "prompt": [{"role": "user", "content": "Q1 \\boxed{}"}],
+            "ability": "math",
+            "reward_model": {"ground_truth": ["7"], "style": "rule"},
+            "extra_info": {"index": 5, "split": "test"},
+        },
+        {
+            "data_source": "x",
+            "prompt": [{"role": "user", "content": "Q2"}],
+            "ability": "math",
+            "reward_model": {"ground_truth": [], "style": "rule"},
+            "extra_info": {"index": 6, "split": "test"},
+        },
     ]
     pq.write_table(pa.Table.from_pylist(rows), source)
-    spec = {"name": "v", "role": "benchmark", "source": {"kind": "file", "path": str(source)},
-            "format": "verl", "limit": None, "max_invalid_fraction": 0.5}
+    spec = {
+        "name": "v",
+        "role": "benchmark",
+        "source": {"kind": "file", "path": str(source)},
+        "format": "verl",
+        "limit": None,
+        "max_invalid_fraction": 0.5,
+    }
     report = data.prepare_dataset(spec, tmp_path / "v.parquet")
     assert report.missing_answer == 1
     [row] = data.read_canonical(tmp_path / "v.parquet")
@@ -72,8 +96,11 @@ def test_verl_format_unwraps_one_element_ground_truth_lists(tmp_path):
 
 def test_limit_keeps_the_first_valid_rows(tmp_path):
     out = tmp_path / "easy.parquet"
-    spec = _columns_spec(REPO_ROOT / "config" / "demo_data" / "arith_easy.jsonl", limit=5,
-                         columns={"question": "problem", "answer": "answer"})
+    spec = _columns_spec(
+        REPO_ROOT / "config" / "demo_data" / "arith_easy.jsonl",
+        limit=5,
+        columns={"question": "problem", "answer": "answer"},
+    )
     report = data.prepare_dataset(spec, out)
     assert report.rows_out == 5 and report.dropped_by_limit == 19
 
@@ -98,9 +125,14 @@ def test_hub_failure_names_the_dataset_and_the_way_out(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name", sorted(BENCHMARK_FILES))
 def test_real_benchmarks_convert_without_loss(shared_data, tmp_path, name):
     expected = {"math500": 500, "minerva_math": 272, "olympiadbench": 675, "aime24": 30, "amc23": 40}
-    spec = {"name": name, "role": "benchmark",
-            "source": {"kind": "file", "path": str(shared_data / BENCHMARK_FILES[name])},
-            "format": "verl", "limit": None, "max_invalid_fraction": 0.0}
+    spec = {
+        "name": name,
+        "role": "benchmark",
+        "source": {"kind": "file", "path": str(shared_data / BENCHMARK_FILES[name])},
+        "format": "verl",
+        "limit": None,
+        "max_invalid_fraction": 0.0,
+    }
     report = data.prepare_dataset(spec, tmp_path / f"{name}.parquet")
     assert report.rows_out == expected[name] and report.invalid == 0
     rows = data.read_canonical(tmp_path / f"{name}.parquet")
@@ -109,9 +141,14 @@ def test_real_benchmarks_convert_without_loss(shared_data, tmp_path, name):
 
 
 def test_real_training_set_converts(shared_data, tmp_path):
-    spec = {"name": "numina", "role": "train",
-            "source": {"kind": "file", "path": str(shared_data / "NM_20K_1010.parquet")},
-            "format": "verl", "limit": None, "max_invalid_fraction": 0.0}
+    spec = {
+        "name": "numina",
+        "role": "train",
+        "source": {"kind": "file", "path": str(shared_data / "NM_20K_1010.parquet")},
+        "format": "verl",
+        "limit": None,
+        "max_invalid_fraction": 0.0,
+    }
     report = data.prepare_dataset(spec, tmp_path / "numina.parquet")
     assert report.rows_out == 20000
 
@@ -121,20 +158,29 @@ def test_real_training_set_converts(shared_data, tmp_path):
 
 def test_multiple_choice_rows_keep_options_and_a_letter_gold(tmp_path):
     raw = tmp_path / "mc.jsonl"
-    rows = [{"q": "Capital of France?", "options": ["Lyon", "Paris", "Nice"], "a": "B"},
-            {"q": "Bad gold?", "options": ["x", "y"], "a": "C"},  # no option C: counted, dropped
-            {"q": "One option?", "options": ["x"], "a": "A"},
-            {"q": "Gold as text?", "options": ["red", "blue"], "a": "blue"}]
+    rows = [
+        {"q": "Capital of France?", "options": ["Lyon", "Paris", "Nice"], "a": "B"},
+        {"q": "Bad gold?", "options": ["x", "y"], "a": "C"},  # no option C: counted, dropped
+        {"q": "One option?", "options": ["x"], "a": "A"},
+        {"q": "Gold as text?", "options": ["red", "blue"], "a": "blue"},
+    ]
     raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = _columns_spec(raw, columns={"question": "q", "answer": "a", "options": "options"},
-                         template="Question: {question}\n Put the letter in \\boxed{}.",
-                         system_prompt="Reason step by step.")
+    spec = _columns_spec(
+        raw,
+        columns={"question": "q", "answer": "a", "options": "options"},
+        template="Question: {question}\n Put the letter in \\boxed{}.",
+        system_prompt="Reason step by step.",
+    )
     report = data.prepare_dataset(spec, tmp_path / "mc.parquet")
     assert (report.rows_out, report.bad_options) == (2, 2)
     first, second = data.read_canonical(tmp_path / "mc.parquet")
     assert first["prompt"] == [
         {"role": "system", "content": "Reason step by step."},
-        {"role": "user", "content": "Question: Capital of France?\nA. Lyon\nB. Paris\nC. Nice\n Put the letter in \\boxed{}."}]
+        {
+            "role": "user",
+            "content": "Question: Capital of France?\nA. Lyon\nB. Paris\nC. Nice\n Put the letter in \\boxed{}.",
+        },
+    ]
     assert first["reward_model"]["ground_truth"] == "B" and first["extra_info"]["options"] == ["Lyon", "Paris", "Nice"]
     assert first["ability"] == "multiple_choice"
     assert second["reward_model"]["ground_truth"] == "B"
@@ -142,11 +188,16 @@ def test_multiple_choice_rows_keep_options_and_a_letter_gold(tmp_path):
 
 def test_shuffled_options_are_reproducible_and_the_gold_follows(tmp_path):
     raw = tmp_path / "gpqa.jsonl"
-    rows = [{"Question": f"Q{i}?", "Correct": f"right{i}", "W1": f"w{i}a", "W2": f"w{i}b", "W3": f"w{i}c"}
-            for i in range(12)]
+    rows = [
+        {"Question": f"Q{i}?", "Correct": f"right{i}", "W1": f"w{i}a", "W2": f"w{i}b", "W3": f"w{i}c"}
+        for i in range(12)
+    ]
     raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = _columns_spec(raw, columns={"question": "Question", "answer": "Correct",
-                                       "options": ["Correct", "W1", "W2", "W3"]}, shuffle_options=0)
+    spec = _columns_spec(
+        raw,
+        columns={"question": "Question", "answer": "Correct", "options": ["Correct", "W1", "W2", "W3"]},
+        shuffle_options=0,
+    )
     data.prepare_dataset(spec, tmp_path / "a.parquet")
     data.prepare_dataset(spec, tmp_path / "b.parquet")
     first, again = data.read_canonical(tmp_path / "a.parquet"), data.read_canonical(tmp_path / "b.parquet")
@@ -156,7 +207,8 @@ def test_shuffled_options_are_reproducible_and_the_gold_follows(tmp_path):
     for i, row in enumerate(first):
         options = row["extra_info"]["options"]
         assert options["ABCD".index(letters[i])] == f"right{i}" and sorted(options) == sorted(
-            [f"right{i}", f"w{i}a", f"w{i}b", f"w{i}c"])
+            [f"right{i}", f"w{i}a", f"w{i}b", f"w{i}c"]
+        )
 
 
 def test_headerless_csv_files_by_glob(tmp_path):
@@ -164,8 +216,9 @@ def test_headerless_csv_files_by_glob(tmp_path):
     folder.mkdir()
     (folder / "biology_test.csv").write_text('"Which, with a comma?",a1,b1,c1,d1,C\n')
     (folder / "physics_test.csv").write_text("Second?,a2,b2,c2,d2,A\nThird?,a3,b3,c3,d3,D\n")
-    spec = _columns_spec(folder / "*_test.csv", columns={"question": "question", "answer": "answer",
-                                                         "options": ["A", "B", "C", "D"]})
+    spec = _columns_spec(
+        folder / "*_test.csv", columns={"question": "question", "answer": "answer", "options": ["A", "B", "C", "D"]}
+    )
     spec["source"]["column_names"] = ["question", "A", "B", "C", "D", "answer"]
     report = data.prepare_dataset(spec, tmp_path / "gpqa.parquet")
     rows = data.read_canonical(tmp_path / "gpqa.parquet")

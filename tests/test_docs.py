@@ -14,7 +14,8 @@ def test_readme_configuration_reference_matches_the_schema():
     assert block, "README lacks the configuration reference markers"
     assert block.group(1).strip() == cfg.schema_reference().strip(), (
         "README configuration reference is stale: run `python -m pipelines.config --reference` "
-        "and paste it between the markers (or `python -m tests.test_docs --fix`)")
+        "and paste it between the markers (or `python -m tests.test_docs --fix`)"
+    )
 
 
 def test_readme_make_targets_exist():
@@ -36,15 +37,21 @@ def test_every_repository_file_that_code_or_docs_cite_exists():
     """A comment or doc that names a file of this repository names one that exists (tests are
     left out: they cite the configs they write). Documents outside the repository (the team's
     field notes) are not cited: a user cannot open them."""
-    sources = [path for folder in ("pipelines", "workflow", "benchmarks", "config", "envs", "profiles")
-               for path in sorted((REPO_ROOT / folder).rglob("*"))
-               if path.is_file() and path.suffix in (".py", ".smk", ".yaml", ".yml", ".rst", ".sh", ".txt", ".md")]
+    sources = [
+        path
+        for folder in ("pipelines", "workflow", "benchmarks", "config", "envs", "profiles")
+        for path in sorted((REPO_ROOT / folder).rglob("*"))
+        if path.is_file() and path.suffix in (".py", ".smk", ".yaml", ".yml", ".rst", ".sh", ".txt", ".md")
+    ]
     sources += [REPO_ROOT / name for name in ("README.md", "Makefile", "Snakefile", "pyproject.toml", ".ci/run")]
     missing, field_notes = [], []
     for source in sources:
         text = source.read_text(encoding="utf-8", errors="replace")
-        missing += [(str(source.relative_to(REPO_ROOT)), cited) for cited in CITED_PATH.findall(text)
-                    if not (REPO_ROOT / cited.rstrip(".")).exists()]
+        missing += [
+            (str(source.relative_to(REPO_ROOT)), cited)
+            for cited in CITED_PATH.findall(text)
+            if not (REPO_ROOT / cited.rstrip(".")).exists()
+        ]
         field_notes += ["FIELD_NOTES" in text and str(source.relative_to(REPO_ROOT))]
     assert not missing, missing
     assert not any(field_notes), [name for name in field_notes if name]
@@ -53,9 +60,12 @@ def test_every_repository_file_that_code_or_docs_cite_exists():
 def _fix() -> None:
     path = REPO_ROOT / "README.md"
     text = path.read_text()
-    text = re.sub(r"(<!-- BEGIN CONFIG REFERENCE -->\n).*?(\n?<!-- END CONFIG REFERENCE -->)",
-                  lambda m: m.group(1) + cfg.schema_reference() + "\n" + m.group(2).lstrip("\n"),
-                  text, flags=re.S)
+    text = re.sub(
+        r"(<!-- BEGIN CONFIG REFERENCE -->\n).*?(\n?<!-- END CONFIG REFERENCE -->)",
+        lambda m: m.group(1) + cfg.schema_reference() + "\n" + m.group(2).lstrip("\n"),
+        text,
+        flags=re.S,
+    )
     path.write_text(text)
 
 

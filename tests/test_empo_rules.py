@@ -63,7 +63,11 @@ def test_the_rule_grader_runs_in_the_bounded_pool():
     with grading.GradingPool(workers=1, timeout_seconds=5, rule="empo-rules") as pool:
         results = pool.grade_many(["so \\boxed{1.63}", "so \\boxed{1.7}", "no box", "\\fbox{1.6}"], ["1.6"] * 4)
     assert [(r.correct, r.extracted, r.decided_by) for r in results] == [
-        (True, "1.63", "sympy"), (False, "1.7", "rules"), (False, None, None), (False, None, None)]
+        (True, "1.63", "sympy"),
+        (False, "1.7", "rules"),
+        (False, None, None),
+        (False, None, None),
+    ]
     with pytest.raises(ValueError, match="unknown grading rule"):
         grading.GradingPool(rule="exact")
 
@@ -75,16 +79,22 @@ def _golds(shared_data, name: str) -> list[str]:
 
 def _verdicts(pairs: list[tuple[str, str]]) -> tuple[list[bool], list[bool]]:
     """(math-verify, empo-rules) verdicts of (prediction, gold) pairs."""
-    with grading.GradingPool(workers=2, rule="math-verify") as strict, \
-            grading.GradingPool(workers=2, rule="empo-rules") as authors:
+    with (
+        grading.GradingPool(workers=2, rule="math-verify") as strict,
+        grading.GradingPool(workers=2, rule="empo-rules") as authors,
+    ):
         return ([v for v, _ in strict.equivalent_many(pairs)], [v for v, _ in authors.equivalent_many(pairs)])
 
 
 def _tally(pairs):
     ours, theirs = _verdicts(pairs)
-    return {"n": len(pairs), "math-verify": sum(ours), "empo-rules": sum(theirs),
-            "only math-verify": sum(a and not b for a, b in zip(ours, theirs)),
-            "only empo-rules": sum(b and not a for a, b in zip(ours, theirs))}
+    return {
+        "n": len(pairs),
+        "math-verify": sum(ours),
+        "empo-rules": sum(theirs),
+        "only math-verify": sum(a and not b for a, b in zip(ours, theirs)),
+        "only empo-rules": sum(b and not a for a, b in zip(ours, theirs)),
+    }
 
 
 E_NOTATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*[eE]\s*([+-]?\d+)\s*$")
@@ -100,30 +110,60 @@ def test_the_authors_trickiest_real_golds_under_both_rule_graders(shared_data):
 
     e_notation = [g for g in minerva if E_NOTATION.match(g)]
     as_times_ten = [(f"{E_NOTATION.match(g)[1]}\\times 10^{{{int(E_NOTATION.match(g)[2])}}}", g) for g in e_notation]
-    assert _tally(as_times_ten) == {"n": 58, "math-verify": 58, "empo-rules": 42,
-                                    "only math-verify": 16, "only empo-rules": 0}
+    assert _tally(as_times_ten) == {
+        "n": 58,
+        "math-verify": 58,
+        "empo-rules": 42,
+        "only math-verify": 16,
+        "only empo-rules": 0,
+    }
 
     decimals = [g for g in minerva if re.fullmatch(r"-?\d+\.\d+", g.strip())]
     assert _tally([(g + "3", g) for g in decimals]) == {  # one extra digit: 1.63 for 1.6
-        "n": 67, "math-verify": 0, "empo-rules": 67, "only math-verify": 0, "only empo-rules": 67}
+        "n": 67,
+        "math-verify": 0,
+        "empo-rules": 67,
+        "only math-verify": 0,
+        "only empo-rules": 67,
+    }
 
     fractions = [g for g in others if FRACTION.match(g)]
     as_decimals = [(f"{int(FRACTION.match(g)[1]) / int(FRACTION.match(g)[2]):.3f}", g) for g in fractions]
-    assert _tally(as_decimals) == {"n": 47, "math-verify": 22, "empo-rules": 41,
-                                   "only math-verify": 0, "only empo-rules": 19}
+    assert _tally(as_decimals) == {
+        "n": 47,
+        "math-verify": 22,
+        "empo-rules": 41,
+        "only math-verify": 0,
+        "only empo-rules": 19,
+    }
     as_slash = [(f"{FRACTION.match(g)[1]}/{FRACTION.match(g)[2]}", g) for g in fractions]
     assert _tally(as_slash)["only math-verify"] == _tally(as_slash)["only empo-rules"] == 0
 
     texts = [g for g in others if g.startswith("\\text{")]
-    assert _tally([(g[len("\\text{"):-1], g) for g in texts]) == {
-        "n": 8, "math-verify": 8, "empo-rules": 8, "only math-verify": 0, "only empo-rules": 0}
+    assert _tally([(g[len("\\text{") : -1], g) for g in texts]) == {
+        "n": 8,
+        "math-verify": 8,
+        "empo-rules": 8,
+        "only math-verify": 0,
+        "only empo-rules": 0,
+    }
 
     tuples = [g for g in others if re.match(r"^[\[(].*,.*[\])]$", g)]
     with_left_right = [("\\left" + g[0] + g[1:-1] + "\\right" + g[-1], g) for g in tuples]
-    assert _tally(with_left_right) == {"n": 23, "math-verify": 23, "empo-rules": 23,
-                                       "only math-verify": 0, "only empo-rules": 0}
+    assert _tally(with_left_right) == {
+        "n": 23,
+        "math-verify": 23,
+        "empo-rules": 23,
+        "only math-verify": 0,
+        "only empo-rules": 0,
+    }
 
     integers = [g for g in others if re.fullmatch(r"\d{2,}", g)]
     off_by_4_percent = [(str(round(int(g) * 1.04)), g) for g in integers if round(int(g) * 1.04) != int(g)]
-    assert _tally(off_by_4_percent) == {"n": 432, "math-verify": 0, "empo-rules": 83,
-                                        "only math-verify": 0, "only empo-rules": 83}
+    assert _tally(off_by_4_percent) == {
+        "n": 432,
+        "math-verify": 0,
+        "empo-rules": 83,
+        "only math-verify": 0,
+        "only empo-rules": 83,
+    }

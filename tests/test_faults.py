@@ -22,19 +22,22 @@ from pipelines import grading, tracking
 from pipelines.data import DataError, prepare_dataset
 from pipelines.train import checkpoints, trl_backend
 from tests.conftest import REPO_ROOT
+from tests.job_specs import trainer_settings
 
 # The random reward ("spurious rewards" baseline) gives every group nonzero advantages, so two
 # steps of a barely warmed-up model surely move the weights; the reward does not matter here.
-TRAINER = {"reward": "random", "loss": "grpo", "empty_policy": "singleton", "entropy_filter": None,
-           "learning_rate": 1e-3, "num_generations": 4, "prompts_per_step": 4, "mini_batch_prompts": 4,
-           "max_steps": 2, "max_completion_length": 12, "temperature": 1.0, "epsilon": 3e-4,
-           "epsilon_high": 4e-4, "beta": 0.0, "save_steps": 1, "seed": 0, "bf16": False,
-           "vllm_rollouts": False, "vllm_gpu_memory_utilization": 0.3}
+TRAINER = trainer_settings(reward="random", loss="grpo", mini_batch_prompts=4, bf16=False)
 
 
 def _train_spec(**trainer) -> dict:
-    return {"model": "tiny", "method": "random", "dataset": "arith_train", "trainer": {**TRAINER, **trainer},
-            "gpus": 0, "grading": {"workers": 1, "timeout_seconds": 5}}
+    return {
+        "model": "tiny",
+        "method": "random",
+        "dataset": "arith_train",
+        "trainer": {**TRAINER, **trainer},
+        "gpus": 0,
+        "grading": {"workers": 1, "timeout_seconds": 5},
+    }
 
 
 def _weights(manifest: dict) -> dict:
@@ -84,8 +87,16 @@ def test_settings_fingerprint_ignores_resources_but_not_what_shapes_weights(tmp_
     data = tmp_path / "train.parquet"
     data.write_bytes(b"rows")
     base = {"kind": "hub", "path": "/a/models/x", "hub_id": "Qwen/x", "revision": "abc", "sha256": {"config.json": "1"}}
-    spec = {**_train_spec(), "gpus": 8, "verl": {"rollout_tensor_parallel": 4, "offload": True,
-                                                  "loss_agg_mode": "token-mean", "validation_every_steps": 8}}
+    spec = {
+        **_train_spec(),
+        "gpus": 8,
+        "verl": {
+            "rollout_tensor_parallel": 4,
+            "offload": True,
+            "loss_agg_mode": "token-mean",
+            "validation_every_steps": 8,
+        },
+    }
 
     def fingerprint(spec=spec, base=base):
         from pipelines.provenance import fingerprint as digest
@@ -103,10 +114,15 @@ def test_settings_fingerprint_ignores_resources_but_not_what_shapes_weights(tmp_
     assert fingerprint({**spec, "verl": {**spec["verl"], "loss_agg_mode": "seq-mean-token-mean"}}) != reference
     assert fingerprint(base={**base, "revision": "def"}) != reference
     # the semantic judge decides the rewards of judge-based methods: another judge, other weights
-    judged = {**spec, "trainer": {**spec["trainer"], "equivalence": "judge"},
-              "semantic_judge": {"model": "TIGER-Lab/general-verifier", "engine": "hf", "batch_size": 16}}
+    judged = {
+        **spec,
+        "trainer": {**spec["trainer"], "equivalence": "judge"},
+        "semantic_judge": {"model": "TIGER-Lab/general-verifier", "engine": "hf", "batch_size": 16},
+    }
     assert fingerprint(judged) != reference
-    assert fingerprint({**judged, "semantic_judge": {**judged["semantic_judge"], "model": "other/verifier"}}) != fingerprint(judged)
+    assert fingerprint(
+        {**judged, "semantic_judge": {**judged["semantic_judge"], "model": "other/verifier"}}
+    ) != fingerprint(judged)
     data.write_bytes(b"other rows")
     assert fingerprint() != reference
 
@@ -144,8 +160,19 @@ def test_a_boxed_integer_past_pythons_digit_limit_is_graded_not_raised():
 def _hook(action: str, tracking_config: dict, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
     """The Snakefile's hook as Snakemake runs it: a child process (here of a short-lived shell,
     so the Snakemake pid it records is gone afterwards, as after a kill)."""
-    command = " ".join([sys.executable, "-m", "pipelines.tracking", action, "--tracking",
-                        f"'{json.dumps(tracking_config)}'", "--results-dir", "results", *extra])
+    command = " ".join(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.tracking",
+            action,
+            "--tracking",
+            f"'{json.dumps(tracking_config)}'",
+            "--results-dir",
+            "results",
+            *extra,
+        ]
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
@@ -172,7 +199,8 @@ def test_runs_left_running_by_kills_are_closed_as_killed(tracking_config, tmp_pa
     assert _hook("start", tracking_config, tmp_path).returncode == 0
     parent = json.loads((tmp_path / "results" / "mlflow" / "workflow_run.json").read_text())["run_id"]
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys, time
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from pipelines import tracking
@@ -180,9 +208,15 @@ def test_runs_left_running_by_kills_are_closed_as_killed(tracking_config, tmp_pa
             with tracking.job_run(json.loads(sys.argv[1]), "train", "tiny/empo", {{"lr": 1}}) as tracker:
                 print(tracker.run_id, flush=True)
                 time.sleep(600)
-    """))
-    job = subprocess.Popen([sys.executable, str(script), json.dumps(tracking_config)], cwd=tmp_path,
-                           stdout=subprocess.PIPE, text=True, start_new_session=True)
+    """)
+    )
+    job = subprocess.Popen(
+        [sys.executable, str(script), json.dumps(tracking_config)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     orphan = job.stdout.readline().strip()
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
@@ -194,8 +228,13 @@ def test_runs_left_running_by_kills_are_closed_as_killed(tracking_config, tmp_pa
     assert client.get_run(parent).info.status == "KILLED"
     assert client.get_run(orphan).info.status == "KILLED"
     # ... and a job that resumes says which run it continues; a still-running orphan is closed.
-    second = subprocess.Popen([sys.executable, str(script), json.dumps(tracking_config)], cwd=tmp_path,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    second = subprocess.Popen(
+        [sys.executable, str(script), json.dumps(tracking_config)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     second_id = second.stdout.readline().strip()
     os.killpg(second.pid, signal.SIGKILL)
     second.wait()
@@ -215,15 +254,26 @@ def test_runs_left_running_by_kills_are_closed_as_killed(tracking_config, tmp_pa
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "is empty"), (b"\n\n", "is empty"),
-     (b'{"problem": "1+1", "answer": "2"}\n{"problem": "\xff", "answer": "3"}\n', "not UTF-8: byte 0xff at offset 47 (line 2)"),
-     (b'{"problem": 1\n', "cannot read dataset file")],
+    [
+        (b"", "is empty"),
+        (b"\n\n", "is empty"),
+        (
+            b'{"problem": "1+1", "answer": "2"}\n{"problem": "\xff", "answer": "3"}\n',
+            "not UTF-8: byte 0xff at offset 47 (line 2)",
+        ),
+        (b'{"problem": 1\n', "cannot read dataset file"),
+    ],
 )
 def test_bad_data_files_name_the_dataset_and_file(tmp_path, content, message):
     path = tmp_path / "bench.jsonl"
     path.write_bytes(content)
-    spec = {"name": "bench", "role": "benchmark", "format": "columns", "source": {"kind": "file", "path": str(path)},
-            "columns": {"question": "problem", "answer": "answer"}}
+    spec = {
+        "name": "bench",
+        "role": "benchmark",
+        "format": "columns",
+        "source": {"kind": "file", "path": str(path)},
+        "columns": {"question": "problem", "answer": "answer"},
+    }
     with pytest.raises(DataError, match="dataset 'bench'") as error:
         prepare_dataset(spec, tmp_path / "out.parquet")
     assert str(path) in str(error.value) and message in str(error.value)

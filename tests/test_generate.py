@@ -15,24 +15,25 @@ import pytest
 from pipelines import generate
 from pipelines.provenance import file_sha256
 from tests.conftest import REPO_ROOT, AnswerScript, ScriptedTokenizer, benchmark_golds, read_jsonl
+from tests.job_specs import generate_spec
 
 
 def _spec(**decoding) -> dict:
-    return {"model": "tiny", "method": "base", "benchmark": "bench", "protocol_name": "p", "engine": "hf",
-            "batch_size": 8, "dtype": "float32", "prompt": {"format": "chat", "system_prompt": "Be brief."},
-            "decoding": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0,
-                         "max_new_tokens": 12, "stop": [], **decoding},
-            "gpus": 0}
+    return generate_spec("Be brief.", **decoding)
 
 
 def test_render_prompt_formats():
     messages = [{"role": "user", "content": "What is 2+2?"}]
     tokenizer = ScriptedTokenizer()
     assert generate.render_prompt(messages, tokenizer, {"format": "plain", "system_prompt": None}) == "What is 2+2?"
-    assert generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": None}) == \
-        "user:What is 2+2?|assistant:"
-    assert generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": "S"}) == \
-        "system:S|user:What is 2+2?|assistant:"
+    assert (
+        generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": None})
+        == "user:What is 2+2?|assistant:"
+    )
+    assert (
+        generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": "S"})
+        == "system:S|user:What is 2+2?|assistant:"
+    )
     tokenizer.chat_template = None
     with pytest.raises(generate.GenerationError, match="prompt.format: plain"):
         generate.render_prompt(messages, tokenizer, {"format": "chat", "system_prompt": None})
@@ -46,13 +47,13 @@ def test_cut_at_stop_uses_the_earliest_stop_string():
 def test_greedy_generation_writes_generations_and_record(tiny, tmp_path):
     out = tmp_path / "eval"
     out.mkdir()
-    result = generate.run_generation(_spec(), tiny["manifest"], tiny["data"], out / "generations.jsonl",
-                                     out / "generation.json")
+    result = generate.run_generation(
+        _spec(), tiny["manifest"], tiny["data"], out / "generations.jsonl", out / "generation.json"
+    )
     records = read_jsonl(out / "generations.jsonl")
     assert len(records) == 20 and sorted(r["index"] for r in records) == list(range(20))
     first = records[0]
-    assert set(first) >= {"question", "prompt", "response", "gold", "prompt_tokens", "response_tokens",
-                          "finish_reason"}
+    assert set(first) >= {"question", "prompt", "response", "gold", "prompt_tokens", "response_tokens", "finish_reason"}
     assert "correct" not in first  # grading is its own stage
     assert "Be brief." in first["prompt"] and first["prompt"].endswith("<|im_start|>assistant\n")
     assert first["question"] in first["prompt"]
@@ -71,18 +72,30 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny, tmp_path):
     spec = _spec(temperature=1.0, n=2, max_new_tokens=24)
     reference = tmp_path / "reference"
     reference.mkdir()
-    generate.run_generation(spec, tiny["manifest"], tiny["data"], reference / "generations.jsonl",
-                            reference / "generation.json")
+    generate.run_generation(
+        spec, tiny["manifest"], tiny["data"], reference / "generations.jsonl", reference / "generation.json"
+    )
 
     out = tmp_path / "resumed"
     out.mkdir()
     partial = out / "generations.partial.jsonl"
-    command = [sys.executable, "-m", "pipelines.generate", "--spec", json.dumps(spec),
-               "--model-manifest", str(tiny["root"] / "model.json"), "--data", str(tiny["data"]),
-               "--record", str(out / "generation.json"), "--generations", str(out / "generations.jsonl")]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.generate",
+        "--spec",
+        json.dumps(spec),
+        "--model-manifest",
+        str(tiny["root"] / "model.json"),
+        "--data",
+        str(tiny["data"]),
+        "--record",
+        str(out / "generation.json"),
+        "--generations",
+        str(out / "generations.jsonl"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         if partial.exists() and len(partial.read_text().splitlines()) >= 16:  # one chunk of 8 x 2
@@ -93,7 +106,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny, tmp_path):
     assert partial.exists() and not (out / "generation.json").exists()
     with open(partial, "a") as handle:  # a torn write, as a kill during write would leave
         handle.write('{"index": 19, "sample": 0, "chu')
-    kept_before = len([l for l in partial.read_text().splitlines() if l.endswith("}")])
+    kept_before = len([line for line in partial.read_text().splitlines() if line.endswith("}")])
 
     subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True)
     resumed = read_jsonl(out / "generations.jsonl")
@@ -103,16 +116,19 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny, tmp_path):
     assert len({key(r) for r in resumed}) == 40  # no duplicate, nothing lost
     assert sorted(resumed, key=key) == sorted(expected, key=key)  # same samples as uninterrupted
     assert kept_before >= 16
-    assert json.loads((out / "generation.json").read_text())["generations_sha256"] == \
-        json.loads((reference / "generation.json").read_text())["generations_sha256"]
+    assert (
+        json.loads((out / "generation.json").read_text())["generations_sha256"]
+        == json.loads((reference / "generation.json").read_text())["generations_sha256"]
+    )
 
 
 def test_partial_file_of_another_protocol_is_set_aside_not_reused(tiny, tmp_path):
     store = generate.GenerationStore(tmp_path / "generations.jsonl", "old-fingerprint")
     store.start()
     store.append_chunk([{"index": 0, "sample": 0, "chunk": 0}])
-    generate.run_generation(_spec(), tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl",
-                            tmp_path / "generation.json")
+    generate.run_generation(
+        _spec(), tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl", tmp_path / "generation.json"
+    )
     assert len(read_jsonl(tmp_path / "generations.jsonl")) == 20
     stale = list(tmp_path.glob("generations.partial.jsonl.stale-*"))
     assert len(stale) == 1 and read_jsonl(stale[0]) == [{"index": 0, "sample": 0, "chunk": 0}]
@@ -131,13 +147,20 @@ def test_resume_reuses_finished_chunks(tiny, tmp_path):
     spec = _spec(temperature=1.0, n=4)
     crashed = AnswerScript(golds, tag="first", fail_after_chunks=1)
     with pytest.raises(RuntimeError, match="engine crashed"):
-        generate.run_generation(spec, tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl",
-                                tmp_path / "generation.json", engine=crashed)
+        generate.run_generation(
+            spec,
+            tiny["manifest"],
+            tiny["data"],
+            tmp_path / "generations.jsonl",
+            tmp_path / "generation.json",
+            engine=crashed,
+        )
     assert len(read_jsonl(tmp_path / "generations.partial.jsonl")) == 8 * 4
     rerun = AnswerScript(golds, tag="second")
     rerun.next_item = 8  # it is asked for items 8.. only
-    result = generate.run_generation(spec, tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl",
-                                     tmp_path / "generation.json", engine=rerun)
+    result = generate.run_generation(
+        spec, tiny["manifest"], tiny["data"], tmp_path / "generations.jsonl", tmp_path / "generation.json", engine=rerun
+    )
     records = read_jsonl(tmp_path / "generations.jsonl")
     assert rerun.calls == 2 and rerun.next_item == 20
     assert {r["response"].split(":")[0] for r in records if r["chunk"] == 0} == {"first"}
@@ -157,8 +180,9 @@ def test_hf_sampling_uses_exactly_the_protocols_logits_processors(tiny, monkeypa
     config_file = model_dir / "generation_config.json"
     shipped = json.loads(config_file.read_text()) if config_file.exists() else {}
     # What Qwen2.5-Math ships: sampling defaults the protocol must not inherit.
-    config_file.write_text(json.dumps({**shipped, "top_k": 20, "top_p": 0.8, "temperature": 0.7,
-                                       "repetition_penalty": 1.05, "min_p": 0.1}))
+    config_file.write_text(
+        json.dumps({**shipped, "top_k": 20, "top_p": 0.8, "temperature": 0.7, "repetition_penalty": 1.05, "min_p": 0.1})
+    )
 
     seen = []
     original = GenerationMixin._get_logits_processor
@@ -175,8 +199,12 @@ def test_hf_sampling_uses_exactly_the_protocols_logits_processors(tiny, monkeypa
     engine.generate(["1+1="], {**decoding, "temperature": 0.6, "top_p": 0.95}, [0])
     engine.generate(["1+1="], {**decoding, "temperature": 0.6, "top_p": 0.95, "top_k": 20}, [0])
     engine.generate(["1+1="], decoding, [0])
-    assert seen == [[], ["TemperatureLogitsWarper", "TopPLogitsWarper"],
-                    ["TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"], []]
+    assert seen == [
+        [],
+        ["TemperatureLogitsWarper", "TopPLogitsWarper"],
+        ["TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper"],
+        [],
+    ]
 
 
 def test_a_batched_prompt_generates_what_it_generates_alone(tiny):
@@ -197,8 +225,14 @@ def _model_jobs(tiny, out) -> list[dict]:
         spec = {**_spec(**decoding), "protocol_name": name}
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        jobs.append({"spec": spec, "data": str(tiny["data"]), "generations": str(folder / "generations.jsonl"),
-                     "record": str(folder / "generation.json")})
+        jobs.append(
+            {
+                "spec": spec,
+                "data": str(tiny["data"]),
+                "generations": str(folder / "generations.jsonl"),
+                "record": str(folder / "generation.json"),
+            }
+        )
     return jobs
 
 
@@ -213,18 +247,20 @@ def test_one_engine_for_a_models_evaluations_writes_what_one_job_each_writes(tin
     for job in jobs:
         alone = tmp_path / "alone" / job["spec"]["protocol_name"]
         alone.mkdir(parents=True)
-        generate.run_generation(job["spec"], tiny["manifest"], tiny["data"], alone / "generations.jsonl",
-                                alone / "generation.json")
+        generate.run_generation(
+            job["spec"], tiny["manifest"], tiny["data"], alone / "generations.jsonl", alone / "generation.json"
+        )
         assert Path(job["generations"]).read_bytes() == (alone / "generations.jsonl").read_bytes()
-        assert _without_run_facts(json.loads(Path(job["record"]).read_text())) == \
-            _without_run_facts(json.loads((alone / "generation.json").read_text()))
+        assert _without_run_facts(json.loads(Path(job["record"]).read_text())) == _without_run_facts(
+            json.loads((alone / "generation.json").read_text())
+        )
         assert not list(Path(job["generations"]).parent.glob("*.partial*"))  # removed once all are written
 
 
 def test_a_failed_model_job_keeps_the_evaluations_it_finished(tiny, tmp_path):
     jobs = _model_jobs(tiny, tmp_path)
     broken = [jobs[0], {**jobs[1], "data": str(tmp_path / "missing.parquet")}]
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError, match="missing"):
         generate.generate_evaluations(broken, tiny["manifest"], None, None, threads=None)
     finished = Path(jobs[0]["generations"])
     expected = finished.read_bytes()

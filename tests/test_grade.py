@@ -16,27 +16,40 @@ import pytest
 from pipelines import generate, grade
 from pipelines.generate import Completion
 from tests.conftest import AnswerScript, ScriptedTokenizer, benchmark_golds, read_jsonl
+from tests.job_specs import generate_spec
 
 
 def _generation_spec(**decoding) -> dict:
-    return {"model": "tiny", "method": "base", "benchmark": "bench", "protocol_name": "p", "engine": "hf",
-            "batch_size": 8, "dtype": "float32", "prompt": {"format": "chat", "system_prompt": None},
-            "decoding": {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0,
-                         "max_new_tokens": 12, "stop": [], **decoding}, "gpus": 0}
+    return generate_spec(None, **decoding)
 
 
 def _grade_spec(grader: str = "math-verify", timeout_seconds: float = 5, judge: dict | None = None) -> dict:
     spec = {"name": grader, "timeout_seconds": timeout_seconds, "math_verify": "0.9.0"}
     if judge is not None:
         spec["judge"] = judge
-    return {"model": "tiny", "method": "base", "benchmark": "bench", "protocol_name": "p", "grader": spec,
-            "pass_at_k": [1, 2], "workers": 1, "gpus": 0, "bootstrap": {"samples": 500, "seed": 0}}
+    return {
+        "model": "tiny",
+        "method": "base",
+        "benchmark": "bench",
+        "protocol_name": "p",
+        "grader": spec,
+        "pass_at_k": [1, 2],
+        "workers": 1,
+        "gpus": 0,
+        "bootstrap": {"samples": 500, "seed": 0},
+    }
 
 
 def _generate(tiny, out: Path, engine, **decoding) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    generate.run_generation(_generation_spec(**decoding), tiny["manifest"], tiny["data"],
-                            out / "generations.jsonl", out / "generation.json", engine=engine)
+    generate.run_generation(
+        _generation_spec(**decoding),
+        tiny["manifest"],
+        tiny["data"],
+        out / "generations.jsonl",
+        out / "generation.json",
+        engine=engine,
+    )
     return out
 
 
@@ -44,8 +57,14 @@ def _grade(out: Path, grader: str = "math-verify", **kwargs) -> dict:
     judge = kwargs.pop("judge_engine", None)
     folder = out / grader
     folder.mkdir(exist_ok=True)
-    return grade.run_grading(_grade_spec(grader, **kwargs), out / "generations.jsonl", out / "generation.json",
-                             folder / "grades.jsonl", folder / "metrics.json", judge=judge)
+    return grade.run_grading(
+        _grade_spec(grader, **kwargs),
+        out / "generations.jsonl",
+        out / "generation.json",
+        folder / "grades.jsonl",
+        folder / "metrics.json",
+        judge=judge,
+    )
 
 
 class Replies:
@@ -112,8 +131,10 @@ def test_the_same_generations_under_two_graders(tiny, tmp_path):
 def test_grader_timeouts_are_recorded_in_grades_and_metrics(tiny, tmp_path):
     class Stuck(Replies):
         def generate(self, prompts, decoding, item_seeds):
-            return [[Completion("\\boxed{(10^{10^{10}})!}" if i == 0 else "\\boxed{1}", 3, 4, "stop")]
-                    for i, _ in enumerate(prompts)]
+            return [
+                [Completion("\\boxed{(10^{10^{10}})!}" if i == 0 else "\\boxed{1}", 3, 4, "stop")]
+                for i, _ in enumerate(prompts)
+            ]
 
     out = _generate(tiny, tmp_path, Stuck())
     result = _grade(out, timeout_seconds=1)
@@ -167,8 +188,12 @@ def test_llm_judge_is_asked_only_where_the_rules_say_wrong(tiny, tmp_path, monke
             for _ in prompts:
                 gold = golds[script.next_item]
                 script.next_item += 1
-                results.append([Completion(t, 3, 4, "stop") for t in
-                                (f"\\boxed{{{gold}}}", "x = \\boxed{999}", "\\boxed{y = 998}")])
+                results.append(
+                    [
+                        Completion(t, 3, 4, "stop")
+                        for t in (f"\\boxed{{{gold}}}", "x = \\boxed{999}", "\\boxed{y = 998}")
+                    ]
+                )
             return results
 
     def reply(body):
@@ -179,9 +204,17 @@ def test_llm_judge_is_asked_only_where_the_rules_say_wrong(tiny, tmp_path, monke
     monkeypatch.setenv("JUDGE_KEY", "secret")
     try:
         out = _generate(tiny, tmp_path, ThreeAnswers(), temperature=1.0, n=3)
-        judge_settings = {"model": "xverify-test", "revision": None, "engine": "openai", "endpoint": server.url,
-                          "api_key_env": "JUDGE_KEY", "dtype": "auto", "max_new_tokens": 16, "batch_size": 4,
-                          "timeout_seconds": 30}
+        judge_settings = {
+            "model": "xverify-test",
+            "revision": None,
+            "engine": "openai",
+            "endpoint": server.url,
+            "api_key_env": "JUDGE_KEY",
+            "dtype": "auto",
+            "max_new_tokens": 16,
+            "batch_size": 4,
+            "timeout_seconds": 30,
+        }
         result = _grade(out, "llm-judge", judge=judge_settings)
     finally:
         server.close()
@@ -190,7 +223,7 @@ def test_llm_judge_is_asked_only_where_the_rules_say_wrong(tiny, tmp_path, monke
     assert asked == [" 998", "999", "y = 998"] and len(sent) == 20 * 3  # never the right answers
     assert all(r["auth"] == "Bearer secret" and r["path"] == "/v1/chat/completions" for r in server.requests)
     assert all(r["body"]["temperature"] == 0.0 and r["body"]["model"] == "xverify-test" for r in server.requests)
-    assert "Question: \"\"\"" in sent[0] and "Correct answer: \"\"\"" in sent[0]
+    assert 'Question: """' in sent[0] and 'Correct answer: """' in sent[0]
     assert result["accuracy"] == pytest.approx(2 / 3)
     assert result["counts"]["judge_flipped_to_correct"] == 20 and result["counts"]["judge_unparseable"] == 40
     verdicts = read_jsonl(out / "llm-judge" / "grades.jsonl")
@@ -201,8 +234,17 @@ def test_llm_judge_runs_a_model_built_offline_on_cpu(tiny, tmp_path):
     """The hf engine's code path end to end with a real (random, tiny) model: its replies are
     not verdicts, so every judged answer is counted unparseable and stays wrong."""
     out = _generate(tiny, tmp_path, Replies("\\boxed{999}"))
-    settings = {"model": tiny["manifest"]["path"], "revision": None, "engine": "hf", "endpoint": None,
-                "api_key_env": "X", "dtype": "float32", "max_new_tokens": 4, "batch_size": 8, "timeout_seconds": 30}
+    settings = {
+        "model": tiny["manifest"]["path"],
+        "revision": None,
+        "engine": "hf",
+        "endpoint": None,
+        "api_key_env": "X",
+        "dtype": "float32",
+        "max_new_tokens": 4,
+        "batch_size": 8,
+        "timeout_seconds": 30,
+    }
     result = _grade(out, "llm-judge", judge=settings)
     assert result["counts"]["judged"] >= 20 and result["counts"]["judge_unparseable"] == result["counts"]["judged"]
     assert result["accuracy"] == 0.0

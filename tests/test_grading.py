@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import grading
+from pipelines.grading import equivalence
 from tests.conftest import BENCHMARK_FILES
 
 
@@ -72,8 +73,8 @@ def test_normalize_answer(raw, normalised):
         ("1~000", "1000"),
         ("1\\;000", "1000"),
         ("1 \\, 000", "1000"),
-        ("1\u2009000", "1000"),       # thin space
-        ("1\u202f000", "1000"),       # narrow no-break space
+        ("1\u2009000", "1000"),  # thin space
+        ("1\u202f000", "1000"),  # narrow no-break space
         ("-12 345 678", "-12345678"),
         ("1 000.5", "1000.5"),
         ("3\\,265\\,920", "3265920"),  # a real NuminaMath gold, read as 3*265*920 before
@@ -90,25 +91,25 @@ def test_digit_groups_are_joined(raw, normalised):
 @pytest.mark.parametrize(
     "raw",
     [
-        "(1, 000)",         # a tuple: comma and space is no digit-group separator
-        "[1, 100)",         # an interval
-        "(1,2)",            # coordinates
-        "1,000",            # plain commas: left to math-verify, which reads this as 1000 itself
+        "(1, 000)",  # a tuple: comma and space is no digit-group separator
+        "[1, 100)",  # an interval
+        "(1,2)",  # coordinates
+        "1,000",  # plain commas: left to math-verify, which reads this as 1000 itself
         "2 \\cdot 100",
-        "1 23",             # groups after the first must have exactly 3 digits
+        "1 23",  # groups after the first must have exactly 3 digits
         "12 34",
-        "12 34 567",        # the whole run must be valid, not a tail of it
+        "12 34 567",  # the whole run must be valid, not a tail of it
         "1 0000",
-        "1234 567",         # the leading group has 1-3 digits
-        "3.141 592",        # decimal digits grouped: not glued to a decimal point
+        "1234 567",  # the leading group has 1-3 digits
+        "3.141 592",  # decimal digits grouped: not glued to a decimal point
         "3.141 592 653",
-        "3,141 592",        # nor to a decimal comma
-        "x1 000",           # nor to a word
-        "10^3 000",         # nor to an exponent
-        "a_1 000",          # nor to a subscript
+        "3,141 592",  # nor to a decimal comma
+        "x1 000",  # nor to a word
+        "10^3 000",  # nor to an exponent
+        "a_1 000",  # nor to a subscript
         "\\log_4 3",
-        "1\\,000 000",     # mixed separators
-        "1\\!000",         # a negative space is no separator
+        "1\\,000 000",  # mixed separators
+        "1\\!000",  # a negative space is no separator
     ],
 )
 def test_digits_that_are_not_groups_are_left_alone(raw):
@@ -144,7 +145,7 @@ def test_boxed_digit_groups_against_a_plain_gold():
         # plain commas, as math-verify reads them: thousands separators only in groups of 3
         ("1,000", "1000", True),
         ("1,000,000", "1000000", True),
-        ("1,5", "1.5", False),          # a set {1, 5}, not a decimal comma
+        ("1,5", "1.5", False),  # a set {1, 5}, not a decimal comma
         # not digit groups
         ("1 23", "123", False),
         ("2 \\cdot 100", "200", True),
@@ -217,7 +218,12 @@ def test_pool_keeps_order_and_matches_in_process_grading():
     answers = ["1", "0.5", "\\frac{1}{2}", "x^2", "2x", "\\sqrt{2}", "1.4142", "10", "-3", "\\pi"]
     golds = ["1", "\\frac{1}{2}", "0.5", "x^{2}", "x+x", "2^{1/2}", "\\sqrt{2}", "10.0", "3", "\\pi"]
     responses = [f"Reasoning {i}... \\boxed{{{a}}}" for i, a in enumerate(answers)] * 5
-    expected = [grading._fast_verdict(a, g) if grading._fast_verdict(a, g) is not None else grading._verify_in_process(a, g) for a, g in zip(answers, golds)] * 5
+    expected = [
+        equivalence._fast_verdict(a, g)
+        if equivalence._fast_verdict(a, g) is not None
+        else equivalence._verify_in_process(a, g)
+        for a, g in zip(answers, golds)
+    ] * 5
     with grading.GradingPool(workers=2) as pool:
         results = pool.grade_many(responses, golds * 5)
     assert [r.correct for r in results] == expected
@@ -278,19 +284,32 @@ def _cut_short_only_where_math_verify_says_false(pairs, shortcut) -> int:
         gold_parsed, prediction_parsed = _plain_parse(gold), _plain_parse(prediction)
         if not gold_parsed or not prediction_parsed:
             continue
-        if grading._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
+        if equivalence._certainly_not_equivalent(tuple(gold_parsed), tuple(prediction_parsed)):
             fired += shortcut(gold_parsed[0], prediction_parsed[0])
             assert not _math_verify(prediction, gold), (prediction, gold)
     return fired
 
 
 def test_integer_shortcut_agrees_with_math_verify():
-    pairs = [("12", "12"), ("12", "13"), ("-3", "3"), ("007", "7"), ("100", "1000"), ("0", "-0"),
-             ("123456789", "123456788"), ("0.25", "0.5"), ("12.5", "12"), ("-0.5", "0.5")]
+    pairs = [
+        ("12", "12"),
+        ("12", "13"),
+        ("-3", "3"),
+        ("007", "7"),
+        ("100", "1000"),
+        ("0", "-0"),
+        ("123456789", "123456788"),
+        ("0.25", "0.5"),
+        ("12.5", "12"),
+        ("-0.5", "0.5"),
+    ]
     for prediction, gold in pairs:
-        assert grading._fast_verdict(prediction, gold) == grading._verify_in_process(prediction, gold), (prediction, gold)
-    assert grading._fast_verdict("12.5", "12.49") is None  # close numbers: math-verify decides
-    assert grading._fast_verdict("0.1234567", "0.1234568") is None
+        assert equivalence._fast_verdict(prediction, gold) == equivalence._verify_in_process(prediction, gold), (
+            prediction,
+            gold,
+        )
+    assert equivalence._fast_verdict("12.5", "12.49") is None  # close numbers: math-verify decides
+    assert equivalence._fast_verdict("0.1234567", "0.1234568") is None
 
 
 def test_whole_decimal_shortcut_agrees_with_math_verify():
@@ -298,30 +317,61 @@ def test_whole_decimal_shortcut_agrees_with_math_verify():
     import random
 
     rng = random.Random(0)
-    pairs = [("12.0", "12"), ("12", "12.000"), ("-3.0", "-3"), ("-0.0", "0"), ("0", "-0.0"), ("007.0", "7"),
-             ("7.0", "007"), ("999999999999999.0", "999999999999999"), ("-3.0", "3"), ("12.0", "13")]
+    pairs = [
+        ("12.0", "12"),
+        ("12", "12.000"),
+        ("-3.0", "-3"),
+        ("-0.0", "0"),
+        ("0", "-0.0"),
+        ("007.0", "7"),
+        ("7.0", "007"),
+        ("999999999999999.0", "999999999999999"),
+        ("-3.0", "3"),
+        ("12.0", "13"),
+    ]
     for _ in range(150):
         digits, sign = str(rng.randint(0, 10 ** rng.randint(1, 15) - 1)), rng.choice(["", "-"])
         pairs.append((f"{sign}{digits}.{'0' * rng.randint(1, 4)}", f"{sign}{rng.choice(['', '0'])}{digits}"))
     for prediction, gold in pairs + [(gold, prediction) for prediction, gold in pairs]:
-        verdict = grading._fast_verdict(prediction, gold)
+        verdict = equivalence._fast_verdict(prediction, gold)
         assert verdict is not None and verdict == _math_verify(prediction, gold), (prediction, gold)
-    assert grading._fast_verdict("1234567890123456.0", "1234567890123456") is None  # 16 digits: math-verify decides
+    assert equivalence._fast_verdict("1234567890123456.0", "1234567890123456") is None  # 16 digits: math-verify decides
 
 
 def test_numeric_shortcut_agrees_with_math_verify():
-    pairs = [("0.5", "\\frac{1}{2}"), ("0.5", "0.6"), ("\\frac{1}{3}", "0.333333"), ("1.6", "1.62"),
-             ("2.5", "\\frac{5}{2}"), ("100", "99.99"), ("3.14159", "\\pi"), ("50\\%", "0.5"), ("10^{3}", "1000"),
-             ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"), ("\\sqrt{2}", "1.5"), ("2\\pi", "6.28"),
-             ("\\frac{\\sqrt{3}}{2}", "0.866"), ("x+1", "2"), ("5!", "120"), ("\\{1,2\\}", "3"),
-             ("6 - 5i", "\\sqrt{51}"), ("1+274i", "5.5"), ("3+4i", "3+4i"), ("2i", "2"), ("\\pi", "6 - 5i"),
-             ("1+i", "\\frac{2}{1-i}"), ("\\sqrt{-4}", "2i"), ("e^{i\\pi}", "-1")]
+    pairs = [
+        ("0.5", "\\frac{1}{2}"),
+        ("0.5", "0.6"),
+        ("\\frac{1}{3}", "0.333333"),
+        ("1.6", "1.62"),
+        ("2.5", "\\frac{5}{2}"),
+        ("100", "99.99"),
+        ("3.14159", "\\pi"),
+        ("50\\%", "0.5"),
+        ("10^{3}", "1000"),
+        ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt{3}"),
+        ("\\sqrt{2}", "1.5"),
+        ("2\\pi", "6.28"),
+        ("\\frac{\\sqrt{3}}{2}", "0.866"),
+        ("x+1", "2"),
+        ("5!", "120"),
+        ("\\{1,2\\}", "3"),
+        ("6 - 5i", "\\sqrt{51}"),
+        ("1+274i", "5.5"),
+        ("3+4i", "3+4i"),
+        ("2i", "2"),
+        ("\\pi", "6 - 5i"),
+        ("1+i", "\\frac{2}{1-i}"),
+        ("\\sqrt{-4}", "2i"),
+        ("e^{i\\pi}", "-1"),
+    ]
     for prediction, gold in pairs:
-        assert grading._verify_in_process(prediction, gold) == _math_verify(prediction, gold), (prediction, gold)
+        assert equivalence._verify_in_process(prediction, gold) == _math_verify(prediction, gold), (prediction, gold)
 
 
 def _random_rational_function(rng) -> str:
     """A LaTeX polynomial or ratio of polynomials in up to two of x, y, p, q."""
+
     def polynomial():
         terms = []
         for _ in range(rng.randint(1, 3)):
@@ -331,6 +381,7 @@ def _random_rational_function(rng) -> str:
             terms.append(f"{coefficient}{symbol}{power}" if coefficient != "-1" else f"-{symbol}{power}")
         constant = rng.choice(["", "+1", "-4", "+\\frac{3}{4}"])
         return "+".join(terms).replace("+-", "-") + constant
+
     return polynomial() if rng.random() < 0.6 else f"\\frac{{{polynomial()}}}{{{polynomial()}}}"
 
 
@@ -339,22 +390,71 @@ def _random_function(rng) -> str:
     or i (short: math-verify's `simplify` takes seconds on long transcendental expressions)."""
     if rng.random() < 0.3:
         return _random_rational_function(rng) + rng.choice(["", "+\\pi", "-\\sqrt{2}", "+2.5", "+i"])
-    inner = (rng.choice(["", "2", "3", "\\frac{1}{2}"]) + rng.choice(["x", "y", "p"]) + rng.choice(["", "^2"])
-             + rng.choice(["", "+1", "-4"]))
-    wrapper = rng.choice(["\\sin({})", "\\cos({})", "\\tan({})", "\\cot({})", "e^{{{}}}", "\\ln({})", "\\sqrt{{{}}}",
-                          "|{}|", "\\arctan({})", "\\arcsin({})", "\\cosh({})", "({})^{{\\frac{{1}}{{3}}}}"])
+    inner = (
+        rng.choice(["", "2", "3", "\\frac{1}{2}"])
+        + rng.choice(["x", "y", "p"])
+        + rng.choice(["", "^2"])
+        + rng.choice(["", "+1", "-4"])
+    )
+    wrapper = rng.choice(
+        [
+            "\\sin({})",
+            "\\cos({})",
+            "\\tan({})",
+            "\\cot({})",
+            "e^{{{}}}",
+            "\\ln({})",
+            "\\sqrt{{{}}}",
+            "|{}|",
+            "\\arctan({})",
+            "\\arcsin({})",
+            "\\cosh({})",
+            "({})^{{\\frac{{1}}{{3}}}}",
+        ]
+    )
     return wrapper.format(inner) + rng.choice(["", "+\\pi", "-\\sqrt{2}", "+2.5", "\\cdot 3", "+i"])
 
 
 #: Constants of every kind math-verify parses: integers, fractions, floats, irrationals, complex.
-CONSTANTS = ["9", "1", "0", "-2", "\\frac{1}{2}", "0.5", "4", "\\frac{14}{3}", "\\pi", "\\sqrt{3}", "2.5", "e",
-             "\\frac{3\\sqrt{3}}{4}", "6 - 5i", "3+4i", "145^\\circ", "\\frac{35}{64}+1", "50\\%", "5!"]
+CONSTANTS = [
+    "9",
+    "1",
+    "0",
+    "-2",
+    "\\frac{1}{2}",
+    "0.5",
+    "4",
+    "\\frac{14}{3}",
+    "\\pi",
+    "\\sqrt{3}",
+    "2.5",
+    "e",
+    "\\frac{3\\sqrt{3}}{4}",
+    "6 - 5i",
+    "3+4i",
+    "145^\\circ",
+    "\\frac{35}{64}+1",
+    "50\\%",
+    "5!",
+]
 #: Identities, and equalities that hold near the point where functions are evaluated: never cut short.
-IDENTITIES = [("(x+1)^2 - x^2 - 2x", "1"), ("\\frac{x^2-1}{x-1} - x", "1"), ("x - x + 3", "3"), ("\\frac{2x}{x}", "2"),
-              ("\\sin^2 x + \\cos^2 x", "1"), ("\\tan x \\cot x", "1"), ("\\cosh^2 x - \\sinh^2 x", "1"),
-              ("\\ln(e^{x}) - x", "0"), ("e^{\\ln x} - x", "0"), ("\\arcsin x + \\arccos x", "\\frac{\\pi}{2}"),
-              ("\\sqrt{x^2}", "|x|"), ("\\frac{\\sin 2x}{\\sin x}", "2\\cos x"), ("|x - 1|", "1 - x"),
-              ("\\arctan x + \\arctan \\frac{1}{x}", "\\frac{\\pi}{2}"), ("2^{x} 2^{x}", "4^{x}")]
+IDENTITIES = [
+    ("(x+1)^2 - x^2 - 2x", "1"),
+    ("\\frac{x^2-1}{x-1} - x", "1"),
+    ("x - x + 3", "3"),
+    ("\\frac{2x}{x}", "2"),
+    ("\\sin^2 x + \\cos^2 x", "1"),
+    ("\\tan x \\cot x", "1"),
+    ("\\cosh^2 x - \\sinh^2 x", "1"),
+    ("\\ln(e^{x}) - x", "0"),
+    ("e^{\\ln x} - x", "0"),
+    ("\\arcsin x + \\arccos x", "\\frac{\\pi}{2}"),
+    ("\\sqrt{x^2}", "|x|"),
+    ("\\frac{\\sin 2x}{\\sin x}", "2\\cos x"),
+    ("|x - 1|", "1 - x"),
+    ("\\arctan x + \\arctan \\frac{1}{x}", "\\frac{\\pi}{2}"),
+    ("2^{x} 2^{x}", "4^{x}"),
+]
 
 
 def test_function_shortcut_never_changes_math_verify_verdict():
@@ -364,36 +464,90 @@ def test_function_shortcut_never_changes_math_verify_verdict():
     import random
 
     rng = random.Random(0)
-    pairs = [("p - q", "9"), ("9", "p - q"), ("x", "3"), ("\\sqrt{x}", "2"), ("x^{1/2}", "2"), ("2x = 4", "2"),
-             ("x+1", "\\{2\\}"), ("0.5x", "1"), ("\\frac{1}{x}", "0"), ("\\cot x", "\\frac{3\\sqrt{3}}{4}"),
-             ("\\cot x", "3"), ("1+274i", "5.5"), ("6 - 5i", "\\sqrt{51}"), ("(a+5)(b+2)", "145^\\circ+1"),
-             ("-13x+3", "-13x+3+1"), ("n!", "120"), ("f(x)", "2"), ("\\lfloor x \\rfloor", "3"),
-             ("\\ln(x)", "\\ln(y)"), ("\\int_0^1 x dx", "\\frac{1}{2}"), ("e^{x}", "\\sum_{k=0}^{3} k"), *IDENTITIES]
+    pairs = [
+        ("p - q", "9"),
+        ("9", "p - q"),
+        ("x", "3"),
+        ("\\sqrt{x}", "2"),
+        ("x^{1/2}", "2"),
+        ("2x = 4", "2"),
+        ("x+1", "\\{2\\}"),
+        ("0.5x", "1"),
+        ("\\frac{1}{x}", "0"),
+        ("\\cot x", "\\frac{3\\sqrt{3}}{4}"),
+        ("\\cot x", "3"),
+        ("1+274i", "5.5"),
+        ("6 - 5i", "\\sqrt{51}"),
+        ("(a+5)(b+2)", "145^\\circ+1"),
+        ("-13x+3", "-13x+3+1"),
+        ("n!", "120"),
+        ("f(x)", "2"),
+        ("\\lfloor x \\rfloor", "3"),
+        ("\\ln(x)", "\\ln(y)"),
+        ("\\int_0^1 x dx", "\\frac{1}{2}"),
+        ("e^{x}", "\\sum_{k=0}^{3} k"),
+        *IDENTITIES,
+    ]
     pairs += [(_random_function(rng), rng.choice(CONSTANTS)) for _ in range(80)]
     pairs += [(rng.choice(CONSTANTS), _random_function(rng)) for _ in range(80)]
     pairs += [(_random_function(rng), _random_function(rng)) for _ in range(30)]
-    fired = _cut_short_only_where_math_verify_says_false(pairs, grading._expressions_clearly_differ)
+    fired = _cut_short_only_where_math_verify_says_false(pairs, equivalence._expressions_clearly_differ)
     assert fired >= 110  # it decides most of these pairs (the time it saves is in benchmarks/rewards.py)
     for function, constant in IDENTITIES:
-        assert not grading._expressions_clearly_differ(_plain_parse(constant)[0], _plain_parse(function)[0]), function
+        assert not equivalence._expressions_clearly_differ(_plain_parse(constant)[0], _plain_parse(function)[0]), (
+            function
+        )
     for identity, constant in IDENTITIES[:7]:
-        assert grading._verify_in_process(identity, constant)  # an identity is never cut short
+        assert equivalence._verify_in_process(identity, constant)  # an identity is never cut short
 
 
 def _random_collection(rng) -> str:
     """An interval, ray, tuple or finite set (braced or a bare list) of assorted entries."""
+
     def entry():
         return rng.choice(["1", "2", "-3", "\\frac{1}{2}", "0.5", "\\sqrt{2}", "\\pi", "7", "2.0", "x", "a+1", "1.0"])
+
     low, high = sorted([rng.randint(-5, 5), rng.randint(-5, 5)])
-    return rng.choice([
-        f"({low},{high})", f"[{low},{high}]", f"({low},{high}]", f"(-\\infty,{high}]", f"({low},\\infty)",
-        f"({entry()}, {entry()})", f"({entry()}, {entry()}, {entry()})", f"\\{{{entry()}, {entry()}\\}}",
-        f"{entry()}, {entry()}, {entry()}", f"\\{{{entry()}\\}}", f"[{entry()}, {entry()})"])
+    return rng.choice(
+        [
+            f"({low},{high})",
+            f"[{low},{high}]",
+            f"({low},{high}]",
+            f"(-\\infty,{high}]",
+            f"({low},\\infty)",
+            f"({entry()}, {entry()})",
+            f"({entry()}, {entry()}, {entry()})",
+            f"\\{{{entry()}, {entry()}\\}}",
+            f"{entry()}, {entry()}, {entry()}",
+            f"\\{{{entry()}\\}}",
+            f"[{entry()}, {entry()})",
+        ]
+    )
 
 
 #: Values a collection is compared with: numbers, symbols, expressions, percentages, relations, sets.
-VALUES = ["2", "-3", "\\frac{1}{2}", "0.5", "1", "x", "\\text{east}", "50\\%", "x+1", "\\sqrt{2}", "y = 2",
-          "x \\in [1, 2]", "\\{2\\}", "(1, 2)", "1, 2", "[1,2]", "1 < x < 2", "x \\le 2", "2.0", "\\pi"]
+VALUES = [
+    "2",
+    "-3",
+    "\\frac{1}{2}",
+    "0.5",
+    "1",
+    "x",
+    "\\text{east}",
+    "50\\%",
+    "x+1",
+    "\\sqrt{2}",
+    "y = 2",
+    "x \\in [1, 2]",
+    "\\{2\\}",
+    "(1, 2)",
+    "1, 2",
+    "[1,2]",
+    "1 < x < 2",
+    "x \\le 2",
+    "2.0",
+    "\\pi",
+]
 
 
 def test_collection_shortcut_never_changes_math_verify_verdict():
@@ -402,17 +556,36 @@ def test_collection_shortcut_never_changes_math_verify_verdict():
     import random
 
     rng = random.Random(0)
-    pairs = [("(-2,1)", "4"), ("4", "(-2,1)"), ("7", "(2,\\infty)"), ("(3,4]", "(a+5)(b+2)"), ("(15,-29)", "7"),
-             ("11,\\! 111,\\! 111,\\! 100+1", "(-1,6)"), ("\\text{east}", "1 \\pm \\sqrt{19}"), ("-4", "1 \\pm \\sqrt{19}"),
-             ("(1,2)", "1,2"), ("1,2", "(1,2)"), ("(1,2)", "\\{1,2\\}"), ("[1,2]", "1,2"), ("\\{1, 1.0\\}", "1"),
-             ("1", "\\{1, 1.0\\}"), ("1,2", "1"), ("(1,2)", "x \\in (1,2)"), ("(0, 1)", "0 < x < 1"),
-             ("(-\\infty, 2]", "x \\le 2"), ("x = 1", "\\{1\\}"), ("(3)", "3"), ("\\{3\\}", "3"), ("(1, 2, 3)", "(1, 2)")]
+    pairs = [
+        ("(-2,1)", "4"),
+        ("4", "(-2,1)"),
+        ("7", "(2,\\infty)"),
+        ("(3,4]", "(a+5)(b+2)"),
+        ("(15,-29)", "7"),
+        ("11,\\! 111,\\! 111,\\! 100+1", "(-1,6)"),
+        ("\\text{east}", "1 \\pm \\sqrt{19}"),
+        ("-4", "1 \\pm \\sqrt{19}"),
+        ("(1,2)", "1,2"),
+        ("1,2", "(1,2)"),
+        ("(1,2)", "\\{1,2\\}"),
+        ("[1,2]", "1,2"),
+        ("\\{1, 1.0\\}", "1"),
+        ("1", "\\{1, 1.0\\}"),
+        ("1,2", "1"),
+        ("(1,2)", "x \\in (1,2)"),
+        ("(0, 1)", "0 < x < 1"),
+        ("(-\\infty, 2]", "x \\le 2"),
+        ("x = 1", "\\{1\\}"),
+        ("(3)", "3"),
+        ("\\{3\\}", "3"),
+        ("(1, 2, 3)", "(1, 2)"),
+    ]
     pairs += [(_random_collection(rng), rng.choice(VALUES)) for _ in range(100)]
     pairs += [(rng.choice(VALUES), _random_collection(rng)) for _ in range(100)]
     pairs += [(_random_collection(rng), _random_collection(rng)) for _ in range(50)]
-    fired = _cut_short_only_where_math_verify_says_false(pairs, grading._collection_differs_from_single_value)
+    fired = _cut_short_only_where_math_verify_says_false(pairs, equivalence._collection_differs_from_single_value)
     assert fired >= 100
-    assert grading._verify_in_process("(1,2)", "1,2") and grading._verify_in_process("1,2", "(1,2)")
+    assert equivalence._verify_in_process("(1,2)", "1,2") and equivalence._verify_in_process("1,2", "(1,2)")
 
 
 def _random_linear_equation(rng) -> tuple[str, str]:
@@ -440,13 +613,28 @@ def test_linear_equation_shortcut_never_changes_math_verify_verdict():
     import random
 
     rng = random.Random(0)
-    pairs = [("5x - 7y + 11z + 4 = 0+1", "5x - 7y + 11z + 4 = 0"), ("x=5+1", "x=5"), ("2x=10", "x=5"),
-             ("y = 2x - 3", "2x - y = 3"), ("4x+6y=12", "2x+3y=6"), ("x = 1", "y = 1"), ("X = 1", "x = 2"),
-             ("ab = 1", "AB = 1"), ("x = y", "y = x"), ("x - y = 0", "y = x + 1"), ("x^2 = 1", "x = 1"),
-             ("x = 0.5", "x = 1"), ("x = \\sqrt{2}", "x = 1"), ("a = b = c", "a = c"), ("x \\le 2", "x < 2"),
-             ("x_1 + x_2 = 3", "x_1 + x_2 = 4"), ("y = 2x - 3", "y = 2x + 3"), ("x = 5", "5")]
+    pairs = [
+        ("5x - 7y + 11z + 4 = 0+1", "5x - 7y + 11z + 4 = 0"),
+        ("x=5+1", "x=5"),
+        ("2x=10", "x=5"),
+        ("y = 2x - 3", "2x - y = 3"),
+        ("4x+6y=12", "2x+3y=6"),
+        ("x = 1", "y = 1"),
+        ("X = 1", "x = 2"),
+        ("ab = 1", "AB = 1"),
+        ("x = y", "y = x"),
+        ("x - y = 0", "y = x + 1"),
+        ("x^2 = 1", "x = 1"),
+        ("x = 0.5", "x = 1"),
+        ("x = \\sqrt{2}", "x = 1"),
+        ("a = b = c", "a = c"),
+        ("x \\le 2", "x < 2"),
+        ("x_1 + x_2 = 3", "x_1 + x_2 = 4"),
+        ("y = 2x - 3", "y = 2x + 3"),
+        ("x = 5", "5"),
+    ]
     pairs += [_random_linear_equation(rng) for _ in range(100)]
-    fired = _cut_short_only_where_math_verify_says_false(pairs, grading._linear_equations_differ)
+    fired = _cut_short_only_where_math_verify_says_false(pairs, equivalence._linear_equations_differ)
     assert fired >= 50
 
 
@@ -455,31 +643,99 @@ def test_nothing_is_cut_short_when_the_parsed_strings_match():
     strings mean True, whatever the sympy objects, so no shortcut may decide that pair."""
     import sympy
 
-    assert not grading._certainly_not_equivalent((sympy.Integer(1), "same"), (sympy.Integer(2), "same "))
-    assert not grading._certainly_not_equivalent((sympy.Integer(1),), (sympy.Integer(2),))
-    assert grading._certainly_not_equivalent((sympy.Integer(1), "1"), (sympy.Integer(2), "2"))
+    assert not equivalence._certainly_not_equivalent((sympy.Integer(1), "same"), (sympy.Integer(2), "same "))
+    assert not equivalence._certainly_not_equivalent((sympy.Integer(1),), (sympy.Integer(2),))
+    assert equivalence._certainly_not_equivalent((sympy.Integer(1), "1"), (sympy.Integer(2), "2"))
 
 
 #: LaTeX of every shape the parser meets: tuples, intervals, matrices, polynomials whose parse
 #: needs LL prediction, sets, relations, functions, text, and syntax errors.
-LATEX = ["(15,-29)", "(-2,1)", "(3,4]+1", "\\left( 3, \\frac{\\pi}{2} \\right)", "(6, 31, -1)",
-         "x^5 - x^4 + x^3 - x^2 + x - 1", "x^3+3x-6", "(a+5)(b+2)", "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
-         "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}+1", "4210_{5}", "52_8", "\\{1, 2, 3\\}",
-         "5x - 7y + 11z + 4 = 0", "x \\in [2, 5)", "1 < x < 2", "\\cot x", "\\sin^2 x + \\cos^2 x", "f(x) = 2x",
-         "\\text{(C)}", "\\text{east}", "50\\%", "3 + 2i", "\\frac{1}{2", "((1,2)", "(1,2))", "\\frac{}{}", "1,,2",
-         "x^", "\\sqrt[3]{x}", "\\int_0^1 x\\,dx", "\\sum_{k=1}^{n} k", "\\lim_{x \\to 0} \\frac{\\sin x}{x}",
-         "y = 2x - 3", "(-\\infty, 2] \\cup [3, \\infty)", "\\emptyset", "a, b, c", "1 \\pm \\sqrt{19}", "45^\\circ",
-         "x_1 + x_2", "\\mathbb{R}", "\\infty", "-\\infty", "\\$32,\\!348", "\\dfrac{14}{3}", "0.3055555555555556"]
-FRAGMENTS = ["(", ")", "[", "]", "\\{", "\\}", ",", "x", "y", "1", "-2", "\\frac{1}{2}", "+", "^2", "=", "\\le",
-             "\\pi", "\\sqrt{", "}", "\\infty", "\\cup", "\\left(", "\\right)", "i", " ", "\\cdot", "!", "|"]
+LATEX = [
+    "(15,-29)",
+    "(-2,1)",
+    "(3,4]+1",
+    "\\left( 3, \\frac{\\pi}{2} \\right)",
+    "(6, 31, -1)",
+    "x^5 - x^4 + x^3 - x^2 + x - 1",
+    "x^3+3x-6",
+    "(a+5)(b+2)",
+    "\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+    "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}+1",
+    "4210_{5}",
+    "52_8",
+    "\\{1, 2, 3\\}",
+    "5x - 7y + 11z + 4 = 0",
+    "x \\in [2, 5)",
+    "1 < x < 2",
+    "\\cot x",
+    "\\sin^2 x + \\cos^2 x",
+    "f(x) = 2x",
+    "\\text{(C)}",
+    "\\text{east}",
+    "50\\%",
+    "3 + 2i",
+    "\\frac{1}{2",
+    "((1,2)",
+    "(1,2))",
+    "\\frac{}{}",
+    "1,,2",
+    "x^",
+    "\\sqrt[3]{x}",
+    "\\int_0^1 x\\,dx",
+    "\\sum_{k=1}^{n} k",
+    "\\lim_{x \\to 0} \\frac{\\sin x}{x}",
+    "y = 2x - 3",
+    "(-\\infty, 2] \\cup [3, \\infty)",
+    "\\emptyset",
+    "a, b, c",
+    "1 \\pm \\sqrt{19}",
+    "45^\\circ",
+    "x_1 + x_2",
+    "\\mathbb{R}",
+    "\\infty",
+    "-\\infty",
+    "\\$32,\\!348",
+    "\\dfrac{14}{3}",
+    "0.3055555555555556",
+]
+FRAGMENTS = [
+    "(",
+    ")",
+    "[",
+    "]",
+    "\\{",
+    "\\}",
+    ",",
+    "x",
+    "y",
+    "1",
+    "-2",
+    "\\frac{1}{2}",
+    "+",
+    "^2",
+    "=",
+    "\\le",
+    "\\pi",
+    "\\sqrt{",
+    "}",
+    "\\infty",
+    "\\cup",
+    "\\left(",
+    "\\right)",
+    "i",
+    " ",
+    "\\cdot",
+    "!",
+    "|",
+]
 PARSE_REPRS = """
 import json, logging, sys
 import sympy
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 answers = json.load(sys.stdin)
 if sys.argv[1] == "sll-first":
-    from pipelines import grading
-    parses = [grading._parse_boxed(answer) for answer in answers]
+    from pipelines.grading import equivalence
+    parses = [equivalence._parse_boxed(answer) for answer in answers]
 else:
     from math_verify import parse
     parses = [parse("\\\\boxed{" + answer + "}", parsing_timeout=None) for answer in answers]
@@ -508,8 +764,14 @@ def test_sll_first_parsing_returns_math_verifys_own_parse():
     answers = list(dict.fromkeys(grading.normalize_answer(answer) for answer in answers))
 
     def parse_in_fresh_process(mode):
-        output = subprocess.run([sys.executable, "-c", PARSE_REPRS, mode], input=json.dumps(answers), text=True,
-                                capture_output=True, check=True, cwd=REPO_ROOT).stdout
+        output = subprocess.run(
+            [sys.executable, "-c", PARSE_REPRS, mode],
+            input=json.dumps(answers),
+            text=True,
+            capture_output=True,
+            check=True,
+            cwd=REPO_ROOT,
+        ).stdout
         return json.loads(output.strip().splitlines()[-1])
 
     plain, sll_first = parse_in_fresh_process("plain"), parse_in_fresh_process("sll-first")
@@ -526,11 +788,11 @@ def test_the_sll_stage_leaves_other_parses_alone():
     from latex2sympy2_extended.latex2sympy2 import PSParser, _Latex2Sympy
 
     needs_ll = "x^5 - x^4 + x^3 - x^2 + x - 1"
-    grading._parse_boxed("x+1")  # installs the two-stage parser
+    equivalence._parse_boxed("x+1")  # installs the two-stage parser
     plain = _Latex2Sympy().create_parser("x+1")
     assert plain._interp.predictionMode == PredictionMode.LL and plain._interp.decisionToDFA is PSParser.decisionsToDFA
     other_thread = []
-    with grading._sll_first_latex_parsing():
+    with equivalence._sll_first_latex_parsing():
         staged = _Latex2Sympy().create_parser("x+1")
         thread = threading.Thread(target=lambda: other_thread.append(_Latex2Sympy().create_parser("x+1")))
         thread.start()
@@ -553,11 +815,13 @@ def test_the_grader_works_from_standard_input_and_from_a_thread():
 
     from tests.conftest import REPO_ROOT
 
-    script = (f"import sys, threading\nsys.path.insert(0, {str(REPO_ROOT)!r})\nfrom pipelines import grading\n"
-              "print(grading.grade('\\\\boxed{0.5}', '\\\\frac{1}{2}'))\n"
-              "found = []\n"
-              "thread = threading.Thread(target=lambda: found.append(grading.grade_batch(['\\\\boxed{3}'], ['3'], workers=1)))\n"
-              "thread.start(); thread.join(); print(found[0][0].correct)\n")
+    script = (
+        f"import sys, threading\nsys.path.insert(0, {str(REPO_ROOT)!r})\nfrom pipelines import grading\n"
+        "print(grading.grade('\\\\boxed{0.5}', '\\\\frac{1}{2}'))\n"
+        "found = []\n"
+        "thread = threading.Thread(target=lambda: found.append(grading.grade_batch(['\\\\boxed{3}'], ['3'], workers=1)))\n"  # noqa: E501
+        "thread.start(); thread.join(); print(found[0][0].correct)\n"
+    )
     result = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["True", "True"]
@@ -572,8 +836,10 @@ def test_a_grader_that_cannot_start_fails_loudly(tmp_path):
     from tests.conftest import REPO_ROOT
 
     script = tmp_path / "unguarded.py"
-    script.write_text(f"import sys\nsys.path.insert(0, {str(REPO_ROOT)!r})\nfrom pipelines import grading\n"
-                      "print(grading.grade('\\\\boxed{0.5}', '\\\\frac{1}{2}'))\n")
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO_ROOT)!r})\nfrom pipelines import grading\n"
+        "print(grading.grade('\\\\boxed{0.5}', '\\\\frac{1}{2}'))\n"
+    )
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "GradingError" in result.stderr and "__main__" in result.stderr

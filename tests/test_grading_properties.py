@@ -21,35 +21,143 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines import grading
+from pipelines.grading import equivalence
+from pipelines.grading import pool as grading_pool
 from pipelines.rewards import score_group
 
 #: The pool's per-item deadline here: an adversarial item that sends math-verify into a long
 #: computation costs at most this (the hard bound itself is tested in test_grading.py).
 TIMEOUT = 1.0
 
-HUGE_INTEGER = "9" * 5000          # over Python's 4,300-digit int()/str() limit
+HUGE_INTEGER = "9" * 5000  # over Python's 4,300-digit int()/str() limit
 HUGE_EXPONENT = "1e" + "7" * 5000  # e-notation whose exponent is over that limit
 
 FRAGMENTS = [
-    "\\boxed{", "\\boxed", "\\boxed ", "\\fbox{", "{", "}", "\\{", "\\}", "{{", "}}", "\\frac{", "\\frac",
-    "\\dfrac", "\\sqrt{", "\\sqrt", "^", "_", "^{", "$", "$$", "\\(", "\\)", "\\[", "\\]", "\\left(",
-    "\\right)", "(", ")", "[", "]", ",", ", ", ".", "...", " ", "\\,", "{,}", "\\ ", "~", "\\;", "\\!",
-    "\u2009", "\u202f", "\u00a0", "\\text{", "\\mbox{", "\\in", "=", "\\le", "+", "-", "*", "/", "\\%", "%",
-    "!", "\\pi", "x", "y", "e", "E", "\\infty", "\\cup", "\\times", "\\cdot", "\\circ", "\\sin", "\\log_",
-    "\\begin{pmatrix}", "\\end{pmatrix}", "&", "\\\\", "\\", "0", "1", "2", "10", "000", "123", "007", "-0",
-    "3.14", ".5", "1,000", "1 000", "1\\,000", "4.5e33", "1E+0007", "2e-5", HUGE_INTEGER, "0" * 4400 + "1",
-    HUGE_EXPONENT, "4.5e-" + "3" * 4400, "\u00e9", "\u4e2d", "\U0001d465", "\u200b", "\x00", "\ud800",
-    "\udfff", "\n", "\t", "\r",
+    "\\boxed{",
+    "\\boxed",
+    "\\boxed ",
+    "\\fbox{",
+    "{",
+    "}",
+    "\\{",
+    "\\}",
+    "{{",
+    "}}",
+    "\\frac{",
+    "\\frac",
+    "\\dfrac",
+    "\\sqrt{",
+    "\\sqrt",
+    "^",
+    "_",
+    "^{",
+    "$",
+    "$$",
+    "\\(",
+    "\\)",
+    "\\[",
+    "\\]",
+    "\\left(",
+    "\\right)",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    ", ",
+    ".",
+    "...",
+    " ",
+    "\\,",
+    "{,}",
+    "\\ ",
+    "~",
+    "\\;",
+    "\\!",
+    "\u2009",
+    "\u202f",
+    "\u00a0",
+    "\\text{",
+    "\\mbox{",
+    "\\in",
+    "=",
+    "\\le",
+    "+",
+    "-",
+    "*",
+    "/",
+    "\\%",
+    "%",
+    "!",
+    "\\pi",
+    "x",
+    "y",
+    "e",
+    "E",
+    "\\infty",
+    "\\cup",
+    "\\times",
+    "\\cdot",
+    "\\circ",
+    "\\sin",
+    "\\log_",
+    "\\begin{pmatrix}",
+    "\\end{pmatrix}",
+    "&",
+    "\\\\",
+    "\\",
+    "0",
+    "1",
+    "2",
+    "10",
+    "000",
+    "123",
+    "007",
+    "-0",
+    "3.14",
+    ".5",
+    "1,000",
+    "1 000",
+    "1\\,000",
+    "4.5e33",
+    "1E+0007",
+    "2e-5",
+    HUGE_INTEGER,
+    "0" * 4400 + "1",
+    HUGE_EXPONENT,
+    "4.5e-" + "3" * 4400,
+    "\u00e9",
+    "\u4e2d",
+    "\U0001d465",
+    "\u200b",
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\n",
+    "\t",
+    "\r",
 ]
 
 adversarial = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)), max_size=10).map("".join)
 #: Random text, adversarial fragments, and a boxed answer of either inside prose.
-texts = st.one_of(st.text(max_size=40), adversarial,
-                  st.tuples(st.text(max_size=10), adversarial).map(lambda t: f"{t[0]} \\boxed{{{t[1]}}}."))
+texts = st.one_of(
+    st.text(max_size=40),
+    adversarial,
+    st.tuples(st.text(max_size=10), adversarial).map(lambda t: f"{t[0]} \\boxed{{{t[1]}}}."),
+)
 
-PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example, HealthCheck.filter_too_much])
+PROPERTY = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
+)
 CHEAP = settings(PROPERTY, max_examples=400)
 
 
@@ -76,6 +184,7 @@ def _valid_clusters(answers, ids) -> None:
 
 # --- in-process pieces: cheap, many examples ---------------------------------------------------
 
+
 @CHEAP
 @given(texts)
 def test_extraction_and_normalisation_are_total(text):
@@ -87,8 +196,8 @@ def test_extraction_and_normalisation_are_total(text):
 @CHEAP
 @given(texts, texts)
 def test_fast_verdict_is_total(prediction, gold):
-    assert grading._fast_verdict(prediction, gold) in (True, False, None)
-    assert grading._fast_verdict(prediction, prediction) is True
+    assert equivalence._fast_verdict(prediction, gold) in (True, False, None)
+    assert equivalence._fast_verdict(prediction, prediction) is True
 
 
 def _integer(sign: bool, zeros: int, length: int, seed: int) -> str:
@@ -98,8 +207,13 @@ def _integer(sign: bool, zeros: int, length: int, seed: int) -> str:
 
 
 #: Integer strings up to 6,000 digits (Python's int() refuses over 4,300), nonzero.
-integers = st.builds(_integer, st.booleans(), st.integers(0, 3),
-                     st.one_of(st.integers(1, 30), st.integers(4290, 6000)), st.integers(0, 2**32))
+integers = st.builds(
+    _integer,
+    st.booleans(),
+    st.integers(0, 3),
+    st.one_of(st.integers(1, 30), st.integers(4290, 6000)),
+    st.integers(0, 2**32),
+)
 
 
 @CHEAP
@@ -108,13 +222,14 @@ def test_integers_of_any_length_compare_without_int(number, digit):
     """Equal up to leading zeros, different when one digit changes or the sign flips, at any length."""
     sign = "-" if number.startswith("-") else ""
     body = number.lstrip("-")
-    assert grading._fast_verdict(sign + "000" + body, number) is True
+    assert equivalence._fast_verdict(sign + "000" + body, number) is True
     changed = number[:-1] + str(digit)
-    assert grading._fast_verdict(changed, number) is (changed == number)
-    assert grading._fast_verdict("-" + body, body) is False
+    assert equivalence._fast_verdict(changed, number) is (changed == number)
+    assert equivalence._fast_verdict("-" + body, body) is False
 
 
 # --- through the workers: one shared warm pool -------------------------------------------------
+
 
 @PROPERTY
 @given(st.lists(st.tuples(texts, texts), min_size=1, max_size=4))
@@ -138,12 +253,15 @@ def test_cluster_answers_is_total(pool, answers):
 
 
 @settings(PROPERTY, max_examples=60)
-@given(st.lists(texts, min_size=1, max_size=5), texts,
-       st.sampled_from(["empo", "majority", "supervised", "format"]),
-       st.sampled_from(["singleton", "zero"]), st.sampled_from([None, (0.3, 1.0)]))
+@given(
+    st.lists(texts, min_size=1, max_size=5),
+    texts,
+    st.sampled_from(["empo", "majority", "supervised", "format"]),
+    st.sampled_from(["singleton", "zero"]),
+    st.sampled_from([None, (0.3, 1.0)]),
+)
 def test_score_group_is_total(pool, completions, gold, reward, empty_policy, entropy_filter):
-    score = score_group(completions, reward, gold, empty_policy=empty_policy,
-                        entropy_filter=entropy_filter, pool=pool)
+    score = score_group(completions, reward, gold, empty_policy=empty_policy, entropy_filter=entropy_filter, pool=pool)
     assert len(score.rewards) == len(completions)
     assert all(r is None or (isinstance(r, float) and 0.0 <= r <= 1.0) for r in score.rewards)
     assert all(r is None for r in score.rewards) == score.filtered
@@ -169,14 +287,20 @@ def test_module_level_functions_are_total(response, gold):
 def test_random_reward_with_a_lone_surrogate():
     score = score_group(["\\boxed{1}\ud800", "\\boxed{2}"], "random", seed=3)
     assert len(score.rewards) == 2 and all(r in (0.0, 1.0) for r in score.rewards)
-    assert score_group(["\\boxed{1}", "\\boxed{2}"], "random", seed=3).rewards == \
+    assert (
         score_group(["\\boxed{1}", "\\boxed{2}"], "random", seed=3).rewards
+        == score_group(["\\boxed{1}", "\\boxed{2}"], "random", seed=3).rewards
+    )
 
 
 # --- regressions -------------------------------------------------------------------------------
 
+
 def test_the_process_wide_int_digit_limit_is_left_alone():
-    assert "set_int_max_str_digits" not in inspect.getsource(grading)
+    from pipelines.grading import clusters, extract
+
+    for module in (grading, clusters, equivalence, extract, grading_pool):
+        assert "set_int_max_str_digits" not in inspect.getsource(module), module.__name__
 
 
 def test_integers_over_4300_digits(pool):
@@ -187,7 +311,7 @@ def test_integers_over_4300_digits(pool):
     assert grading.is_equivalent("-" + big, big) is False
     assert grading.is_equivalent("000" + big, big) is True
     assert grading.is_equivalent(big[:-1] + "8", big) is False
-    assert grading._fast_verdict("-000", "0") is True
+    assert equivalence._fast_verdict("-000", "0") is True
     results = pool.grade_many(["\\boxed{" + big + "}", "\\boxed{" + big + "8}"], [big, big])
     assert [r.correct for r in results] == [True, False]
     assert grading.cluster_answers([big, "0" + big, big + "0", None], pool=pool) == [0, 0, 1, None]
@@ -221,9 +345,9 @@ def test_a_worker_answers_whatever_an_input_raises(monkeypatch):
             raise Escape("out of band")
         raise RecursionError("deep")
 
-    monkeypatch.setattr(grading, "_verify_in_process", explode)
+    monkeypatch.setattr(equivalence, "_verify_in_process", explode)
     parent, child = multiprocessing.Pipe()
-    worker = threading.Thread(target=grading._worker_loop, args=(child,), daemon=True)
+    worker = threading.Thread(target=grading_pool._worker_loop, args=(child,), daemon=True)
     worker.start()
     parent.send(("math-verify", "base", "1"))
     assert parent.poll(10) and parent.recv() == (False, "Escape: out of band", "error")

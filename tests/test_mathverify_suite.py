@@ -74,8 +74,10 @@ def suite():
         pytest.skip(f"{SUITE_DIR} absent: run `make build/math-verify-tests` to fetch math-verify's tests")
     version = (SUITE_DIR / "VERSION").read_text().strip() if (SUITE_DIR / "VERSION").is_file() else None
     if version != metadata.version("math-verify"):
-        pytest.skip(f"{SUITE_DIR} holds math-verify {version}'s tests, {metadata.version('math-verify')} is installed: "
-                    f"rm -rf {SUITE_DIR} && make build/math-verify-tests")
+        pytest.skip(
+            f"{SUITE_DIR} holds math-verify {version}'s tests, {metadata.version('math-verify')} is installed: "
+            f"rm -rf {SUITE_DIR} && make build/math-verify-tests"
+        )
     return read_suite(SUITE_DIR)
 
 
@@ -88,14 +90,19 @@ def test_the_suite_is_read_whole(suite):
 def test_math_verify_suite_agrees_with_our_grader(suite):
     with grading.GradingPool(workers=2) as pool:
         verdicts = pool.equivalent_many([our_pair(case)[:2] for case in suite.cases])
-    disagreeing = {case.id: (case.expected, verdict) for case, (verdict, _) in zip(suite.cases, verdicts)
-                   if verdict != case.expected}
+    disagreeing = {
+        case.id: (case.expected, verdict)
+        for case, (verdict, _) in zip(suite.cases, verdicts)
+        if verdict != case.expected
+    }
     agreement = 1 - len(disagreeing) / len(suite.cases)
     default = [case for case in suite.cases if not case.options]
     default_agreeing = sum(case.id not in disagreeing for case in default)
-    print(f"math-verify {metadata.version('math-verify')} suite: {len(suite.cases) - len(disagreeing)}/"
-          f"{len(suite.cases)} cases agree ({agreement:.1%}); default options only: "
-          f"{default_agreeing}/{len(default)}")
+    print(
+        f"math-verify {metadata.version('math-verify')} suite: {len(suite.cases) - len(disagreeing)}/"
+        f"{len(suite.cases)} cases agree ({agreement:.1%}); default options only: "
+        f"{default_agreeing}/{len(default)}"
+    )
     unexpected = {case_id: v for case_id, v in disagreeing.items() if case_id not in PINNED}
     now_agreeing = sorted(set(PINNED) - set(disagreeing))
     assert not unexpected, f"new disagreements (expected, ours): {unexpected}"

@@ -15,8 +15,7 @@ def _brute_force_pass_at_k(correct: list[bool], k: int) -> float:
     return sum(any(s) for s in subsets) / len(subsets)
 
 
-@pytest.mark.parametrize("pattern", [[True, False, False, True], [False] * 4, [True] * 4,
-                                     [False, False, True, False]])
+@pytest.mark.parametrize("pattern", [[True, False, False, True], [False] * 4, [True] * 4, [False, False, True, False]])
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_unbiased_pass_at_k_matches_enumeration(pattern, k):
     assert isclose(pass_at_k(len(pattern), sum(pattern), k), _brute_force_pass_at_k(pattern, k))
@@ -54,9 +53,11 @@ def test_majority_counts_as_correct_if_any_member_of_the_winning_cluster_is():
 
 
 def _records(per_item):
-    return [{"index": i, "sample": s, "extracted": a, "correct": ok, "response_tokens": 10,
-             "finish_reason": "stop"}
-            for i, samples in enumerate(per_item) for s, (a, ok) in enumerate(samples)]
+    return [
+        {"index": i, "sample": s, "extracted": a, "correct": ok, "response_tokens": 10, "finish_reason": "stop"}
+        for i, samples in enumerate(per_item)
+        for s, (a, ok) in enumerate(samples)
+    ]
 
 
 def test_summarize_greedy_is_pass_at_1():
@@ -64,19 +65,30 @@ def test_summarize_greedy_is_pass_at_1():
     assert isclose(out["metrics"]["accuracy"], 1 / 3)
     assert out["metrics"]["pass@1"] == out["metrics"]["accuracy"]
     assert "pass@4" not in out["metrics"]
-    assert out["counts"] == {"items": 3, "samples": 3, "correct": 1, "no_answer": 1,
-                             "grader_timeouts": 0, "truncated": 0, "mean_response_tokens": 10.0}
+    assert out["counts"] == {
+        "items": 3,
+        "samples": 3,
+        "correct": 1,
+        "no_answer": 1,
+        "grader_timeouts": 0,
+        "truncated": 0,
+        "mean_response_tokens": 10.0,
+    }
 
 
 def test_summarize_sampling_reports_mean_maj_and_pass_at_k():
-    items = [[("1", True), ("1", True), ("2", False), ("3", False)],
-             [("5", False), ("5", False), ("4", True), (None, False)]]
+    items = [
+        [("1", True), ("1", True), ("2", False), ("3", False)],
+        [("5", False), ("5", False), ("4", True), (None, False)],
+    ]
     out = summarize(_records(items), n=4, ks=[1, 2, 4, 8], cluster=_by_string)["metrics"]
     assert isclose(out["accuracy"], 3 / 8) and out["mean@4"] == out["accuracy"]
     assert isclose(out["maj@4"], 0.5)
     assert isclose(out["pass@1"], 3 / 8)
     assert isclose(out["pass@4"], 1.0)
-    assert isclose(out["pass@2"], (_brute_force_pass_at_k([1, 1, 0, 0], 2) + _brute_force_pass_at_k([0, 0, 1, 0], 2)) / 2)
+    assert isclose(
+        out["pass@2"], (_brute_force_pass_at_k([1, 1, 0, 0], 2) + _brute_force_pass_at_k([0, 0, 1, 0], 2)) / 2
+    )
     assert "pass@8" not in out
 
 
@@ -94,7 +106,9 @@ def test_bootstrap_standard_error_matches_the_binomial_one_for_greedy():
     assert interval["se"] == pytest.approx((0.25 / 40) ** 0.5, rel=0.08)
     low, high = interval["ci95"]
     assert low == pytest.approx(0.5 - 1.96 * 0.079, abs=0.03) and high == pytest.approx(0.5 + 1.96 * 0.079, abs=0.03)
-    assert bootstrap_intervals(correct, n=1, samples=500, seed=3) == bootstrap_intervals(correct, n=1, samples=500, seed=3)
+    assert bootstrap_intervals(correct, n=1, samples=500, seed=3) == bootstrap_intervals(
+        correct, n=1, samples=500, seed=3
+    )
 
 
 def test_nested_samples_widen_the_interval_over_questions_only():

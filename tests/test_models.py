@@ -14,10 +14,15 @@ import pytest
 from pipelines import models
 from tests.conftest import REPO_ROOT
 
-CORPUS = [json.loads(line)["problem"] for line in
-          (REPO_ROOT / "config" / "demo_data" / "arith_train.jsonl").read_text().splitlines()]
-MATHS = ["What is $x^2$ if x = 3? Put it in \\boxed{}.", "π ≈ 3.14159, \\frac{1}{2} + 0.5 = 1",
-         "Let's think step by step and output the final answer within \\boxed{}."]
+CORPUS = [
+    json.loads(line)["problem"]
+    for line in (REPO_ROOT / "config" / "demo_data" / "arith_train.jsonl").read_text().splitlines()
+]
+MATHS = [
+    "What is $x^2$ if x = 3? Put it in \\boxed{}.",
+    "π ≈ 3.14159, \\frac{1}{2} + 0.5 = 1",
+    "Let's think step by step and output the final answer within \\boxed{}.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +33,13 @@ def built(tmp_path_factory) -> dict:
 
 
 def test_build_is_deterministic_and_seeded(built, tmp_path):
-    again = models.build_demo_model(tmp_path / "b", CORPUS, models.DemoModelSpec(seed=0, system_prompt="Reason, then box."))
+    again = models.build_demo_model(
+        tmp_path / "b", CORPUS, models.DemoModelSpec(seed=0, system_prompt="Reason, then box.")
+    )
     assert again["sha256"] == built["sha256"]
-    other = models.build_demo_model(tmp_path / "c", CORPUS, models.DemoModelSpec(seed=1, system_prompt="Reason, then box."))
+    other = models.build_demo_model(
+        tmp_path / "c", CORPUS, models.DemoModelSpec(seed=1, system_prompt="Reason, then box.")
+    )
     assert other["sha256"]["model.safetensors"] != built["sha256"]["model.safetensors"]
     assert other["sha256"]["tokenizer.json"] == built["sha256"]["tokenizer.json"]
     assert 10_000 < built["num_parameters"] < 1_000_000
@@ -41,8 +50,9 @@ def test_reloaded_tokenizer_encodes_like_the_trained_one(built):
 
     reloaded = AutoTokenizer.from_pretrained(built["path"])
     assert type(reloaded).__name__ == "Qwen2Tokenizer"
-    trained = models.train_demo_tokenizer(models.tokenizer_corpus(CORPUS, system_prompt="Reason, then box."),
-                                          models.DemoModelSpec().vocab_size)
+    trained = models.train_demo_tokenizer(
+        models.tokenizer_corpus(CORPUS, system_prompt="Reason, then box."), models.DemoModelSpec().vocab_size
+    )
     for text in MATHS + CORPUS[:20]:
         assert reloaded(text, add_special_tokens=False)["input_ids"] == trained.encode(text).ids
         assert reloaded.decode(reloaded(text)["input_ids"]) == text
@@ -54,10 +64,12 @@ def test_chat_template_uses_the_default_system_prompt_unless_given(built):
     tokenizer = AutoTokenizer.from_pretrained(built["path"])
     user = [{"role": "user", "content": "1+1?"}]
     text = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-    assert text == ("<|im_start|>system\nReason, then box.<|im_end|>\n"
-                    "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n")
-    own = tokenizer.apply_chat_template([{"role": "system", "content": "S"}, *user], tokenize=False,
-                                        add_generation_prompt=False)
+    assert text == (
+        "<|im_start|>system\nReason, then box.<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    own = tokenizer.apply_chat_template(
+        [{"role": "system", "content": "S"}, *user], tokenize=False, add_generation_prompt=False
+    )
     assert own == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n1+1?<|im_end|>\n"
     assert tokenizer.encode("<|im_end|>", add_special_tokens=False) == [tokenizer.eos_token_id]
 
@@ -67,8 +79,9 @@ def test_batched_left_padded_generation(built):
 
     model, tokenizer = models.load_model_and_tokenizer(built["path"], dtype="float32")
     assert tokenizer.padding_side == "left"
-    batch = tokenizer(["What is 1 + 1?", "Compute $3 \\times 4$. Be brief please.", "Hi"],
-                      return_tensors="pt", padding=True)
+    batch = tokenizer(
+        ["What is 1 + 1?", "Compute $3 \\times 4$. Be brief please.", "Hi"], return_tensors="pt", padding=True
+    )
     with torch.inference_mode():
         output = model.generate(**batch, max_new_tokens=16, do_sample=False)
     assert output.shape[0] == 3 and output.shape[1] <= batch["input_ids"].shape[1] + 16
@@ -93,9 +106,16 @@ def test_a_sharded_model_missing_a_shard_is_refused(built, tmp_path):
     sharded = tmp_path / "sharded"
     shutil.copytree(built["path"], sharded)
     (sharded / "model.safetensors").rename(sharded / "model-00001-of-00002.safetensors")
-    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
-        "lm_head.weight": "model-00002-of-00002.safetensors",
-        "model.embed_tokens.weight": "model-00001-of-00002.safetensors"}}))
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "weight_map": {
+                    "lm_head.weight": "model-00002-of-00002.safetensors",
+                    "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+                }
+            }
+        )
+    )
     with pytest.raises(models.ModelSourceError, match="shard model-00002-of-00002.safetensors"):
         models.validate_model_dir(sharded)
     (sharded / "model-00002-of-00002.safetensors").write_bytes(b"")
@@ -104,11 +124,18 @@ def test_a_sharded_model_missing_a_shard_is_refused(built, tmp_path):
 
 def _download_offline(hub_id: str, cache: Path) -> subprocess.CompletedProcess:
     """The real hub client in a fresh process, offline, against a given cache."""
-    code = ("import json, sys; from pipelines.models import download_hub_model, ModelSourceError\n"
-            f"try: print(json.dumps(download_hub_model({hub_id!r}, None)))\n"
-            "except ModelSourceError as e: print('ERROR', e); sys.exit(3)\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "HF_HOME": str(cache.parent),
-           "PYTHONPATH": str(REPO_ROOT)}
+    code = (
+        "import json, sys; from pipelines.models import download_hub_model, ModelSourceError\n"
+        f"try: print(json.dumps(download_hub_model({hub_id!r}, None)))\n"
+        "except ModelSourceError as e: print('ERROR', e); sys.exit(3)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(cache),
+        "HF_HOME": str(cache.parent),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -148,9 +175,14 @@ def test_manifests_store_paths_inside_the_results_tree_relative_to_themselves(tm
     hub_cache = tmp_path / "hf-cache" / "snapshots" / "abc"
     for folder in (model_dir, base_dir, hub_cache):
         folder.mkdir(parents=True)
-    manifest = {"kind": "trained", "path": str(model_dir), "base": {"kind": "demo", "path": str(base_dir)},
-                "actor_checkpoint": str(root / "train" / "m" / "empo" / "global_step_2" / "actor"),
-                "hub": {"path": str(hub_cache)}, "note": str(model_dir)}
+    manifest = {
+        "kind": "trained",
+        "path": str(model_dir),
+        "base": {"kind": "demo", "path": str(base_dir)},
+        "actor_checkpoint": str(root / "train" / "m" / "empo" / "global_step_2" / "actor"),
+        "hub": {"path": str(hub_cache)},
+        "note": str(model_dir),
+    }
     target = root / "models" / "m" / "empo" / "model.json"
     models.write_manifest(manifest, target, results_root=str(root))
     stored = json.loads(target.read_text())

@@ -10,8 +10,18 @@ import yaml
 from pipelines import synthetic
 from tests.conftest import REPO_ROOT
 
-NUMBER_CHANGING = ("math-verify", "transformers", "torch", "vllm", "tokenizers", "trl", "mlflow",
-                   "datasets", "huggingface-hub", "snakemake")
+NUMBER_CHANGING = (
+    "math-verify",
+    "transformers",
+    "torch",
+    "vllm",
+    "tokenizers",
+    "trl",
+    "mlflow",
+    "datasets",
+    "huggingface-hub",
+    "snakemake",
+)
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:
@@ -52,7 +62,8 @@ def test_shipped_demo_data_equals_the_generator_output(tmp_path):
     synthetic.write_demo_files(tmp_path)
     for name in synthetic.demo_files():
         assert (tmp_path / name).read_text() == (REPO_ROOT / "config" / "demo_data" / name).read_text(), (
-            f"config/demo_data/{name} differs from `python -m pipelines.synthetic config/demo_data`")
+            f"config/demo_data/{name} differs from `python -m pipelines.synthetic config/demo_data`"
+        )
 
 
 def test_synthetic_answers_are_right():
@@ -69,7 +80,11 @@ def test_synthetic_answers_are_right():
             from fractions import Fraction
 
             value = Fraction(numbers[0], numbers[1])
-            expected = str(value.numerator) if value.denominator == 1 else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+            expected = (
+                str(value.numerator)
+                if value.denominator == 1
+                else f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+            )
             assert answer == expected
 
 
@@ -89,14 +104,21 @@ def test_the_demo_slices_are_disjoint_and_cover_every_addition_problem():
     """Warm start, RL prompts, validation and test never share a question: a gain on the test
     slice is on problems neither the warm start nor RL saw."""
     files = synthetic.demo_files()
-    slices = {name: {row["problem"] for row in files[name] if row["answer"]}
-              for name in ("add_warmup.jsonl", "add_train.jsonl", "add_val.jsonl", "add_test.jsonl")}
+    slices = {
+        name: {row["problem"] for row in files[name] if row["answer"]}
+        for name in ("add_warmup.jsonl", "add_train.jsonl", "add_val.jsonl", "add_test.jsonl")
+    }
     assert [len(rows) for rows in slices.values()] == [244, 80, 80, 80]
     names = list(slices)
     for position, first in enumerate(names):
-        for second in names[position + 1:]:
+        for second in names[position + 1 :]:
             assert not slices[first] & slices[second], (first, second)
     assert len(set().union(*slices.values())) == 22 * 22
-    for row in (row for rows in files.values() for row in rows if row["problem"].startswith("What is ") and "+" in row["problem"]):
-        a, b = (int(x) for x in row["problem"][len("What is "):-1].split(" + "))
+    for row in (
+        row
+        for rows in files.values()
+        for row in rows
+        if row["problem"].startswith("What is ") and "+" in row["problem"]
+    ):
+        a, b = (int(x) for x in row["problem"][len("What is ") : -1].split(" + "))
         assert row["answer"] == str(a + b)

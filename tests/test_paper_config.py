@@ -37,7 +37,11 @@ def test_each_model_trains_and_evaluates_with_its_scripts_settings(paper):
         for method in ("empo", "gspo"):
             spec = cfg.train_job_spec(paper, model, method)
             trainer = spec["trainer"]
-            assert (trainer["max_steps"], trainer["save_steps"], trainer["max_completion_length"]) == (steps, save, length)
+            assert (trainer["max_steps"], trainer["save_steps"], trainer["max_completion_length"]) == (
+                steps,
+                save,
+                length,
+            )
             assert spec["verl"]["validation_benchmarks"] == validation
             assert spec["verl"]["loss_agg_mode"] == "seq-mean-token-mean" and spec["verl"]["data_seed"] == 1
             assert trainer["reward"] == ("empo" if method == "empo" else "supervised")
@@ -45,10 +49,19 @@ def test_each_model_trains_and_evaluates_with_its_scripts_settings(paper):
             spec = cfg.generate_job_spec(paper, model, "base", benchmark, protocol)
             assert spec["decoding"]["max_new_tokens"] == length
     released = cfg.generate_job_spec(paper, "empo-released-octothinker-3b-long", "base", "aime24", "avg16")
-    assert released["decoding"] == {**released["decoding"], "max_new_tokens": 16384, "temperature": 0.6,
-                                    "top_p": 0.95, "n": 16}
+    assert released["decoding"] == {
+        **released["decoding"],
+        "max_new_tokens": 16384,
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "n": 16,
+    }
     assert cfg.protocol_targets(paper) == [(b, "greedy") for b in paper["evaluation"]["benchmarks"][:3]] + [
-        ("aime24", "greedy"), ("aime24", "avg16"), ("amc23", "greedy"), ("amc23", "avg16")]
+        ("aime24", "greedy"),
+        ("aime24", "avg16"),
+        ("amc23", "greedy"),
+        ("amc23", "avg16"),
+    ]
     assert paper["evaluation"]["graders"] == ["math-verify", "empo-rules", "llm-judge"]
 
 
@@ -68,8 +81,14 @@ def test_a_model_cannot_change_a_methods_reward(paper, tmp_path):
 def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run([str(BIN / "snakemake"), "--cores", "1", *args], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "1", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result
 
@@ -89,11 +108,15 @@ def _overrides(workdir: Path, model: str, method: str = "empo") -> dict[str, str
 
 
 def test_verl_commands_are_written_offline_with_each_models_settings(planned):
-    assert not (planned / "results" / "paper" / "data").exists() and not (planned / "results" / "paper" / "models").exists()
+    assert (
+        not (planned / "results" / "paper" / "data").exists()
+        and not (planned / "results" / "paper" / "models").exists()
+    )
     for model, steps, length, save, validation in [
-            ("qwen2.5-math-1.5b", 192, 3072, 96, ["amc23", "minerva_math", "math500"]),
-            ("octothinker-3b-long", 100, 16384, 96, ["amc23", "minerva_math", "math500", "aime24", "olympiadbench"]),
-            ("qwen2.5-math-7b", 300, 3072, 32, ["amc23"])]:
+        ("qwen2.5-math-1.5b", 192, 3072, 96, ["amc23", "minerva_math", "math500"]),
+        ("octothinker-3b-long", 100, 16384, 96, ["amc23", "minerva_math", "math500", "aime24", "olympiadbench"]),
+        ("qwen2.5-math-7b", 300, 3072, 32, ["amc23"]),
+    ]:
         overrides = _overrides(planned, model)
         assert overrides["trainer.total_training_steps"] == str(steps)
         assert overrides["data.max_response_length"] == str(length)
@@ -101,10 +124,16 @@ def test_verl_commands_are_written_offline_with_each_models_settings(planned):
         assert overrides["actor_rollout_ref.actor.loss_agg_mode"] == "seq-mean-token-mean"
         assert overrides["actor_rollout_ref.actor.policy_loss.loss_mode"] == "gspo"
         assert overrides["data.seed"] == "1"
-        assert overrides["data.val_files"] == "[" + ",".join(
-            str(planned / "results" / "paper" / "data" / f"{name}.parquet") for name in validation) + "]"
+        assert (
+            overrides["data.val_files"]
+            == "["
+            + ",".join(str(planned / "results" / "paper" / "data" / f"{name}.parquet") for name in validation)
+            + "]"
+        )
         # the model is named where its model job will link it, before it is downloaded
-        assert overrides["actor_rollout_ref.model.path"] == str(planned / "results" / "paper" / "models" / model / "base" / "hf")
+        assert overrides["actor_rollout_ref.model.path"] == str(
+            planned / "results" / "paper" / "models" / model / "base" / "hf"
+        )
         assert "ray_kwargs.ray_init.num_cpus" not in overrides  # the allocation's, added when the job runs
 
 
@@ -134,11 +163,12 @@ def test_released_checkpoints_are_evaluation_only_rows(tmp_path):
 def test_the_table_lists_every_difference_from_the_authors(paper):
     table = report.build_table(cfg.report_spec(paper), {})
     markdown = report.render_markdown(table)
-    section = markdown[markdown.index("## Differences from the authors"):]
+    section = markdown[markdown.index("## Differences from the authors") :]
     assert "- llm-judge: ours IAAR-Shanghai/xVerify-8B-I, greedy" in section and "xVerify-8B-SFT" in section
-    three_b = section[section.index("octothinker-3b-long / empo:"):]
-    assert three_b.splitlines()[1] == ("- start model: ours OctoThinker/OctoThinker-3B-Long-Base; "
-                                       "theirs OctoThinker/OctoThinker-3B-Long-Zero")
+    three_b = section[section.index("octothinker-3b-long / empo:") :]
+    assert three_b.splitlines()[1] == (
+        "- start model: ours OctoThinker/OctoThinker-3B-Long-Base; theirs OctoThinker/OctoThinker-3B-Long-Zero"
+    )
     assert "octothinker-3b-long / base:" not in section  # the start model concerns trained rows only
     assert "qwen2.5-math-7b / empo:\n- their script sets trainer.total_train_steps=300" in section
     labels = [(row["label_model"], row["label_method"]) for row in table["blocks"][0]["rows"]]
@@ -147,10 +177,16 @@ def test_the_table_lists_every_difference_from_the_authors(paper):
 
 
 def test_a_changed_setting_shows_up_as_a_difference(paper):
-    changed = cfg.validate_config({**yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text()),
-                                   "training": {**yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["training"],
-                                                "verl": {**paper["training"]["verl"], "loss_agg_mode": "token-mean"}}},
-                                  source="test")
+    changed = cfg.validate_config(
+        {
+            **yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text()),
+            "training": {
+                **yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["training"],
+                "verl": {**paper["training"]["verl"], "loss_agg_mode": "token-mean"},
+            },
+        },
+        source="test",
+    )
     found = cfg.divergences(changed, "qwen2.5-math-1.5b", "empo")
     assert {"setting": "training.verl.loss_agg_mode", "ours": "token-mean", "theirs": "seq-mean-token-mean"} in found
     assert not [d for d in cfg.divergences(paper, "qwen2.5-math-1.5b", "empo") if d["setting"].startswith("training")]
@@ -179,8 +215,18 @@ def test_the_zoo_plans_one_training_job_per_method_and_every_evaluation(tmp_path
     assert {spec["reward"] for spec in methods.values()} == set(REWARDS)  # every reward kind, once
     assert {cfg.resolved_trainer(zoo, method)["backend"] for method in methods} == {"trl"}
     paper = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
-    shared = ("learning_rate", "num_generations", "prompts_per_step", "mini_batch_prompts", "max_completion_length",
-              "temperature", "epsilon", "epsilon_high", "beta", "loss")
+    shared = (
+        "learning_rate",
+        "num_generations",
+        "prompts_per_step",
+        "mini_batch_prompts",
+        "max_completion_length",
+        "temperature",
+        "epsilon",
+        "epsilon_high",
+        "beta",
+        "loss",
+    )
     for method in methods:
         zoo_trainer = cfg.resolved_trainer(zoo, method, "qwen2.5-math-1.5b")
         paper_trainer = cfg.resolved_trainer(paper, "empo", "qwen2.5-math-1.5b")
@@ -188,12 +234,18 @@ def test_the_zoo_plans_one_training_job_per_method_and_every_evaluation(tmp_path
         assert zoo_trainer["max_steps"] == paper_trainer["max_steps"] == 192
     assert zoo["evaluation"] == paper["evaluation"]
     workdir = copy_workflow(tmp_path)
-    result = subprocess.run([str(BIN / "snakemake"), "-n", "--configfile", "config/zoo.yaml"], cwd=workdir,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--configfile", "config/zoo.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    counts = dict(line.split()[:2] for line in result.stdout.splitlines()
-                  if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert int(counts["train"]) == len(methods) == 8 and int(counts["generate"]) == 9  # + base
+    counts = dict(
+        line.split()[:2] for line in result.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
+    assert int(counts["train_trl"]) == len(methods) == 8 and int(counts["generate"]) == 9  # + base
 
 
 def test_what_verl_cannot_score_is_refused_before_any_job(tmp_path):

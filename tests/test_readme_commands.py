@@ -17,8 +17,15 @@ from tests.test_workflow import _snakemake
 pytestmark = pytest.mark.slow
 
 #: What the README's placeholders stand for in these runs (the demo config's names).
-PLACEHOLDERS = {"<results>": "results/demo", "<model>": "tiny-qwen2", "<method>": "empo", "<benchmark>": "add_test",
-                "<protocol>": "greedy", "<grader>": "math-verify", "<config>": "config/demo.yaml"}
+PLACEHOLDERS = {
+    "<results>": "results/demo",
+    "<model>": "tiny-qwen2",
+    "<method>": "empo",
+    "<benchmark>": "add_test",
+    "<protocol>": "greedy",
+    "<grader>": "math-verify",
+    "<config>": "config/demo.yaml",
+}
 
 
 def readme_snakemake_commands() -> list[str]:

@@ -16,46 +16,114 @@ DECODING = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0, "ma
 
 
 def _protocol(name: str, grader: str, **decoding) -> dict:
-    return {"name": name, "engine": "hf", "dtype": "float32", "prompt": {"format": "chat", "system_prompt": None},
-            "decoding": {**DECODING, **decoding}, "chunk_size": 8,
-            "grader": {"name": grader, "math_verify": "0.9.0", "timeout_seconds": 5}}
+    return {
+        "name": name,
+        "engine": "hf",
+        "dtype": "float32",
+        "prompt": {"format": "chat", "system_prompt": None},
+        "decoding": {**DECODING, **decoding},
+        "chunk_size": 8,
+        "grader": {"name": grader, "math_verify": "0.9.0", "timeout_seconds": 5},
+    }
 
 
-def _metrics(root: Path, model: str, method: str, benchmark: str, correct: list[list[bool]],
-             protocol: str = "greedy", grader: str = "math-verify", protocol_id: str = "p1", **decoding) -> Path:
+def _metrics(
+    root: Path,
+    model: str,
+    method: str,
+    benchmark: str,
+    correct: list[list[bool]],
+    protocol: str = "greedy",
+    grader: str = "math-verify",
+    protocol_id: str = "p1",
+    **decoding,
+) -> Path:
     """A metrics.json (and its grades.jsonl) from per-question sample verdicts, summarised by
     the real metrics code."""
     n = len(correct[0])
-    records = [{"index": i, "sample": s, "extracted": "1" if ok else "2", "correct": ok, "response_tokens": 3,
-                "finish_reason": "stop"} for i, samples in enumerate(correct) for s, ok in enumerate(samples)]
+    records = [
+        {
+            "index": i,
+            "sample": s,
+            "extracted": "1" if ok else "2",
+            "correct": ok,
+            "response_tokens": 3,
+            "finish_reason": "stop",
+        }
+        for i, samples in enumerate(correct)
+        for s, ok in enumerate(samples)
+    ]
     summary = summarize(records, n=n, ks=[1], bootstrap={"samples": 400, "seed": 0})
     folder = root / "eval" / model / method / benchmark / protocol / grader
     folder.mkdir(parents=True)
     (folder / "grades.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (folder.parent / "generations.jsonl").write_text("".join(json.dumps(
-        {"index": r["index"], "sample": r["sample"], "gold": "1", "question": f"q{r['index']}",
-         "response": "x" * 500 + f" so the answer is {r['extracted']}"}) + "\n" for r in records))
-    (folder / "metrics.json").write_text(json.dumps({
-        "model": model, "method": method, "benchmark": benchmark, "protocol_name": protocol,
-        "grader": {"name": grader}, "accuracy": summary["metrics"]["accuracy"], "metrics": summary["metrics"],
-        "uncertainty": summary["uncertainty"], "counts": summary["counts"], "per_item": summary["per_item"],
-        "protocol": _protocol(protocol, grader, n=n, **decoding), "protocol_id": protocol_id,
-        "generation": {"path": str(root / "none.jsonl")}, "mlflow_run_id": f"run-{benchmark}",
-        "finished_at": "2026-11-22T12:00:00"}))
+    (folder.parent / "generations.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "index": r["index"],
+                    "sample": r["sample"],
+                    "gold": "1",
+                    "question": f"q{r['index']}",
+                    "response": "x" * 500 + f" so the answer is {r['extracted']}",
+                }
+            )
+            + "\n"
+            for r in records
+        )
+    )
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model": model,
+                "method": method,
+                "benchmark": benchmark,
+                "protocol_name": protocol,
+                "grader": {"name": grader},
+                "accuracy": summary["metrics"]["accuracy"],
+                "metrics": summary["metrics"],
+                "uncertainty": summary["uncertainty"],
+                "counts": summary["counts"],
+                "per_item": summary["per_item"],
+                "protocol": _protocol(protocol, grader, n=n, **decoding),
+                "protocol_id": protocol_id,
+                "generation": {"path": str(root / "none.jsonl")},
+                "mlflow_run_id": f"run-{benchmark}",
+                "finished_at": "2026-11-22T12:00:00",
+            }
+        )
+    )
     return folder / "metrics.json"
 
 
 def _spec(rows, graders=("math-verify",), protocols=None) -> dict:
-    return {"benchmarks": ["b1", "b2"], "graders": list(graders),
-            "protocols": protocols or {"greedy": ["b1", "b2"]}, "bootstrap": {"samples": 400, "seed": 0},
-            "rows": rows, "published_only": [{"model": "m", "method": "gspo", "published": {"b1": 70.0}}],
-            "reference": {"source": "EMPO README", "protocol": "greedy"}}
+    return {
+        "benchmarks": ["b1", "b2"],
+        "graders": list(graders),
+        "protocols": protocols or {"greedy": ["b1", "b2"]},
+        "bootstrap": {"samples": 400, "seed": 0},
+        "rows": rows,
+        "published_only": [{"model": "m", "method": "gspo", "published": {"b1": 70.0}}],
+        "reference": {"source": "EMPO README", "protocol": "greedy"},
+    }
 
 
-ROW_BASE = {"model": "m", "method": "base", "label_model": "m", "label_method": "base",
-            "published": {"b1": 50.0, "b2": 20.0}, "baseline_method": None}
-ROW_EMPO = {"model": "m", "method": "empo", "label_model": "m", "label_method": "empo",
-            "published": {}, "baseline_method": "base"}
+ROW_BASE = {
+    "model": "m",
+    "method": "base",
+    "label_model": "m",
+    "label_method": "base",
+    "published": {"b1": 50.0, "b2": 20.0},
+    "baseline_method": None,
+}
+ROW_EMPO = {
+    "model": "m",
+    "method": "empo",
+    "label_model": "m",
+    "label_method": "empo",
+    "published": {},
+    "baseline_method": "base",
+}
 
 
 def _answers(right: int, total: int = 40) -> list[list[bool]]:
@@ -63,15 +131,22 @@ def _answers(right: int, total: int = 40) -> list[list[bool]]:
 
 
 def test_graded_samples_show_verdict_answer_gold_and_the_response_end(tmp_path):
-    paths = [_metrics(tmp_path, "m", "base", "b1", _answers(1, total=5)),
-             _metrics(tmp_path, "m", "empo", "b1", _answers(4, total=5)),
-             _metrics(tmp_path, "m", "base", "b1", _answers(1, total=5), grader="empo-rules")]
+    paths = [
+        _metrics(tmp_path, "m", "base", "b1", _answers(1, total=5)),
+        _metrics(tmp_path, "m", "empo", "b1", _answers(4, total=5)),
+        _metrics(tmp_path, "m", "base", "b1", _answers(1, total=5), grader="empo-rules"),
+    ]
     report.write_report(_spec([ROW_BASE, ROW_EMPO], graders=("math-verify", "empo-rules")), paths, tmp_path)
     with open(tmp_path / "graded_samples.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["method"], r["index"], r["correct"]) for r in rows] == [
-        ("base", "0", "True"), ("base", "1", "False"), ("base", "2", "False"),
-        ("empo", "0", "True"), ("empo", "1", "True"), ("empo", "2", "True")]
+        ("base", "0", "True"),
+        ("base", "1", "False"),
+        ("base", "2", "False"),
+        ("empo", "0", "True"),
+        ("empo", "1", "True"),
+        ("empo", "2", "True"),
+    ]
     assert {r["grader"] for r in rows} == {"math-verify"}  # the first grader only
     assert rows[1]["extracted"] == "2" and rows[1]["gold"] == "1"
     assert rows[0]["response_tail"].startswith("…") and rows[0]["response_tail"].endswith("the answer is 1")
@@ -79,8 +154,12 @@ def test_graded_samples_show_verdict_answer_gold_and_the_response_end(tmp_path):
 
 
 def test_table_has_intervals_counts_published_and_difference(tmp_path):
-    paths = [_metrics(tmp_path, "m", "base", "b1", _answers(22)), _metrics(tmp_path, "m", "base", "b2", _answers(4)),
-             _metrics(tmp_path, "m", "empo", "b1", _answers(30)), _metrics(tmp_path, "m", "empo", "b2", _answers(4))]
+    paths = [
+        _metrics(tmp_path, "m", "base", "b1", _answers(22)),
+        _metrics(tmp_path, "m", "base", "b2", _answers(4)),
+        _metrics(tmp_path, "m", "empo", "b1", _answers(30)),
+        _metrics(tmp_path, "m", "empo", "b2", _answers(4)),
+    ]
     table = report.write_report(_spec([ROW_BASE, ROW_EMPO]), paths, tmp_path)
     block = table["blocks"][0]
     base, empo = block["rows"]
@@ -117,14 +196,28 @@ def test_graders_and_protocols_each_get_a_block_and_published_only_the_first_pro
     protocols = {"greedy": ["b1", "b2"], "avg4": ["b2"]}
     paths = []
     for grader in ("math-verify", "empo-rules"):
-        paths += [_metrics(tmp_path, "m", "base", "b1", _answers(20), grader=grader),
-                  _metrics(tmp_path, "m", "base", "b2", _answers(20 if grader == "math-verify" else 25), grader=grader),
-                  _metrics(tmp_path, "m", "base", "b2", [[True, False, True, False]] * 40, protocol="avg4",
-                           grader=grader, protocol_id="p2", temperature=0.6)]
+        paths += [
+            _metrics(tmp_path, "m", "base", "b1", _answers(20), grader=grader),
+            _metrics(tmp_path, "m", "base", "b2", _answers(20 if grader == "math-verify" else 25), grader=grader),
+            _metrics(
+                tmp_path,
+                "m",
+                "base",
+                "b2",
+                [[True, False, True, False]] * 40,
+                protocol="avg4",
+                grader=grader,
+                protocol_id="p2",
+                temperature=0.6,
+            ),
+        ]
     table = report.write_report(_spec([ROW_BASE], ("math-verify", "empo-rules"), protocols), paths, tmp_path)
     assert [(b["grader"], b["protocol"], b["benchmarks"]) for b in table["blocks"]] == [
-        ("math-verify", "greedy", ["b1", "b2"]), ("math-verify", "avg4", ["b2"]),
-        ("empo-rules", "greedy", ["b1", "b2"]), ("empo-rules", "avg4", ["b2"])]
+        ("math-verify", "greedy", ["b1", "b2"]),
+        ("math-verify", "avg4", ["b2"]),
+        ("empo-rules", "greedy", ["b1", "b2"]),
+        ("empo-rules", "avg4", ["b2"]),
+    ]
     assert table["blocks"][0]["rows"][0]["cells"]["b1"]["published"] == 50.0
     assert table["blocks"][1]["rows"][0]["cells"]["b2"]["published"] is None  # another protocol
     assert table["blocks"][1]["rows"][0]["cells"]["b2"]["metric"] == "mean@4"
@@ -163,9 +256,11 @@ def test_corrupt_or_duplicate_metrics_are_refused(tmp_path):
 def test_trained_rows_say_how_they_were_trained(tmp_path):
     rows = [ROW_BASE, ROW_EMPO, {**ROW_EMPO, "method": "gspo", "label_method": "gspo"}]
     paths = []
-    for method, manifest in [("base", {"kind": "hub", "path": "/hf"}),
-                             ("empo", {"kind": "trained", "backend": "verl", "global_step": 192}),
-                             ("gspo", {"kind": "trained", "backend": "trl", "global_step": 16, "rollout_steps": 2})]:
+    for method, manifest in [
+        ("base", {"kind": "hub", "path": "/hf"}),
+        ("empo", {"kind": "trained", "backend": "verl", "global_step": 192}),
+        ("gspo", {"kind": "trained", "backend": "trl", "global_step": 16, "rollout_steps": 2}),
+    ]:
         path = _metrics(tmp_path, "m", method, "b1", _answers(20))
         path.write_text(json.dumps({**json.loads(path.read_text()), "model_manifest": manifest}))
         paths.append(path)

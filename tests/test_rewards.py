@@ -53,8 +53,9 @@ def test_diagnostics_and_label_free_majority_check():
 def test_entropy_filter_blanks_rewards_outside_the_band():
     kept = rewards.score_group(GROUP, "empo", entropy_filter=(0.3, 1.0))
     assert not kept.filtered and kept.rewards[0] == 0.5
-    dropped = rewards.score_group(["\\boxed{1}", "\\boxed{2}", "\\boxed{3}", "\\boxed{4}"], "empo",
-                                  entropy_filter=(0.3, 1.0))
+    dropped = rewards.score_group(
+        ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}", "\\boxed{4}"], "empo", entropy_filter=(0.3, 1.0)
+    )
     assert dropped.filtered and dropped.rewards == [None] * 4
     assert rewards.passes_entropy_filter(0.3, 0.3, 1.0) and not rewards.passes_entropy_filter(0.29, 0.3, 1.0)
 
@@ -62,8 +63,9 @@ def test_entropy_filter_blanks_rewards_outside_the_band():
 def test_group_metrics_mean_reward_counts_only_the_groups_that_train():
     kept = rewards.score_group(GROUP, "empo", entropy_filter=(0.3, 1.0))
     agreed = rewards.score_group(["\\boxed{2}"] * 4, "empo")
-    dropped = rewards.score_group(["\\boxed{1}", "\\boxed{2}", "\\boxed{3}", "\\boxed{4}"], "empo",
-                                  entropy_filter=(0.3, 1.0))
+    dropped = rewards.score_group(
+        ["\\boxed{1}", "\\boxed{2}", "\\boxed{3}", "\\boxed{4}"], "empo", entropy_filter=(0.3, 1.0)
+    )
     metrics = rewards.group_metrics([kept, agreed, dropped])
     assert metrics["group/reward_mean"] == pytest.approx((sum(kept.rewards) / len(kept.rewards) + 1.0) / 2)
     assert metrics["group/filtered_fraction"] == pytest.approx(1 / 3)
@@ -95,8 +97,10 @@ def test_reward_core_imports_no_torch():
     import sys
 
     code = "import sys, pipelines.rewards; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -104,9 +108,11 @@ def test_reward_core_imports_no_torch():
 
 
 def test_token_distribution_rewards_read_the_trainers_statistics():
-    stats = [rewards.TokenStats(entropy_mean=0.5, logprob_mean=-0.25, self_certainty_mean=2.0, num_tokens=7),
-             rewards.TokenStats(entropy_mean=1.5, logprob_mean=-1.0, self_certainty_mean=0.5, num_tokens=3),
-             rewards.TokenStats(entropy_mean=0.0, logprob_mean=0.0, self_certainty_mean=0.0, num_tokens=0)]
+    stats = [
+        rewards.TokenStats(entropy_mean=0.5, logprob_mean=-0.25, self_certainty_mean=2.0, num_tokens=7),
+        rewards.TokenStats(entropy_mean=1.5, logprob_mean=-1.0, self_certainty_mean=0.5, num_tokens=3),
+        rewards.TokenStats(entropy_mean=0.0, logprob_mean=0.0, self_certainty_mean=0.0, num_tokens=0),
+    ]
     assert rewards.token_entropy_rewards(stats) == [-0.5, -1.5, None]  # no tokens: unscorable
     assert rewards.self_certainty_rewards(stats) == [2.0, 0.5, None]
     assert rewards.trajectory_likelihood_rewards(stats) == [-0.25, -1.0, None]

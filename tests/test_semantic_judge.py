@@ -72,8 +72,8 @@ def test_the_prompt_is_the_authors_verbatim():
         f"### Ground Truth Answer: CO2\n\n"
         f"### Student Answer: carbon dioxide\n\n"
         "For the above question, please verify if the student's answer is equivalent to the ground truth answer.\n"
-        "Do not solve the question by yourself; just check if the student's answer is equivalent to the ground truth answer.\n"
-        "If correct, output \"Final Decision: Yes\". If incorrect, output \"Final Decision: No\".\n"
+        "Do not solve the question by yourself; just check if the student's answer is equivalent to the ground truth answer.\n"  # noqa: E501 (the authors' prompt, byte for byte)
+        'If correct, output "Final Decision: Yes". If incorrect, output "Final Decision: No".\n'
         "Assistant: Final Decision: "
     )
     assert render_verifier_prompt(None, QUESTION, "CO2", "carbon dioxide") == theirs
@@ -81,8 +81,10 @@ def test_the_prompt_is_the_authors_verbatim():
     assert render_verifier_prompt("{answer}|{reference}|{question}", "q", "r", "a") == "a|r|q"
 
 
-@pytest.mark.parametrize("margin, verdict", [(2.0, True), (1e-6, True), (0.0, False), (-0.5, False),
-                                             (math.nan, False), (math.inf, True), (-math.inf, False)])
+@pytest.mark.parametrize(
+    "margin, verdict",
+    [(2.0, True), (1e-6, True), (0.0, False), (-0.5, False), (math.nan, False), (math.inf, True), (-math.inf, False)],
+)
 def test_yes_above_no_is_equivalent_and_a_tie_or_nothing_is_not(margin, verdict):
     judge = EquivalenceJudge(lambda prompts: [margin] * len(prompts), batch_size=4)
     assert judge.equivalent_many([("q", "a", "b")]) == [verdict]
@@ -110,16 +112,19 @@ def _same_word(a: str, b: str) -> bool:
     return a.lower() == b.lower()
 
 
-@pytest.mark.parametrize("answers, relation, expected", [
-    # equivalence classes, with case differences
-    (["CO2", "co2", "O2", "CO2", "o2"], _same_word, [0, 0, 1, 0, 1]),
-    # not transitive: A~B, B~C, A!~C; C opens its own cluster (B was taken, never a representative)
-    (["A", "B", "C"], lambda a, b: {a, b} in ({"A", "B"}, {"B", "C"}), [0, 0, 1]),
-    # a later representative takes an answer an earlier one had (A~C, B~C, A!~B): C moves to B
-    (["A", "B", "C"], lambda a, b: {a, b} in ({"A", "C"}, {"B", "C"}), [0, 1, 1]),
-    # asymmetric: the representative is the first argument
-    (["x", "y"], lambda a, b: (a, b) == ("y", "x"), [0, 1]),
-])
+@pytest.mark.parametrize(
+    "answers, relation, expected",
+    [
+        # equivalence classes, with case differences
+        (["CO2", "co2", "O2", "CO2", "o2"], _same_word, [0, 0, 1, 0, 1]),
+        # not transitive: A~B, B~C, A!~C; C opens its own cluster (B was taken, never a representative)
+        (["A", "B", "C"], lambda a, b: {a, b} in ({"A", "B"}, {"B", "C"}), [0, 0, 1]),
+        # a later representative takes an answer an earlier one had (A~C, B~C, A!~B): C moves to B
+        (["A", "B", "C"], lambda a, b: {a, b} in ({"A", "C"}, {"B", "C"}), [0, 1, 1]),
+        # asymmetric: the representative is the first argument
+        (["x", "y"], lambda a, b: (a, b) == ("y", "x"), [0, 1]),
+    ],
+)
 def test_clusters_are_the_authors_clusters(answers, relation, expected):
     judge, _ = stub_judge(relation)
     ids = judge_cluster_ids(answers, QUESTION, judge)
@@ -135,8 +140,10 @@ def test_missing_answers_join_no_cluster_and_are_never_asked_about():
 
 
 @settings(max_examples=200, deadline=None)
-@given(answers=st.lists(st.sampled_from(["a", "b", "c", "d", ""]), min_size=1, max_size=9),
-       edges=st.sets(st.tuples(st.sampled_from("abcd"), st.sampled_from("abcd"))))
+@given(
+    answers=st.lists(st.sampled_from(["a", "b", "c", "d", ""]), min_size=1, max_size=9),
+    edges=st.sets(st.tuples(st.sampled_from("abcd"), st.sampled_from("abcd"))),
+)
 def test_batched_clustering_equals_the_authors_loop_for_any_judge(answers, edges):
     relation = lambda a, b: (a, b) in edges  # noqa: E731 - any relation, asymmetric, intransitive
     judge, _ = stub_judge(relation, batch_size=4)
@@ -206,10 +213,13 @@ def test_the_trl_adapter_passes_the_question_to_the_judge():
     reward = GroupRewardFunction("empo", "empo", num_generations=2, judge=judge)
     try:
         logged = {}
-        rewards = reward(prompts=[[{"role": "user", "content": "p"}]] * 2,
-                         completions=["\\boxed{CO2}", "\\boxed{co2}"],
-                         reward_model=[{"ground_truth": "CO2"}] * 2, extra_info=[{"question": QUESTION}] * 2,
-                         log_metric=lambda name, value: logged.__setitem__(name, value))
+        rewards = reward(
+            prompts=[[{"role": "user", "content": "p"}]] * 2,
+            completions=["\\boxed{CO2}", "\\boxed{co2}"],
+            reward_model=[{"ground_truth": "CO2"}] * 2,
+            extra_info=[{"question": QUESTION}] * 2,
+            log_metric=lambda name, value: logged.__setitem__(name, value),
+        )
     finally:
         reward.close()
     assert rewards == [1.0, 1.0] and verifier.asked[0] == ("CO2", "co2")
@@ -219,12 +229,15 @@ def test_the_trl_adapter_passes_the_question_to_the_judge():
 # ------------------------------------------------------------------------ extraction
 
 
-@pytest.mark.parametrize("text, free, choice", [
-    ("so the answer is \\boxed{B}.", "B", "B"),
-    ("\\boxed{\\text{carbon dioxide}}", "carbon dioxide", "carbon dioxide"),
-    ("Hence \\boxed{A. Paris}", "A. Paris", "A. Paris"),
-    ("I give up.", None, None),
-])
+@pytest.mark.parametrize(
+    "text, free, choice",
+    [
+        ("so the answer is \\boxed{B}.", "B", "B"),
+        ("\\boxed{\\text{carbon dioxide}}", "carbon dioxide", "carbon dioxide"),
+        ("Hence \\boxed{A. Paris}", "A. Paris", "A. Paris"),
+        ("I give up.", None, None),
+    ],
+)
 def test_answers_are_extracted_as_the_authors_extract_them(text, free, choice):
     assert free_form.free_form_answer(text) == free
     assert free_form.choice_answer(text) == choice
@@ -242,8 +255,10 @@ def test_the_choice_letter_grader_grades_generation_records():
     from pipelines import grading
     from pipelines.grade import grade_records
 
-    records = [{"index": i, "sample": 0, "response": response, "gold": "B", "options": ["Paris", "Lyon", "Nice"]}
-               for i, response in enumerate(["\\boxed{B}", "\\boxed{B. Lyon}", "\\boxed{Lyon}", "no box"])]
+    records = [
+        {"index": i, "sample": 0, "response": response, "gold": "B", "options": ["Paris", "Lyon", "Nice"]}
+        for i, response in enumerate(["\\boxed{B}", "\\boxed{B. Lyon}", "\\boxed{Lyon}", "no box"])
+    ]
     with grading.GradingPool(workers=1, rule="choice-letter") as pool:
         verdicts, _ = grade_records({"name": "choice-letter"}, records, pool)
         assert [v["correct"] for v in verdicts] == [True, True, False, False]
@@ -254,26 +269,56 @@ def test_the_choice_letter_grader_grades_generation_records():
 
 # ------------------------------------------------------------------------ a real verifier model
 
-VERIFIER_CORPUS = ("Assistant: Final Decision: Yes", "Assistant: Final Decision: No",
-                   "### Ground Truth Answer: carbon dioxide ### Student Answer: oxygen")
+VERIFIER_CORPUS = (
+    "Assistant: Final Decision: Yes",
+    "Assistant: Final Decision: No",
+    "### Ground Truth Answer: carbon dioxide ### Student Answer: oxygen",
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_verifier(tmp_path_factory) -> str:
     from tests.tiny_models import build_tiny_qwen2, make_opinionated_verifier
 
-    path = build_tiny_qwen2(tmp_path_factory.mktemp("verifier"), attention_heads=2, kv_heads=1,
-                            max_length=512, extra_corpus=VERIFIER_CORPUS, seed=3)
+    path = build_tiny_qwen2(
+        tmp_path_factory.mktemp("verifier"),
+        attention_heads=2,
+        kv_heads=1,
+        max_length=512,
+        extra_corpus=VERIFIER_CORPUS,
+        seed=3,
+    )
     make_opinionated_verifier(path, [render_verifier_prompt(None, QUESTION, a, b) for a in ANSWERS for b in ANSWERS])
     return path
 
 
-SETTINGS = {"model": None, "revision": None, "engine": "hf", "device": "cpu", "dtype": "float32", "batch_size": 8,
-            "prompt": None, "yes_token": " Yes", "no_token": " No", "endpoint": None, "api_key_env": "X",
-            "timeout_seconds": 5}
+SETTINGS = {
+    "model": None,
+    "revision": None,
+    "engine": "hf",
+    "device": "cpu",
+    "dtype": "float32",
+    "batch_size": 8,
+    "prompt": None,
+    "yes_token": " Yes",
+    "no_token": " No",
+    "endpoint": None,
+    "api_key_env": "X",
+    "timeout_seconds": 5,
+}
 
-ANSWERS = ["carbon dioxide", "CO2", "oxygen", "carbon dioxide", "O2", "the gas CO2", "x", "carbon dioxide gas",
-           "CO_2", "oxygen"]
+ANSWERS = [
+    "carbon dioxide",
+    "CO2",
+    "oxygen",
+    "carbon dioxide",
+    "O2",
+    "the gas CO2",
+    "x",
+    "carbon dioxide gas",
+    "CO_2",
+    "oxygen",
+]
 
 
 def test_a_real_verifier_decides_as_the_authors_code_in_fewer_passes(tiny_verifier):
@@ -288,14 +333,18 @@ def test_a_real_verifier_decides_as_the_authors_code_in_fewer_passes(tiny_verifi
 
     clustering = make_equivalence_judge({**SETTINGS, "model": tiny_verifier})
     ids = judge_cluster_ids(ANSWERS, QUESTION, clustering)
-    reference, _ = authors_semantic_ids(ANSWERS, lambda a, b: authors_check_implication(model, tokenizer, QUESTION, a, b))
+    reference, _ = authors_semantic_ids(
+        ANSWERS, lambda a, b: authors_check_implication(model, tokenizer, QUESTION, a, b)
+    )
     assert partition(ids, ANSWERS) == partition(reference, ANSWERS)
     assert clustering.forward_passes <= len(set(ids))
 
 
 def test_padding_does_not_move_a_margin(tiny_verifier):
     decision = HFDecision(tiny_verifier, None, "float32", "cpu", " Yes", " No")
-    prompts = [render_verifier_prompt(None, QUESTION, a, b) for a, b in [("CO2", "carbon dioxide gas, mostly"), ("x", "y")]]
+    prompts = [
+        render_verifier_prompt(None, QUESTION, a, b) for a, b in [("CO2", "carbon dioxide gas, mostly"), ("x", "y")]
+    ]
     together = decision(prompts)
     alone = [decision([p])[0] for p in prompts]
     assert together == pytest.approx(alone, abs=1e-4)
@@ -315,4 +364,3 @@ def test_auto_device_is_the_cpu_without_gpus():
     from pipelines.judge import resolve_device
 
     assert resolve_device("auto") == "cpu" and resolve_device("cuda:3") == "cuda:3"
-

@@ -20,8 +20,10 @@ from tests.conftest import copy_workflow
 
 pytestmark = [
     pytest.mark.slurm,
-    pytest.mark.skipif(os.environ.get("EMPO_TEST_SLURM") != "1" or not shutil.which("sbatch"),
-                       reason="needs the local SLURM of `make test-slurm`"),
+    pytest.mark.skipif(
+        os.environ.get("EMPO_TEST_SLURM") != "1" or not shutil.which("sbatch"),
+        reason="needs the local SLURM of `make test-slurm`",
+    ),
 ]
 
 BIN = Path(sys.executable).parent
@@ -47,14 +49,19 @@ def _workdir(destination: Path) -> Path:
 def _snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "snakemake"), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _cells(workdir: Path) -> dict:
     table = json.loads((workdir / "results" / "demo" / "table.json").read_text())
-    return {(block["grader"], block["protocol"], row["method"], benchmark): cell["value"]
-            for block in table["blocks"] for row in block["rows"] for benchmark, cell in row["cells"].items()}
+    return {
+        (block["grader"], block["protocol"], row["method"], benchmark): cell["value"]
+        for block in table["blocks"]
+        for row in block["rows"]
+        for benchmark, cell in row["cells"].items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +74,9 @@ def local_run(tmp_path_factory) -> Path:
 
 def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_path):
     workdir = _workdir(tmp_path)
-    result = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile",
-                        "config/demo.yaml", "config/gpu-overlay.yaml")
+    result = _snakemake(
+        workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml", "config/gpu-overlay.yaml"
+    )
     assert result.returncode == 0, result.stderr[-6000:]
     records = list((workdir / "results" / "demo" / "eval").glob("*/*/*/*/generation.json"))
     grades = list((workdir / "results" / "demo" / "eval").glob("*/*/*/*/*/metrics.json"))
@@ -80,7 +88,9 @@ def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_
     for path in grades:
         assert json.loads(path.read_text())["runtime"]["slurm_job_id"], f"{path} did not run as a SLURM job"
     slurm_logs = list((workdir / "results" / "logs" / "slurm").rglob("*.log"))
-    assert len(slurm_logs) >= 13  # 4 data + 1 model + 2 train + 3 generate (one per model job) + 3 grade jobs, logs kept
+    assert (
+        len(slurm_logs) >= 13
+    )  # 4 data + 1 model + 2 train + 3 generate (one per model job) + 3 grade jobs, logs kept
     assert _cells(workdir) == _cells(local_run)
 
 
@@ -90,15 +100,27 @@ def test_failing_job_is_reported_and_a_fixed_rerun_redoes_nothing(tmp_path):
     (workdir / "config" / "demo_data" / "empty.jsonl").write_text("")
     broken = {"datasets": {"add_test": {"source": {"kind": "file", "path": "config/demo_data/empty.jsonl"}}}}
     (workdir / "config" / "broken.yaml").write_text(yaml.safe_dump(broken))
-    failed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml",
-                        "config/broken.yaml", timeout=600)
+    failed = _snakemake(
+        workdir,
+        "--profile",
+        "profiles/slurm-test",
+        "--configfile",
+        "config/demo.yaml",
+        "config/broken.yaml",
+        timeout=600,
+    )
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "results/demo/logs/data/add_test.log" in output
-    assert "dataset file config/demo_data/empty.jsonl is empty" in (
-        workdir / "results" / "demo" / "logs" / "data" / "add_test.log").read_text()
-    finished = {path: path.stat().st_mtime_ns for path in (workdir / "results").rglob("*")
-                if path.is_file() and path.suffix in {".parquet", ".json"} and "mlflow" not in path.parts}
+    assert (
+        "dataset file config/demo_data/empty.jsonl is empty"
+        in (workdir / "results" / "demo" / "logs" / "data" / "add_test.log").read_text()
+    )
+    finished = {
+        path: path.stat().st_mtime_ns
+        for path in (workdir / "results").rglob("*")
+        if path.is_file() and path.suffix in {".parquet", ".json"} and "mlflow" not in path.parts
+    }
     assert any(path.name == "add_train.parquet" for path in finished)
 
     fixed = _snakemake(workdir, "--profile", "profiles/slurm-test", "--configfile", "config/demo.yaml")

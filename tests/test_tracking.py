@@ -90,13 +90,23 @@ def test_job_metrics_survive_a_short_tracking_server_outage(tmp_path, monkeypatc
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    command = [mlflow_bin, "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-               "--port", str(port), "--workers", "1"]
+    command = [
+        mlflow_bin,
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
     def start_server() -> subprocess.Popen:
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 90
         while time.time() < deadline:
             try:
@@ -118,8 +128,13 @@ def test_job_metrics_survive_a_short_tracking_server_outage(tmp_path, monkeypatc
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "8")
-    config = {"tracking_uri": f"http://127.0.0.1:{port}", "artifact_root": "unused", "experiment": "outage",
-              "enabled": True, "results_dir": str(tmp_path / "results")}
+    config = {
+        "tracking_uri": f"http://127.0.0.1:{port}",
+        "artifact_root": "unused",
+        "experiment": "outage",
+        "enabled": True,
+        "results_dir": str(tmp_path / "results"),
+    }
     server = start_server()
     restarted: list[subprocess.Popen] = []
     try:

@@ -41,8 +41,14 @@ VOLATILE_TAGS = {"mlflow.parentRunId", "mlflow.source.name", "mlflow.note.conten
 def _run_job(tmp_path, config) -> dict:
     script = tmp_path / "job.py"
     script.write_text(JOB.format(repo=str(REPO_ROOT)))
-    result = subprocess.run([sys.executable, str(script), json.dumps(config)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300, check=True)
+    result = subprocess.run(
+        [sys.executable, str(script), json.dumps(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -50,11 +56,13 @@ def _logged(client, run_id) -> dict:
     run = client.get_run(run_id)
     return {
         "params": run.data.params,
-        "metrics": {key: [(m.value, m.step) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics},
+        "metrics": {
+            key: [(m.value, m.step) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics
+        },
         "tags": {k: v for k, v in run.data.tags.items() if k not in VOLATILE_TAGS},
         "status": run.info.status,
         "artifacts": sorted(a.path for folder in ("grade", "logs") for a in client.list_artifacts(run_id, folder))
-                     + [a.path for a in client.list_artifacts(run_id) if a.path.endswith(".json")],
+        + [a.path for a in client.list_artifacts(run_id) if a.path.endswith(".json")],
         "datasets": [(d.dataset.name, d.dataset.digest, [t.value for t in d.tags]) for d in run.inputs.dataset_inputs],
     }
 
@@ -118,7 +126,10 @@ def test_a_refused_connection_falls_back_to_mlflow_in_the_process():
     backend = tracking_service.ServiceBackend(tracking_service.ServiceClient("127.0.0.1", port, "t", 1), Recorder())
     assert backend.call("set_tags", run_id="r", tags={"a": "b"}) == "done"
     assert backend.call("set_tags", run_id="r", tags={"c": "d"}) == "done"
-    assert calls == [("set_tags", {"run_id": "r", "tags": {"a": "b"}}), ("set_tags", {"run_id": "r", "tags": {"c": "d"}})]
+    assert calls == [
+        ("set_tags", {"run_id": "r", "tags": {"a": "b"}}),
+        ("set_tags", {"run_id": "r", "tags": {"c": "d"}}),
+    ]
     assert backend.service is None
 
 
@@ -126,8 +137,14 @@ def test_a_service_of_another_store_host_or_code_is_not_used(tracking_config, tm
     resolved = tracking.resolve_tracking(tracking_config)
     record = tracking_service.service_file(resolved["results_dir"])
     record.parent.mkdir(parents=True)
-    info = {"host": socket.gethostname(), "port": 1, "pid": 1, "token": "t",
-            "tracking_uri": resolved["tracking_uri"], "fingerprint": tracking_service.code_fingerprint()}
+    info = {
+        "host": socket.gethostname(),
+        "port": 1,
+        "pid": 1,
+        "token": "t",
+        "tracking_uri": resolved["tracking_uri"],
+        "fingerprint": tracking_service.code_fingerprint(),
+    }
     record.write_text(json.dumps(info))
     assert tracking_service.find_service(resolved) is not None
     for key, other in (("host", "elsewhere"), ("tracking_uri", "sqlite:////other.db"), ("fingerprint", "old")):

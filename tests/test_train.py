@@ -18,16 +18,22 @@ from pipelines.rewards import score_group
 from pipelines.train import trl_backend
 from pipelines.train.rewards_adapter import GroupRewardFunction
 from tests.conftest import REPO_ROOT
-TRAINER = {"reward": "empo", "loss": "gspo", "empty_policy": "singleton", "entropy_filter": None,
-           "learning_rate": 1e-3, "num_generations": 4, "prompts_per_step": 4, "mini_batch_prompts": 2,
-           "max_steps": 2, "max_completion_length": 12, "temperature": 1.0, "epsilon": 3e-4,
-           "epsilon_high": 4e-4, "beta": 0.0, "save_steps": 1, "seed": 0, "bf16": True,
-           "vllm_rollouts": False, "vllm_gpu_memory_utilization": 0.3}
+from tests.job_specs import trainer_settings
+
+TRAINER = trainer_settings()
 
 
 def test_paper_batch_semantics_map_to_trl():
-    paper = {**TRAINER, "num_generations": 16, "prompts_per_step": 256, "mini_batch_prompts": 32,
-             "max_steps": 192, "save_steps": 20, "max_completion_length": 3072, "vllm_rollouts": True}
+    paper = {
+        **TRAINER,
+        "num_generations": 16,
+        "prompts_per_step": 256,
+        "mini_batch_prompts": 32,
+        "max_steps": 192,
+        "save_steps": 20,
+        "max_completion_length": 3072,
+        "vllm_rollouts": True,
+    }
     args = trl_backend.grpo_arguments(paper, Path("/ckpt"), world_size=8, use_cpu=False, report_to=[])
     assert args["generation_batch_size"] == 256 * 16
     assert args["per_device_train_batch_size"] * 8 == 32 * 16
@@ -50,19 +56,33 @@ def test_paper_batch_semantics_map_to_trl():
 
 
 def _spec(**trainer) -> dict:
-    return {"model": "tiny", "method": "empo", "dataset": "arith_train", "trainer": {**TRAINER, **trainer},
-            "gpus": 0, "grading": {"workers": 1, "timeout_seconds": 5}}
+    return {
+        "model": "tiny",
+        "method": "empo",
+        "dataset": "arith_train",
+        "trainer": {**TRAINER, **trainer},
+        "gpus": 0,
+        "grading": {"workers": 1, "timeout_seconds": 5},
+    }
 
 
 def test_real_grpo_trainer_two_steps_on_cpu(train_setup, tmp_path):
-    manifest = trl_backend.train(_spec(), train_setup["base"], train_setup["data"], tmp_path / "ckpt",
-                                 tmp_path / "final")
+    manifest = trl_backend.train(
+        _spec(), train_setup["base"], train_setup["data"], tmp_path / "ckpt", tmp_path / "final"
+    )
     assert manifest["global_step"] == 4 and manifest["rollout_steps"] == 2  # 2 updates per rollout step
     history = json.loads((tmp_path / "ckpt" / "log_history.json").read_text())
     logged = {key for entry in history for key in entry}
-    assert {"reward", "group/semantic_entropy", "group/num_clusters", "group/majority_ratio",
-            "group/filtered_fraction", "group/majority_vs_gold_accuracy", "learning_rate",
-            "clip_ratio/region_mean"} <= logged
+    assert {
+        "reward",
+        "group/semantic_entropy",
+        "group/num_clusters",
+        "group/majority_ratio",
+        "group/filtered_fraction",
+        "group/majority_vs_gold_accuracy",
+        "learning_rate",
+        "clip_ratio/region_mean",
+    } <= logged
     assert (tmp_path / "ckpt" / "curves.png").stat().st_size > 5000
     from pipelines.models import load_model_and_tokenizer
 
@@ -75,12 +95,25 @@ def test_real_grpo_trainer_two_steps_on_cpu(train_setup, tmp_path):
 def test_killed_training_resumes_from_its_last_checkpoint(train_setup, tmp_path):
     spec = _spec(max_steps=4, mini_batch_prompts=4)
     checkpoints, output = tmp_path / "ckpt", tmp_path / "models" / "model.json"
-    command = [sys.executable, "-m", "pipelines.train", "--spec", json.dumps(spec),
-               "--base-manifest", str(train_setup["root"] / "base.json"), "--data", str(train_setup["data"]),
-               "--checkpoints", str(checkpoints), "--output", str(output)]
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines.train.trl_backend",
+        "--spec",
+        json.dumps(spec),
+        "--base-manifest",
+        str(train_setup["root"] / "base.json"),
+        "--data",
+        str(train_setup["data"]),
+        "--checkpoints",
+        str(checkpoints),
+        "--output",
+        str(output),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         if (checkpoints / "checkpoint-2" / "trainer_state.json").is_file():
@@ -98,9 +131,11 @@ def test_killed_training_resumes_from_its_last_checkpoint(train_setup, tmp_path)
     assert int(Path(manifest["resumed_from"]).name.split("-")[1]) >= 2
 
 
-GROUPS = [["\\boxed{1}", "\\boxed{1}", "\\boxed{2}", "none"],
-          ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}", "\\boxed{1/2}"],
-          ["\\boxed{7}", "\\boxed{8}", "\\boxed{9}", "\\boxed{7.0}"]]
+GROUPS = [
+    ["\\boxed{1}", "\\boxed{1}", "\\boxed{2}", "none"],
+    ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}", "\\boxed{1/2}"],
+    ["\\boxed{7}", "\\boxed{8}", "\\boxed{9}", "\\boxed{7.0}"],
+]
 
 
 def test_adapter_scores_groups_like_the_core():
@@ -109,8 +144,12 @@ def test_adapter_scores_groups_like_the_core():
         prompts = [[{"role": "user", "content": f"q{g}"}] for g in range(3) for _ in range(4)]
         completions = [[{"role": "assistant", "content": c}] for group in GROUPS for c in group]
         logged = {}
-        got = reward(prompts, completions, log_metric=lambda k, v: logged.setdefault(k, v),
-                     reward_model=[{"ground_truth": "1"}] * 12)
+        got = reward(
+            prompts,
+            completions,
+            log_metric=lambda k, v: logged.setdefault(k, v),
+            reward_model=[{"ground_truth": "1"}] * 12,
+        )
         expected = [r for group in GROUPS for r in score_group(group, "empo").rewards]
         assert got == pytest.approx(expected)
         assert logged["group/num_clusters"] == pytest.approx((2 + 2 + 3) / 3)
@@ -124,7 +163,8 @@ def test_adapter_gathers_a_group_split_across_two_processes(tmp_path):
     """torchrun, 2 CPU processes (gloo): rank 0 holds completions 0-5, rank 1 holds 6-11, so
     the second group is split; both ranks must return the single-process rewards."""
     script = tmp_path / "split.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys
         import torch.distributed as dist
         sys.path.insert(0, {str(REPO_ROOT)!r})
@@ -145,10 +185,15 @@ def test_adapter_gathers_a_group_split_across_two_processes(tmp_path):
 
         if __name__ == "__main__":  # grading workers re-import the main module
             main()
-    """))
+    """)
+    )
     torchrun = Path(sys.executable).parent / "torchrun"
-    result = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29517", str(script)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(torchrun), "--nproc_per_node=2", "--master_port=29517", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     combined = json.loads((tmp_path / "rank0.json").read_text()) + json.loads((tmp_path / "rank1.json").read_text())
     expected = [r for group in GROUPS for r in score_group(group, "empo").rewards]
@@ -163,14 +208,19 @@ def test_held_out_scores_are_mean_majority_and_greedy_accuracy():
     from pipelines import grading
     from pipelines.train.validation import score_answers, validation_due
 
-    samples = [["\\boxed{3}", "\\boxed{3}", "\\boxed{4}", "no answer"],   # 2/4 right, majority 3: right
-               ["\\boxed{5}", "\\boxed{6}", "\\boxed{6}", "\\boxed{5.0}"],  # 2/4 right, tie: first seen (5): right
-               ["\\boxed{1}", "\\boxed{1}", "\\boxed{2}", "\\boxed{0}"]]   # 1/4 right, majority 1: wrong
+    samples = [
+        ["\\boxed{3}", "\\boxed{3}", "\\boxed{4}", "no answer"],  # 2/4 right, majority 3: right
+        ["\\boxed{5}", "\\boxed{6}", "\\boxed{6}", "\\boxed{5.0}"],  # 2/4 right, tie: first seen (5): right
+        ["\\boxed{1}", "\\boxed{1}", "\\boxed{2}", "\\boxed{0}"],
+    ]  # 1/4 right, majority 1: wrong
     golds = ["3", "5", "2"]
     with grading.GradingPool(workers=1) as pool:
         scores = score_answers(samples, ["\\boxed{3}", "\\boxed{6}", "\\boxed{2}"], golds, pool)
-    assert scores == {"validation/mean_accuracy": 5 / 12, "validation/majority_accuracy": 2 / 3,
-                      "validation/greedy_accuracy": 2 / 3}
+    assert scores == {
+        "validation/mean_accuracy": 5 / 12,
+        "validation/majority_accuracy": 2 / 3,
+        "validation/greedy_accuracy": 2 / 3,
+    }
     with grading.GradingPool(workers=1) as pool, pytest.raises(ValueError, match="3 sample lists"):
         score_answers(samples, ["\\boxed{3}"], golds, pool)
     assert [step for step in range(1, 13) if validation_due(step, every_steps=2, updates_per_step=2)] == [4, 8, 12]
@@ -182,18 +232,28 @@ def test_validation_is_logged_and_never_changes_training(train_setup, tmp_path):
     base) and every rollout step here."""
     validation = {"dataset": "val", "every_steps": 1, "samples": 2}
     plain = trl_backend.train(_spec(), train_setup["base"], train_setup["data"], tmp_path / "a", tmp_path / "fa")
-    scored = trl_backend.train(_spec(validation=validation), train_setup["base"], train_setup["data"],
-                               tmp_path / "b", tmp_path / "fb", validation_path=train_setup["data"])
+    scored = trl_backend.train(
+        _spec(validation=validation),
+        train_setup["base"],
+        train_setup["data"],
+        tmp_path / "b",
+        tmp_path / "fb",
+        validation_path=train_setup["data"],
+    )
     assert scored["sha256"] == plain["sha256"]
     history = json.loads((tmp_path / "b" / "log_history.json").read_text())
     points = [entry for entry in history if "validation/mean_accuracy" in entry]
     assert [entry["step"] for entry in points] == [0, 2, 4]  # optimizer steps: 2 updates per rollout step
-    assert all(0 <= entry[key] <= 1 for entry in points for key in
-               ("validation/mean_accuracy", "validation/majority_accuracy", "validation/greedy_accuracy"))
+    assert all(
+        0 <= entry[key] <= 1
+        for entry in points
+        for key in ("validation/mean_accuracy", "validation/majority_accuracy", "validation/greedy_accuracy")
+    )
     assert trl_backend.mlflow_metric_name("validation/mean_accuracy") == "validation/mean_accuracy"
     with pytest.raises(ValueError, match="no validation data"):
-        trl_backend.train(_spec(validation=validation), train_setup["base"], train_setup["data"],
-                          tmp_path / "c", tmp_path / "fc")
+        trl_backend.train(
+            _spec(validation=validation), train_setup["base"], train_setup["data"], tmp_path / "c", tmp_path / "fc"
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -264,10 +324,18 @@ def test_token_distribution_rewards_train_with_the_real_grpo_trainer(train_setup
 
     own_passes = []
     original = token_stats.policy_token_statistics
-    monkeypatch.setattr(token_stats, "policy_token_statistics",
-                        lambda *args, **kwargs: own_passes.append(1) or original(*args, **kwargs))
-    manifest = trl_backend.train(_spec(reward=reward, max_steps=1), train_setup["base"], train_setup["data"],
-                                 tmp_path / "ckpt", tmp_path / "final")
+    monkeypatch.setattr(
+        token_stats,
+        "policy_token_statistics",
+        lambda *args, **kwargs: own_passes.append(1) or original(*args, **kwargs),
+    )
+    manifest = trl_backend.train(
+        _spec(reward=reward, max_steps=1),
+        train_setup["base"],
+        train_setup["data"],
+        tmp_path / "ckpt",
+        tmp_path / "final",
+    )
     assert manifest["global_step"] == 2
     history = json.loads((tmp_path / "ckpt" / "log_history.json").read_text())
     logged = [entry for entry in history if "reward" in entry]
@@ -283,8 +351,13 @@ def test_statistics_read_from_trls_old_pass_equal_those_of_an_own_pass(train_set
     from pipelines.train import token_stats
 
     def first_reward(folder: str) -> float:
-        trl_backend.train(_spec(reward="token_entropy", max_steps=1), train_setup["base"], train_setup["data"],
-                          tmp_path / folder, tmp_path / f"{folder}-final")
+        trl_backend.train(
+            _spec(reward="token_entropy", max_steps=1),
+            train_setup["base"],
+            train_setup["data"],
+            tmp_path / folder,
+            tmp_path / f"{folder}-final",
+        )
         history = json.loads((tmp_path / folder / "log_history.json").read_text())
         return next(entry["reward"] for entry in history if "reward" in entry)
 

@@ -19,20 +19,38 @@ from pipelines.config import ConfigError
 from pipelines.train import verl_backend, verl_launch
 from tests.conftest import REPO_ROOT
 
-PATHS = dict(model_path="/models/base", train_file="/data/train.parquet", val_files=[],
-             checkpoint_dir="/ckpt", project="p", log_to_mlflow=False, cpus=None)
+PATHS = dict(
+    model_path="/models/base",
+    train_file="/data/train.parquet",
+    val_files=[],
+    checkpoint_dir="/ckpt",
+    project="p",
+    log_to_mlflow=False,
+    cpus=None,
+)
 
 
 def paper():
     return cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
 
 
-@pytest.mark.parametrize("value, expected", [
-    (None, "null"), (True, "true"), (False, "false"), (3e-4, "0.0003"), (16, "16"),
-    ("vllm", "vllm"), ("/a/b-c.parquet", "/a/b-c.parquet"), ("null", "'null'"),
-    ("a path/with space", "'a path/with space'"), (["console", "mlflow"], "[console,mlflow]"),
-    ([0.3, 1.0], "[0.3,1.0]"), ("pkg://pipelines.train.verl_extension", "pkg://pipelines.train.verl_extension"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (None, "null"),
+        (True, "true"),
+        (False, "false"),
+        (3e-4, "0.0003"),
+        (16, "16"),
+        ("vllm", "vllm"),
+        ("/a/b-c.parquet", "/a/b-c.parquet"),
+        ("null", "'null'"),
+        ("a path/with space", "'a path/with space'"),
+        (["console", "mlflow"], "[console,mlflow]"),
+        ([0.3, 1.0], "[0.3,1.0]"),
+        ("pkg://pipelines.train.verl_extension", "pkg://pipelines.train.verl_extension"),
+    ],
+)
 def test_hydra_values(value, expected):
     assert verl_backend.hydra_value(value) == expected
 
@@ -66,13 +84,18 @@ def test_changing_the_converted_step_does_not_retrain():
     assert cfg.convert_job_spec(config, "qwen2.5-math-1.5b", "empo")["step"] == 96
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c["resources"]["train"].update(gpus=0), "gpus must be >= 1"),
-    (lambda c: c["training"]["verl"].update(rollout_tensor_parallel=3), "must divide resources.train.gpus"),
-    (lambda c: c["training"]["verl"].update(validation_benchmarks=["numina_math_20k"]), "role 'benchmark'"),
-    (lambda c: (c["training"]["defaults"].update(backend="trl"), c["resources"]["train"].update(nodes=2)),
-     "trl backend runs on one node"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["resources"]["train"].update(gpus=0), "gpus must be >= 1"),
+        (lambda c: c["training"]["verl"].update(rollout_tensor_parallel=3), "must divide resources.train.gpus"),
+        (lambda c: c["training"]["verl"].update(validation_benchmarks=["numina_math_20k"]), "role 'benchmark'"),
+        (
+            lambda c: (c["training"]["defaults"].update(backend="trl"), c["resources"]["train"].update(nodes=2)),
+            "trl backend runs on one node",
+        ),
+    ],
+)
 def test_verl_settings_the_cluster_would_reject_fail_at_startup(change, message):
     raw = cfg.load_config([REPO_ROOT / "config" / "config.yaml"])
     raw = copy.deepcopy(raw)
@@ -84,10 +107,24 @@ def test_verl_settings_the_cluster_would_reject_fail_at_startup(change, message)
 def test_ray_on_slurm_for_two_nodes():
     plan = verl_launch.ray_cluster_plan(["gpu-a", "gpu-b"], "10.0.0.5", cpus_per_node=64, gpus_per_node=8)
     overlap = ["srun", "--overlap", "--nodes=1", "--ntasks=1", "-w"]
-    assert plan.head == [*overlap, "gpu-a", "ray", "start", "--head", "--node-ip-address=10.0.0.5", "--port=6379",
-                         "--include-dashboard=false", "--num-cpus", "64", "--num-gpus", "8", "--block"]
-    assert plan.workers == [[*overlap, "gpu-b", "ray", "start", "--address=10.0.0.5:6379",
-                             "--num-cpus", "64", "--num-gpus", "8", "--block"]]
+    assert plan.head == [
+        *overlap,
+        "gpu-a",
+        "ray",
+        "start",
+        "--head",
+        "--node-ip-address=10.0.0.5",
+        "--port=6379",
+        "--include-dashboard=false",
+        "--num-cpus",
+        "64",
+        "--num-gpus",
+        "8",
+        "--block",
+    ]
+    assert plan.workers == [
+        [*overlap, "gpu-b", "ray", "start", "--address=10.0.0.5:6379", "--num-cpus", "64", "--num-gpus", "8", "--block"]
+    ]
     assert plan.trainer_prefix == [*overlap, "gpu-a"]
     assert plan.stop == [[*overlap, "gpu-a", "ray", "stop", "--force"], [*overlap, "gpu-b", "ray", "stop", "--force"]]
     assert plan.wait_for_nodes == 2 and plan.head_address == "10.0.0.5:6379"
@@ -137,8 +174,13 @@ def test_checkpoint_discovery(tmp_path):
 
 
 def dry_run(*args):
-    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--configfile", "config/config.yaml", *args],
-                            cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "PATH": os.environ["PATH"]})
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--configfile", "config/config.yaml", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": os.environ["PATH"]},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -155,14 +197,19 @@ def test_paper_dag_trains_with_verl_then_converts_then_evaluates():
 def test_multi_node_jobs_ask_slurm_for_gpus_per_node(tmp_path):
     overlay = tmp_path / "two-nodes.yaml"
     overlay.write_text("resources:\n  train: {gpus: 8, nodes: 2, cpus: 64, mem_mb: 512000, runtime: 2880}\n")
-    out = dry_run("--configfile", "config/config.yaml", str(overlay), "--",
-                  "results/paper/train/qwen2.5-math-7b/empo/training.json")
-    block = out[out.index("rule train_verl:"):]
-    resources = block[block.index("resources:"):].splitlines()[0]
+    out = dry_run(
+        "--configfile",
+        "config/config.yaml",
+        str(overlay),
+        "--",
+        "results/paper/train/qwen2.5-math-7b/empo/training.json",
+    )
+    block = out[out.index("rule train_verl:") :]
+    resources = block[block.index("resources:") :].splitlines()[0]
     assert "nodes=2" in resources and "gres=gpu:8" in resources and "gpu=0" in resources
     one = dry_run("--", "results/paper/train/qwen2.5-math-7b/empo/training.json")
-    block = one[one.index("rule train_verl:"):]
-    resources = block[block.index("resources:"):].splitlines()[0]
+    block = one[one.index("rule train_verl:") :]
+    resources = block[block.index("resources:") :].splitlines()[0]
     assert "nodes=1" in resources and "gpu=8" in resources
 
 
@@ -172,5 +219,6 @@ def test_a_command_written_for_another_results_tree_is_refused(tmp_path):
     here = tmp_path / "results" / "train" / "m" / "empo"
     check_command_paths([f"trainer.default_local_dir={here}"], tmp_path / "verl_command.txt", here)
     with pytest.raises(RuntimeError, match="results tree moved.*snakemake -R"):
-        check_command_paths(["trainer.default_local_dir=/old/tree/results/train/m/empo"],
-                            tmp_path / "verl_command.txt", here)
+        check_command_paths(
+            ["trainer.default_local_dir=/old/tree/results/train/m/empo"], tmp_path / "verl_command.txt", here
+        )

@@ -28,8 +28,14 @@ SAMPLED = "results/demo/eval/tiny-qwen2/base/add_test/sample8"
 def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MPLBACKEND": "Agg"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run([str(BIN / "snakemake"), "--cores", "2", *args], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "2", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result
@@ -40,8 +46,9 @@ def _runs(workdir: Path) -> list[dict]:
         rows = db.execute("SELECT run_uuid, name, status FROM runs").fetchall()
         tags = db.execute("SELECT run_uuid, key, value FROM tags").fetchall()
         metrics = db.execute("SELECT run_uuid, key FROM latest_metrics").fetchall()
-    runs = {uuid: {"id": uuid, "name": name, "status": status, "tags": {}, "metrics": set()}
-            for uuid, name, status in rows}
+    runs = {
+        uuid: {"id": uuid, "name": name, "status": status, "tags": {}, "metrics": set()} for uuid, name, status in rows
+    }
     for uuid, key, value in tags:
         runs[uuid]["tags"][key] = value
     for uuid, key in metrics:
@@ -74,7 +81,11 @@ def test_demo_produces_the_table_and_traceable_cells(demo_run):
     assert "## Protocols" in markdown
     table = json.loads((demo_run / DEMO / "table.json").read_text())
     assert [(b["grader"], b["protocol"]) for b in table["blocks"]] == [
-        ("math-verify", "greedy"), ("math-verify", "sample8"), ("empo-rules", "greedy"), ("empo-rules", "sample8")]
+        ("math-verify", "greedy"),
+        ("math-verify", "sample8"),
+        ("empo-rules", "greedy"),
+        ("empo-rules", "sample8"),
+    ]
     for block in table["blocks"]:
         for benchmark, cell in block["rows"][0]["cells"].items():
             metrics = json.loads((demo_run / cell["metrics_path"]).read_text())
@@ -82,7 +93,9 @@ def test_demo_produces_the_table_and_traceable_cells(demo_run):
             assert cell["value"] == pytest.approx(100 * metrics["accuracy"])
             assert cell["protocol_id"] == metrics["protocol_id"] and cell["items"] == metrics["counts"]["items"]
     sampled = json.loads((demo_run / SAMPLED / "math-verify" / "metrics.json").read_text())
-    assert {"mean@8", "maj@8", "pass@4", "pass@8"} <= set(sampled["metrics"]) <= set(sampled["uncertainty"]) | {"accuracy"}
+    assert (
+        {"mean@8", "maj@8", "pass@4", "pass@8"} <= set(sampled["metrics"]) <= set(sampled["uncertainty"]) | {"accuracy"}
+    )
     generations = (demo_run / SAMPLED / "generations.jsonl").read_text().splitlines()
     assert len(generations) == 80 * 8
     assert "| add_test | greedy | math-verify vs empo-rules |" in (demo_run / DEMO / "agreement.md").read_text()
@@ -119,8 +132,14 @@ def test_empo_raises_held_out_accuracy_on_a_second_training_seed(demo_run, tmp_p
     spec = cfg.train_job_spec(cfg.load_config([Path("config/demo.yaml")]), "tiny-qwen2", "empo")
     spec["trainer"]["seed"] = 1
     base = read_manifest(demo_run / DEMO / "models" / "tiny-qwen2" / "base" / "model.json")
-    trl_backend.train(spec, base, demo_run / DEMO / "data" / "add_train.parquet", tmp_path / "checkpoints",
-                      tmp_path / "final", validation_path=demo_run / DEMO / "data" / "add_val.parquet")
+    trl_backend.train(
+        spec,
+        base,
+        demo_run / DEMO / "data" / "add_train.parquet",
+        tmp_path / "checkpoints",
+        tmp_path / "final",
+        validation_path=demo_run / DEMO / "data" / "add_val.parquet",
+    )
     history = json.loads((tmp_path / "checkpoints" / "log_history.json").read_text())
     points = [entry for entry in history if "validation/mean_accuracy" in entry]
     assert points[0]["step"] == 0 and points[-1]["step"] == 40
@@ -134,7 +153,12 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
     children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["id"]]
     stages = sorted(r["tags"]["pipeline.stage"] for r in children)
-    assert stages == ["curves"] + ["data"] * 4 + ["generate"] * 6 + ["grade"] * 12 + ["model", "table", "train", "train"]
+    assert stages == ["curves"] + ["data"] * 4 + ["generate"] * 6 + ["grade"] * 12 + [
+        "model",
+        "table",
+        "train",
+        "train",
+    ]
     assert all(r["status"] == "FINISHED" for r in children)
     generations = [r for r in children if r["tags"]["pipeline.stage"] == "generate"]
     assert all({"items_done", "count.samples"} <= r["metrics"] for r in generations)
@@ -145,9 +169,21 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     generation_ids = {r["id"] for r in generations}
     assert all(r["tags"]["generation_run_id"] in generation_ids for r in grades)  # a grade links its generation
     trains = [r for r in children if r["tags"]["pipeline.stage"] == "train"]
-    assert all({"reward", "group/reward_mean", "group/semantic_entropy", "group/majority_ratio",
-                "trl/learning_rate", "tokens_per_second", "validation/mean_accuracy",
-                "validation/majority_accuracy", "validation/greedy_accuracy"} <= r["metrics"] for r in trains)
+    assert all(
+        {
+            "reward",
+            "group/reward_mean",
+            "group/semantic_entropy",
+            "group/majority_ratio",
+            "trl/learning_rate",
+            "tokens_per_second",
+            "validation/mean_accuracy",
+            "validation/majority_accuracy",
+            "validation/greedy_accuracy",
+        }
+        <= r["metrics"]
+        for r in trains
+    )
     # MLflow's run page opens on the first metric prefix in alphabetical order: ours, not TRL's
     assert all(min(key.split("/")[0] for key in r["metrics"] if "/" in key) == "group" for r in trains)
     # a generation links the runs that made its inputs: its model's training run and its dataset's run
@@ -155,14 +191,18 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     for run in generations:
         assert run["tags"]["dataset_run_id"] == data_runs[run["tags"]["benchmark"]]
         trained = run["tags"]["method"] != "base"
-        assert (run["tags"].get("training_run_id") in {t["id"] for t in trains}) if trained else (
-            "training_run_id" not in run["tags"])
+        assert (
+            (run["tags"].get("training_run_id") in {t["id"] for t in trains})
+            if trained
+            else ("training_run_id" not in run["tags"])
+        )
         # ... and says so as links the UI follows (the run's description)
         linked = {f"runs/{run['tags'][key]})" for key in ("dataset_run_id", "training_run_id") if key in run["tags"]}
         assert all(link in run["tags"]["mlflow.note.content"] for link in linked) and linked
     with sqlite3.connect(demo_run / "results" / "mlflow" / "mlflow.db") as db:
-        steps = db.execute("SELECT COUNT(DISTINCT step) FROM metrics WHERE run_uuid = ? AND key = 'reward'",
-                           (trains[0]["id"],)).fetchone()[0]
+        steps = db.execute(
+            "SELECT COUNT(DISTINCT step) FROM metrics WHERE run_uuid = ? AND key = 'reward'", (trains[0]["id"],)
+        ).fetchone()[0]
         (description,) = db.execute("SELECT value FROM experiment_tags WHERE key = 'mlflow.note.content'").fetchone()
         (kind,) = db.execute("SELECT value FROM experiment_tags WHERE key = 'mlflow.experimentKind'").fetchone()
     assert kind == "custom_model_development"  # the UI opens on runs and charts, not on GenAI traces
@@ -182,17 +222,23 @@ def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
     assert len(cells["data"]) == 12 and {row[eval_column] for row in cells["data"]} <= {r["id"] for r in grades}
 
 
-CREDENTIAL = re.compile(r"(hub_token|access_token|auth_token|api_key|apikey|secret|password|passwd|credential)",
-                        re.IGNORECASE)
+CREDENTIAL = re.compile(
+    r"(hub_token|access_token|auth_token|api_key|apikey|secret|password|passwd|credential)", re.IGNORECASE
+)
 
 
 def test_no_parameter_is_a_credential_and_training_logs_only_our_own(demo_run):
     with sqlite3.connect(demo_run / "results" / "mlflow" / "mlflow.db") as db:
         params = db.execute("SELECT run_uuid, key FROM params").fetchall()
-        train_runs = [uuid for (uuid,) in db.execute("SELECT run_uuid FROM tags WHERE key = 'pipeline.stage' "
-                                                     "AND value = 'train'")]
-        train_metrics = {key for (key,) in db.execute(
-            f"SELECT DISTINCT key FROM metrics WHERE run_uuid IN ({','.join('?' * len(train_runs))})", train_runs)}
+        train_runs = [
+            uuid for (uuid,) in db.execute("SELECT run_uuid FROM tags WHERE key = 'pipeline.stage' AND value = 'train'")
+        ]
+        train_metrics = {
+            key
+            for (key,) in db.execute(
+                f"SELECT DISTINCT key FROM metrics WHERE run_uuid IN ({','.join('?' * len(train_runs))})", train_runs
+            )
+        }
     names = {key for _, key in params}
     # `..._env` names the environment variable that holds a key, never the key itself
     assert not [name for name in names if CREDENTIAL.search(name) and not name.endswith("_env")]
@@ -239,9 +285,19 @@ def test_forced_regrade_of_one_evaluation_updates_the_table(demo_run):
 def _table_numbers(workdir: Path) -> list[tuple]:
     """Every number of the table with what it is (run ids and times aside: a rerun makes new ones)."""
     table = json.loads((workdir / DEMO / "table.json").read_text())
-    return [(block["grader"], block["protocol"], row.get("model"), row.get("method"), benchmark,
-             {key: value for key, value in cell.items() if "run" not in key and key != "finished_at"})
-            for block in table["blocks"] for row in block["rows"] for benchmark, cell in row["cells"].items()]
+    return [
+        (
+            block["grader"],
+            block["protocol"],
+            row.get("model"),
+            row.get("method"),
+            benchmark,
+            {key: value for key, value in cell.items() if "run" not in key and key != "finished_at"},
+        )
+        for block in table["blocks"]
+        for row in block["rows"]
+        for benchmark, cell in row["cells"].items()
+    ]
 
 
 def test_one_generate_job_per_evaluation_reproduces_the_table_of_one_per_model(demo_run):
@@ -252,8 +308,9 @@ def test_one_generate_job_per_evaluation_reproduces_the_table_of_one_per_model(d
     _snakemake(demo_run, "--configfile", "config/demo.yaml")  # up to date first
     before = _table_numbers(demo_run)
     assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", *per_benchmark)) == {}
-    planned = _planned(_snakemake(demo_run, "-n", "--forcerun", "generate", "--configfile",
-                                  "config/demo.yaml", *per_benchmark))
+    planned = _planned(
+        _snakemake(demo_run, "-n", "--forcerun", "generate", "--configfile", "config/demo.yaml", *per_benchmark)
+    )
     assert planned.get("generate") == 6 and planned.get("grade") == 12, planned  # one job per evaluation
     generations = demo_run / SAMPLED / "generations.jsonl"
     generated_before = generations.read_bytes()
@@ -281,8 +338,9 @@ def test_paper_config_dry_run_plans_every_eval_quickly(tmp_path):
     result = _snakemake(workdir, "-n", "-p", "--configfile", "config/config.yaml")
     shell_commands = [line for line in result.stdout.splitlines() if "python -m pipelines." in line]
     assert shell_commands and not any("{" in line for line in shell_commands)  # specs are files, not JSON
-    counts = dict(line.split()[:2] for line in result.stdout.splitlines()
-                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    counts = dict(
+        line.split()[:2] for line in result.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
     assert int(counts["generate"]) == 14  # one per (model, method); its speed (< 5 s): benchmarks/dry_run.py
     assert int(counts["train_verl"]) == 6 and int(counts["convert"]) == 6  # the paper trains with verl
 
@@ -291,24 +349,32 @@ def test_every_stage_takes_its_threads_and_resources_from_the_config(tmp_path):
     """resources.<stage> keys take effect (data and model jobs hard-coded one thread before;
     convert borrowed generation's memory and a fixed runtime)."""
     workdir = copy_workflow(tmp_path)
-    override = {"resources": {"data": {"cpus": 3}, "model": {"cpus": 5},
-                              "convert": {"cpus": 6, "mem_mb": 12345, "runtime": 77}}}
+    override = {
+        "resources": {"data": {"cpus": 3}, "model": {"cpus": 5}, "convert": {"cpus": 6, "mem_mb": 12345, "runtime": 77}}
+    }
     (workdir / "config" / "override.yaml").write_text(yaml.safe_dump(override))
-    output = _snakemake(workdir, "-n", "--cores", "16", "--configfile", "config/config.yaml",
-                        "config/override.yaml").stdout  # more cores than threads: no capping
+    output = _snakemake(
+        workdir, "-n", "--cores", "16", "--configfile", "config/config.yaml", "config/override.yaml"
+    ).stdout  # more cores than threads: no capping
     jobs = output.split("\nrule ")[1:]
+
     def rule_jobs(name):
         return [job for job in jobs if job.startswith(f"{name}:")]
+
     assert rule_jobs("data") and all("threads: 3" in job for job in rule_jobs("data"))
     assert rule_jobs("model") and all("threads: 5" in job for job in rule_jobs("model"))
-    assert rule_jobs("convert") and all("threads: 6" in job and "mem_mb=12345" in job and "runtime=77" in job
-                                        for job in rule_jobs("convert"))
+    assert rule_jobs("convert") and all(
+        "threads: 6" in job and "mem_mb=12345" in job and "runtime=77" in job for job in rule_jobs("convert")
+    )
 
 
 def _planned(result: subprocess.CompletedProcess) -> dict[str, int]:
     """Job counts of a dry run's summary table."""
-    return {line.split()[0]: int(line.split()[1]) for line in result.stdout.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    return {
+        line.split()[0]: int(line.split()[1])
+        for line in result.stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
 
 
 def test_a_missing_metrics_file_replans_its_grade_and_the_table(demo_run):
@@ -341,7 +407,7 @@ def test_a_changed_learning_rate_retrains_from_the_base(demo_run):
     _snakemake(demo_run, "--configfile", "config/demo.yaml")  # everything up to date first
     planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/lr.yaml"))
     # only grpo, its generate job (2 evaluations) and their 4 grades
-    assert planned.get("train") == 1 and planned.get("generate") == 1 and planned.get("grade") == 4, planned
+    assert planned.get("train_trl") == 1 and planned.get("generate") == 1 and planned.get("grade") == 4, planned
     _snakemake(demo_run, "--configfile", "config/lr.yaml")
     manifest = json.loads((demo_run / DEMO / "models" / "tiny-qwen2" / "grpo" / "model.json").read_text())
     assert manifest["trainer"]["learning_rate"] == 5.0e-5
@@ -355,8 +421,7 @@ def test_a_failing_job_shows_its_error_in_the_terminal(tmp_path):
     reaches the terminal, not only "check log file(s)"."""
     workdir = copy_workflow(tmp_path)
     (workdir / "config" / "demo_data" / "add_test.jsonl").write_bytes(b'{"problem": "1+1", "answer": "\xff"}\n')
-    result = _snakemake(workdir, "results/demo/data/add_test.parquet", "--configfile", "config/demo.yaml",
-                        check=False)
+    result = _snakemake(workdir, "results/demo/data/add_test.parquet", "--configfile", "config/demo.yaml", check=False)
     assert result.returncode != 0
     assert "is not UTF-8: byte 0xff" in result.stdout + result.stderr
 
@@ -388,8 +453,9 @@ def test_the_curves_overlay_every_trained_method_of_the_model(demo_run):
     assert figure.stat().st_size > 20_000
     for method in ("empo", "grpo"):
         manifest = read_manifest(demo_run / DEMO / "models" / "tiny-qwen2" / method / "model.json")
-        history = curves.method_history({"checkpoints": str(demo_run / DEMO / "train" / "tiny-qwen2" / method)},
-                                        manifest, None)
+        history = curves.method_history(
+            {"checkpoints": str(demo_run / DEMO / "train" / "tiny-qwen2" / method)}, manifest, None
+        )
         steps = [step for step, _ in history["reward (mean over rollouts)"]]
         assert steps[-1] == manifest["rollout_steps"] and len(history) == len(curves.CURVES)
     runs = [run for run in _runs(demo_run) if run["name"] == "curves:tiny-qwen2"]

@@ -6,9 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_qwen2(path: Path | str, attention_heads: int, kv_heads: int, max_length: int,
-                     vocab_size: int | None = None, extra_corpus: tuple[str, ...] = (), seed: int = 0,
-                     hidden_size: int = 64, num_layers: int = 2) -> str:
+def build_tiny_qwen2(
+    path: Path | str,
+    attention_heads: int,
+    kv_heads: int,
+    max_length: int,
+    vocab_size: int | None = None,
+    extra_corpus: tuple[str, ...] = (),
+    seed: int = 0,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+) -> str:
     """A ~0.1 M-parameter Qwen2 (hidden 64, 2 layers by default) saved with its tokenizer in float32.
 
     `vocab_size` None = the tokenizer's own size, so every id an engine samples decodes; head
@@ -22,20 +30,40 @@ def build_tiny_qwen2(path: Path | str, attention_heads: int, kv_heads: int, max_
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.train_from_iterator(
-        ["The answer is \\boxed{42}. So x = 3/4 and y = 12.", "Let us compute 1 + 2 = 3, hence \\boxed{3}.",
-         *extra_corpus] * 20,
-        trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>",
-                                      pad_token="<|endoftext|>", model_max_length=max_length)
-    wrapped.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                             "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        [
+            "The answer is \\boxed{42}. So x = 3/4 and y = 12.",
+            "Let us compute 1 + 2 = 3, hence \\boxed{3}.",
+            *extra_corpus,
+        ]
+        * 20,
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=max_length
+    )
+    wrapped.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocab_size or len(wrapped), hidden_size=hidden_size,
-                         intermediate_size=2 * hidden_size, num_hidden_layers=num_layers,
-                         num_attention_heads=attention_heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=max_length, tie_word_embeddings=False,
-                         eos_token_id=wrapped.eos_token_id, pad_token_id=wrapped.pad_token_id, bos_token_id=None)
+    config = Qwen2Config(
+        vocab_size=vocab_size or len(wrapped),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=attention_heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_length,
+        tie_word_embeddings=False,
+        eos_token_id=wrapped.eos_token_id,
+        pad_token_id=wrapped.pad_token_id,
+        bos_token_id=None,
+    )
     Qwen2ForCausalLM(config).to(torch.float32).save_pretrained(path)
     wrapped.save_pretrained(path)
     return str(path)

@@ -28,6 +28,7 @@ class SemanticJudge(Protocol):
 
     def equivalent_many(self, triples: Sequence[tuple[str, str, str]]) -> list[bool]: ...
 
+
 #: What an empty/unparseable answer gets under EMPO.
 #: "singleton" = the authors' verl release: its own cluster, reward 1/G;
 #: "zero" = their older TRL release: reward 0, and the whole group 0 when all answers differ.
@@ -75,8 +76,9 @@ def judge_cluster_ids(answers: Sequence[str | None], question: str, judge: Seman
             continue
         ids[i] = next_id
         later = [j for j in range(i + 1, len(answers)) if answers[j] is not None]
-        new_pairs = list(dict.fromkeys((representative, answers[j]) for j in later
-                                       if (representative, answers[j]) not in asked))
+        new_pairs = list(
+            dict.fromkeys((representative, answers[j]) for j in later if (representative, answers[j]) not in asked)
+        )
         if new_pairs:
             verdicts = judge.equivalent_many([(question, a, b) for a, b in new_pairs])
             asked.update(zip(new_pairs, verdicts))
@@ -119,16 +121,18 @@ def empo_free_form_rewards(clusters: GroupClusters, question: str) -> list[float
     return rewards
 
 
-def judge_supervised_rewards(answers: Sequence[str | None], gold: str, question: str,
-                             judge: SemanticJudge) -> list[float]:
+def judge_supervised_rewards(
+    answers: Sequence[str | None], gold: str, question: str, judge: SemanticJudge
+) -> list[float]:
     """The labelled reference of the free-form track (rewards.py, `general_accuracy`): 1 if the
     judge calls the answer equivalent to the reference answer, -0.5 without an answer, else 0.
     Their call order is kept: the answer fills the prompt's "Ground Truth Answer" slot and the
     reference the "Student Answer" slot (`are_equivalent(prediction, gold_answer, ...)`)."""
     present = [i for i, answer in enumerate(answers) if answer is not None]
     verdicts = dict(zip(present, judge.equivalent_many([(question, answers[i], gold) for i in present])))
-    return [FREE_FORM_EMPTY_REWARD if answer is None else (1.0 if verdicts[i] else 0.0)
-            for i, answer in enumerate(answers)]
+    return [
+        FREE_FORM_EMPTY_REWARD if answer is None else (1.0 if verdicts[i] else 0.0) for i, answer in enumerate(answers)
+    ]
 
 
 def _empo_from_clusters(clusters: GroupClusters, empty_policy: str) -> list[float]:
@@ -147,8 +151,9 @@ def _empo_from_clusters(clusters: GroupClusters, empty_policy: str) -> list[floa
     return rewards
 
 
-def empo_rewards(completions: Sequence[str], empty_policy: str = "singleton",
-                 pool: grading.GradingPool | None = None) -> list[float]:
+def empo_rewards(
+    completions: Sequence[str], empty_policy: str = "singleton", pool: grading.GradingPool | None = None
+) -> list[float]:
     """EMPO: the fraction of the group whose answer is equivalent to this completion's answer."""
     if not completions:
         return []
@@ -165,8 +170,7 @@ def _majority_from_clusters(clusters: GroupClusters) -> list[float]:
     return [1.0 if majority is not None and c == majority else 0.0 for c in clusters.cluster_ids]
 
 
-def supervised_rewards(completions: Sequence[str], gold: str,
-                       pool: grading.GradingPool | None = None) -> list[float]:
+def supervised_rewards(completions: Sequence[str], gold: str, pool: grading.GradingPool | None = None) -> list[float]:
     """The labelled reference: 1 if the completion's answer is equivalent to the gold."""
     if pool is None:
         return [1.0 if grading.grade(text, gold) else 0.0 for text in completions]
@@ -253,9 +257,13 @@ class GroupDiagnostics:
     judge: JudgeWork | None = None
 
 
-def group_diagnostics(clusters: GroupClusters, gold: str | None = None,
-                      pool: grading.GradingPool | None = None, judge: SemanticJudge | None = None,
-                      question: str | None = None) -> GroupDiagnostics:
+def group_diagnostics(
+    clusters: GroupClusters,
+    gold: str | None = None,
+    pool: grading.GradingPool | None = None,
+    judge: SemanticJudge | None = None,
+    question: str | None = None,
+) -> GroupDiagnostics:
     """Semantic entropy (nats; each missing answer its own cluster), clusters, majority share."""
     size = len(clusters.answers)
     counts = list(clusters.sizes.values()) + [1] * sum(c is None for c in clusters.cluster_ids)
@@ -271,13 +279,19 @@ def group_diagnostics(clusters: GroupClusters, gold: str | None = None,
             if judge is not None:
                 verdicts = judge.equivalent_many([(question or "", representative, gold)])[0]
             else:
-                verdicts = (pool.equivalent_many([(representative, gold)])[0][0] if pool is not None
-                            else grading.is_equivalent(representative, gold))
+                verdicts = (
+                    pool.equivalent_many([(representative, gold)])[0][0]
+                    if pool is not None
+                    else grading.is_equivalent(representative, gold)
+                )
             majority_correct = bool(verdicts)
-    return GroupDiagnostics(semantic_entropy=abs(entropy), num_clusters=len(clusters.sizes),
-                            majority_ratio=majority_ratio,
-                            no_answer_fraction=sum(a is None for a in clusters.answers) / max(size, 1),
-                            majority_correct=majority_correct)
+    return GroupDiagnostics(
+        semantic_entropy=abs(entropy),
+        num_clusters=len(clusters.sizes),
+        majority_ratio=majority_ratio,
+        no_answer_fraction=sum(a is None for a in clusters.answers) / max(size, 1),
+        majority_correct=majority_correct,
+    )
 
 
 def passes_entropy_filter(majority_ratio: float, low: float, high: float) -> bool:
@@ -354,10 +368,19 @@ def _judge_counters(judge: SemanticJudge) -> tuple[int, int, float]:
     return judge.pairs, judge.forward_passes, judge.seconds
 
 
-def score_group(completions: Sequence[str], reward: str, gold: str | None = None, *,
-                empty_policy: str = "singleton", entropy_filter: tuple[float, float] | None = None,
-                seed: int = 0, pool: grading.GradingPool | None = None, judge: SemanticJudge | None = None,
-                question: str | None = None, token_stats: Sequence[TokenStats] | None = None) -> GroupScore:
+def score_group(
+    completions: Sequence[str],
+    reward: str,
+    gold: str | None = None,
+    *,
+    empty_policy: str = "singleton",
+    entropy_filter: tuple[float, float] | None = None,
+    seed: int = 0,
+    pool: grading.GradingPool | None = None,
+    judge: SemanticJudge | None = None,
+    question: str | None = None,
+    token_stats: Sequence[TokenStats] | None = None,
+) -> GroupScore:
     """Rewards of one group for a reward kind, its diagnostics, and the entropy filter.
 
     A filtered group gets None rewards: trainers treat those completions as unscorable
@@ -386,8 +409,9 @@ def score_group(completions: Sequence[str], reward: str, gold: str | None = None
     rewards: list[float | None] = list(REWARDS[reward](group))
     if judge is not None:
         after = _judge_counters(judge)
-        diagnostics = _with_judge_work(diagnostics, JudgeWork(after[0] - before[0], after[1] - before[1],
-                                                              after[2] - before[2]))
+        diagnostics = _with_judge_work(
+            diagnostics, JudgeWork(after[0] - before[0], after[1] - before[1], after[2] - before[2])
+        )
     filtered = entropy_filter is not None and not passes_entropy_filter(diagnostics.majority_ratio, *entropy_filter)
     if filtered:
         rewards = [None] * len(completions)
@@ -404,8 +428,13 @@ def group_metrics(scores: Sequence[GroupScore]) -> dict[str, float]:
     if not scores:
         return {}
     diagnostics = [score.diagnostics for score in scores]
-    group_means = [fmean(kept) for score in scores if not score.filtered
-                   for kept in [[reward for reward in score.rewards if reward is not None]] if kept]
+    group_means = [
+        fmean(kept)
+        for score in scores
+        if not score.filtered
+        for kept in [[reward for reward in score.rewards if reward is not None]]
+        if kept
+    ]
     metrics = {
         # the method's own reward, mean over the groups that trained: one name for every trainer
         **({"group/reward_mean": fmean(group_means)} if group_means else {}),

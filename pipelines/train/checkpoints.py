@@ -39,17 +39,27 @@ KEPT_FILES = frozenset({"verl_command.txt"})
 #: held-out scoring, which samples under its own random state: `pipelines.train.validation`).
 NON_SHAPING_TRAINER_KEYS = frozenset({"save_steps", "vllm_gpu_memory_utilization", "validation"})
 #: verl settings that are layout, memory or monitoring, not the update itself.
-NON_SHAPING_VERL_KEYS = frozenset({
-    "strategy", "rollout_tensor_parallel", "rollout_gpu_memory_utilization", "offload",
-    "ulysses_sequence_parallel", "use_dynamic_bsz", "gradient_checkpointing",
-    "validation_benchmarks", "validation_every_steps", "convert_step",
-})
+NON_SHAPING_VERL_KEYS = frozenset(
+    {
+        "strategy",
+        "rollout_tensor_parallel",
+        "rollout_gpu_memory_utilization",
+        "offload",
+        "ulysses_sequence_parallel",
+        "use_dynamic_bsz",
+        "gradient_checkpointing",
+        "validation_benchmarks",
+        "validation_every_steps",
+        "convert_step",
+    }
+)
 #: Spec keys that are resources of the job.
 RESOURCE_KEYS = frozenset({"gpus", "nodes", "cpus"})
 
 
-def shaping_settings(spec: Mapping[str, Any], base_manifest: Mapping[str, Any],
-                     data_path: str | Path) -> dict[str, Any]:
+def shaping_settings(
+    spec: Mapping[str, Any], base_manifest: Mapping[str, Any], data_path: str | Path
+) -> dict[str, Any]:
     """Everything that decides the trained weights, as a JSON-able dict (see module docstring)."""
     settings: dict[str, Any] = {
         key: value for key, value in spec.items() if key not in RESOURCE_KEYS | {"trainer", "verl", "grading"}
@@ -68,8 +78,13 @@ def has_checkpoint_state(checkpoint_dir: Path) -> bool:
     """Anything a trainer would resume from (TRL `checkpoint-N`, verl `global_step_N`)."""
     if not checkpoint_dir.is_dir():
         return False
-    return any(path.is_dir() and (path.name.startswith("checkpoint-") or path.name.startswith("global_step_"))
-               for path in checkpoint_dir.iterdir()) or (checkpoint_dir / "latest_checkpointed_iteration.txt").exists()
+    return (
+        any(
+            path.is_dir() and (path.name.startswith("checkpoint-") or path.name.startswith("global_step_"))
+            for path in checkpoint_dir.iterdir()
+        )
+        or (checkpoint_dir / "latest_checkpointed_iteration.txt").exists()
+    )
 
 
 def claim_checkpoint_dir(checkpoint_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,10 +111,14 @@ def claim_checkpoint_dir(checkpoint_dir: Path, settings: Mapping[str, Any]) -> d
         for entry in checkpoint_dir.iterdir():
             if entry.name not in KEPT_FILES:
                 entry.replace(superseded / entry.name)
-        LOG.warning("the checkpoints in %s were trained with other settings (fingerprint %s, now %s): "
-                    "moved to %s; training starts from the base model", checkpoint_dir, previous or "none",
-                    current, superseded)
+        LOG.warning(
+            "the checkpoints in %s were trained with other settings (fingerprint %s, now %s): "
+            "moved to %s; training starts from the base model",
+            checkpoint_dir,
+            previous or "none",
+            current,
+            superseded,
+        )
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(json.dumps({"fingerprint": current, "settings": settings}, indent=1, sort_keys=True),
-                      record_path)
+    write_text_atomic(json.dumps({"fingerprint": current, "settings": settings}, indent=1, sort_keys=True), record_path)
     return {"fingerprint": current, "resumable": False, "superseded": str(superseded) if superseded else None}

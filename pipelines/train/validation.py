@@ -30,19 +30,20 @@ LOG = logging.getLogger(__name__)
 VALIDATION_METRICS = ("validation/mean_accuracy", "validation/majority_accuracy", "validation/greedy_accuracy")
 
 
-def score_answers(samples: Sequence[Sequence[str]], greedy: Sequence[str], golds: Sequence[str],
-                  pool: grading.GradingPool) -> dict[str, float]:
+def score_answers(
+    samples: Sequence[Sequence[str]], greedy: Sequence[str], golds: Sequence[str], pool: grading.GradingPool
+) -> dict[str, float]:
     """mean@n, maj@n and greedy accuracy of responses (one list of n samples per problem)."""
     if not (len(samples) == len(greedy) == len(golds)) or not golds:
         raise ValueError(f"{len(samples)} sample lists, {len(greedy)} greedy responses and {len(golds)} golds")
     flat = [response for group in samples for response in group]
     flat_golds = [gold for group, gold in zip(samples, golds) for _ in group]
     results = pool.grade_many(list(flat) + list(greedy), flat_golds + list(golds))
-    sampled, greedy_results = results[:len(flat)], results[len(flat):]
+    sampled, greedy_results = results[: len(flat)], results[len(flat) :]
     cluster = partial(grading.cluster_answers, pool=pool)
     majority, start = [], 0
     for group in samples:
-        graded = sampled[start:start + len(group)]
+        graded = sampled[start : start + len(group)]
         start += len(group)
         majority.append(majority_is_correct([r.extracted for r in graded], [r.correct for r in graded], cluster))
     return {
@@ -52,15 +53,24 @@ def score_answers(samples: Sequence[Sequence[str]], greedy: Sequence[str], golds
     }
 
 
-def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Sequence[Mapping[str, str]]], *,
-                     samples: int, temperature: float, max_new_tokens: int, seed: int,
-                     batch_size: int = 64) -> tuple[list[list[str]], list[str]]:
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[Mapping[str, str]]],
+    *,
+    samples: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 64,
+) -> tuple[list[list[str]], list[str]]:
     """`samples` sampled responses and one greedy response per chat prompt, without touching the
     caller's random state or the model's mode."""
     import torch
 
-    texts = [tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
-             for prompt in prompts]
+    texts = [
+        tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True) for prompt in prompts
+    ]
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
@@ -71,16 +81,25 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[Sequence[Mapp
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(seed)
             for start in range(0, len(texts), batch_size):
-                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                                  add_special_tokens=False).to(model.device)
+                batch = tokenizer(
+                    texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(model.device)
                 width = batch["input_ids"].shape[1]
                 # top_k=0: transformers' default top_k=50 would silently change the distribution
-                drawn = model.generate(**batch, do_sample=True, temperature=temperature, top_p=1.0, top_k=0,
-                                       max_new_tokens=max_new_tokens, num_return_sequences=samples)
+                drawn = model.generate(
+                    **batch,
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=1.0,
+                    top_k=0,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=samples,
+                )
                 decoded = tokenizer.batch_decode(drawn[:, width:], skip_special_tokens=True)
-                sampled += [decoded[i:i + samples] for i in range(0, len(decoded), samples)]
-                best = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
-                                      temperature=None, top_p=None, top_k=None)
+                sampled += [decoded[i : i + samples] for i in range(0, len(decoded), samples)]
+                best = model.generate(
+                    **batch, do_sample=False, max_new_tokens=max_new_tokens, temperature=None, top_p=None, top_k=None
+                )
                 greedy += tokenizer.batch_decode(best[:, width:], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = padding_side
@@ -93,9 +112,18 @@ def validation_due(global_step: int, every_steps: int, updates_per_step: int) ->
     return global_step % (every_steps * updates_per_step) == 0
 
 
-def held_out_accuracy_callback(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], *,
-                               tokenizer: Any, pool: grading.GradingPool, updates_per_step: int,
-                               temperature: float, max_new_tokens: int, seed: int, tracker: Any = None):
+def held_out_accuracy_callback(
+    rows: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    *,
+    tokenizer: Any,
+    pool: grading.GradingPool,
+    updates_per_step: int,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    tracker: Any = None,
+):
     """A TrainerCallback validating on canonical rows (`prompt`, `reward_model.ground_truth`)."""
     from transformers import TrainerCallback
 
@@ -104,12 +132,22 @@ def held_out_accuracy_callback(rows: Sequence[Mapping[str, Any]], settings: Mapp
 
     class HeldOutAccuracy(TrainerCallback):
         def _validate(self, state, model) -> None:
-            sampled, greedy = generate_answers(model, tokenizer, prompts, samples=settings["samples"],
-                                               temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+            sampled, greedy = generate_answers(
+                model,
+                tokenizer,
+                prompts,
+                samples=settings["samples"],
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+            )
             numbers = score_answers(sampled, greedy, golds, pool)
             state.log_history.append({"step": state.global_step, **numbers})
-            LOG.info("validation at step %d: %s", state.global_step,
-                     ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in numbers.items()))
+            LOG.info(
+                "validation at step %d: %s",
+                state.global_step,
+                ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in numbers.items()),
+            )
             if tracker is not None and getattr(tracker, "active", False):
                 tracker.log_metrics(numbers, step=int(state.global_step))
 

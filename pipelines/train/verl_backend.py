@@ -58,9 +58,17 @@ def hydra_value(value: Any) -> str:
     raise TypeError(f"no Hydra form for {type(value).__name__}")
 
 
-def override_settings(spec: Mapping[str, Any], *, model_path: str, train_file: str,
-                      val_files: Sequence[str], checkpoint_dir: str, project: str,
-                      log_to_mlflow: bool, cpus: int | None = None) -> dict[str, Any]:
+def override_settings(
+    spec: Mapping[str, Any],
+    *,
+    model_path: str,
+    train_file: str,
+    val_files: Sequence[str],
+    checkpoint_dir: str,
+    project: str,
+    log_to_mlflow: bool,
+    cpus: int | None = None,
+) -> dict[str, Any]:
     """Dotted verl config key -> value for one (model, method) job; `+key` adds a new key."""
     trainer = spec["trainer"]
     verl = spec["verl"]
@@ -162,7 +170,8 @@ def override_settings(spec: Mapping[str, Any], *, model_path: str, train_file: s
     if trainer.get("equivalence", "math") == "judge":  # the semantic judge runs in the replay buffer's process
         settings["+trainer.v1.sampler.sampler_kwargs.equivalence"] = "judge"
         settings["+trainer.v1.sampler.sampler_kwargs.semantic_judge"] = {
-            key: value for key, value in spec["semantic_judge"].items() if value is not None}
+            key: value for key, value in spec["semantic_judge"].items() if value is not None
+        }
     return settings
 
 
@@ -170,14 +179,16 @@ def build_overrides(spec: Mapping[str, Any], **paths: Any) -> list[str]:
     """Hydra overrides for `verl.trainer.main_ppo`: ours, then `training.verl.extra_overrides`."""
     settings = override_settings(spec, **paths)
     return [f"{key}={hydra_value(value)}" for key, value in settings.items()] + list(
-        spec["verl"].get("extra_overrides", []))
+        spec["verl"].get("extra_overrides", [])
+    )
 
 
 DEFAULT_TRAINER_MODULE = "verl.trainer.main_ppo"
 
 
-def trainer_command(overrides: Sequence[str], python: str = "python",
-                    module: str = DEFAULT_TRAINER_MODULE) -> list[str]:
+def trainer_command(
+    overrides: Sequence[str], python: str = "python", module: str = DEFAULT_TRAINER_MODULE
+) -> list[str]:
     return [python, "-m", module, *overrides]
 
 
@@ -214,18 +225,28 @@ def choose_step(checkpoint_dir: str | Path, wanted: int | None) -> int:
     if wanted is None:
         return steps[-1]
     if wanted not in steps:
-        raise FileNotFoundError(f"training.verl.convert_step is {wanted}, but {checkpoint_dir} holds steps "
-                                f"{steps}; pick one of them or save that step (training save_steps)")
+        raise FileNotFoundError(
+            f"training.verl.convert_step is {wanted}, but {checkpoint_dir} holds steps "
+            f"{steps}; pick one of them or save that step (training save_steps)"
+        )
     return wanted
 
 
-def training_record(spec: Mapping[str, Any], checkpoint_dir: str | Path, overrides: Sequence[str],
-                    run_id: str | None) -> dict[str, Any]:
+def training_record(
+    spec: Mapping[str, Any], checkpoint_dir: str | Path, overrides: Sequence[str], run_id: str | None
+) -> dict[str, Any]:
     """What the train job leaves for the conversion job (its Snakemake output)."""
-    return {"backend": "verl", "verl_version": VERL_VERSION, "model": spec["model"],
-            "method": spec["method"], "checkpoint_dir": str(Path(checkpoint_dir).resolve()),
-            "saved_steps": saved_steps(checkpoint_dir), "latest_step": latest_step(checkpoint_dir),
-            "overrides": list(overrides), "mlflow_run_id": run_id}
+    return {
+        "backend": "verl",
+        "verl_version": VERL_VERSION,
+        "model": spec["model"],
+        "method": spec["method"],
+        "checkpoint_dir": str(Path(checkpoint_dir).resolve()),
+        "saved_steps": saved_steps(checkpoint_dir),
+        "latest_step": latest_step(checkpoint_dir),
+        "overrides": list(overrides),
+        "mlflow_run_id": run_id,
+    }
 
 
 def read_training_record(path: str | Path) -> dict[str, Any]:

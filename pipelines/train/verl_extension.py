@@ -60,8 +60,9 @@ _score_lock = threading.Lock()
 _score_pool: grading.GradingPool | None = None
 
 
-def gold_accuracy_score(data_source: str, solution_str: str, ground_truth: str,
-                        extra_info: Mapping[str, Any] | None = None, **_: Any) -> dict[str, float]:
+def gold_accuracy_score(
+    data_source: str, solution_str: str, ground_truth: str, extra_info: Mapping[str, Any] | None = None, **_: Any
+) -> dict[str, float]:
     """verl per-completion reward: 1.0 if the final answer matches the gold (our grader).
 
     verl calls this from several threads of a reward worker; one grading process per worker,
@@ -106,9 +107,12 @@ def token_stats_of_response(entropy: torch.Tensor, log_probs: torch.Tensor, mask
     mask = mask.float()
     count = float(mask.sum())
     denominator = max(count, 1.0)
-    return TokenStats(entropy_mean=float((entropy.float() * mask).sum() / denominator),
-                      logprob_mean=float((log_probs.float() * mask).sum() / denominator),
-                      self_certainty_mean=None, num_tokens=int(count))
+    return TokenStats(
+        entropy_mean=float((entropy.float() * mask).sum() / denominator),
+        logprob_mean=float((log_probs.float() * mask).sum() / denominator),
+        self_certainty_mean=None,
+        num_tokens=int(count),
+    )
 
 
 class GroupRewardReplayBuffer(ReplayBuffer):
@@ -120,9 +124,18 @@ class GroupRewardReplayBuffer(ReplayBuffer):
     semantic_judge (the judge's settings; loaded on first use, in this process).
     """
 
-    def __init__(self, trainer_mode: str, trainer_config: Any, max_off_policy_threshold: int | None,
-                 max_off_policy_strategy: str, sampler_kwargs: Mapping[str, Any], poll_interval: float = 2.0,
-                 refill_fn=None, tokenizer: Any = None, **_: Any):
+    def __init__(
+        self,
+        trainer_mode: str,
+        trainer_config: Any,
+        max_off_policy_threshold: int | None,
+        max_off_policy_strategy: str,
+        sampler_kwargs: Mapping[str, Any],
+        poll_interval: float = 2.0,
+        refill_fn=None,
+        tokenizer: Any = None,
+        **_: Any,
+    ):
         options = dict(sampler_kwargs or {})
         if trainer_mode != "sync":
             raise ValueError(f"GroupRewardReplayBuffer supports trainer.v1.trainer_mode=sync, not {trainer_mode!r}")
@@ -133,18 +146,30 @@ class GroupRewardReplayBuffer(ReplayBuffer):
             raise ValueError(f"unknown reward {options['reward']!r}")
         token_reward = options["reward"] in TOKEN_REWARDS
         if token_reward and options["reward"] not in VERL_TOKEN_REWARDS:
-            raise ValueError(f"reward {options['reward']!r} needs each token's log-normaliser, which verl's actor "
-                             "does not return; train it with the TRL backend")
+            raise ValueError(
+                f"reward {options['reward']!r} needs each token's log-normaliser, which verl's actor "
+                "does not return; train it with the TRL backend"
+            )
         if token_reward and options.get("entropy_filter"):
-            raise ValueError(f"reward {options['reward']!r} is scored after sampling (from verl's old-policy pass), "
-                             "when groups can no longer be evicted: the entropy filter is not available with it")
+            raise ValueError(
+                f"reward {options['reward']!r} is scored after sampling (from verl's old-policy pass), "
+                "when groups can no longer be evicted: the entropy filter is not available with it"
+            )
         if options.get("equivalence", "math") == "judge" and not options.get("semantic_judge"):
             raise ValueError("equivalence 'judge' needs trainer.v1.sampler.sampler_kwargs.semantic_judge")
-        super().__init__(trainer_mode, trainer_config, max_off_policy_threshold, max_off_policy_strategy,
-                         sampler_kwargs, poll_interval=poll_interval, refill_fn=refill_fn,
-                         filter_groups_metric=GROUP_FILTER_METRIC,
-                         train_batch_size=int(options["train_batch_size"]), gen_batch_size=1,
-                         max_inflight_gen_batches=int(options.get("max_inflight_gen_batches", 1)))
+        super().__init__(
+            trainer_mode,
+            trainer_config,
+            max_off_policy_threshold,
+            max_off_policy_strategy,
+            sampler_kwargs,
+            poll_interval=poll_interval,
+            refill_fn=refill_fn,
+            filter_groups_metric=GROUP_FILTER_METRIC,
+            train_batch_size=int(options["train_batch_size"]),
+            gen_batch_size=1,
+            max_inflight_gen_batches=int(options.get("max_inflight_gen_batches", 1)),
+        )
         self.reward = str(options["reward"])
         self.empty_policy = str(options.get("empty_policy", "singleton"))
         entropy_filter = options.get("entropy_filter")
@@ -153,9 +178,10 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         self.num_generations = options.get("num_generations")
         self._tokenizer = tokenizer
         self._tokenizer_path = options.get("tokenizer")
-        self.pool = grading.GradingPool(workers=int(options.get("grading_workers", 1)),
-                                        timeout_seconds=float(options.get("grading_timeout",
-                                                                          grading.DEFAULT_TIMEOUT_SECONDS)))
+        self.pool = grading.GradingPool(
+            workers=int(options.get("grading_workers", 1)),
+            timeout_seconds=float(options.get("grading_timeout", grading.DEFAULT_TIMEOUT_SECONDS)),
+        )
         self._scored: list[tuple[GroupScore, dict[str, float]]] = []
         self.equivalence = str(options.get("equivalence", "math"))
         self._judge_settings = dict(options.get("semantic_judge") or {})
@@ -173,8 +199,10 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         trainer = getattr(refill_fn, "__self__", None)
         compute_advantage = getattr(trainer, "_compute_advantage", None)
         if compute_advantage is None:
-            raise TypeError(f"reward {self.reward!r} is scored from verl's old-policy pass: the buffer must be built "
-                            "by verl's PPOTrainer (refill_fn its bound _add_prompts_to_generate)")
+            raise TypeError(
+                f"reward {self.reward!r} is scored from verl's old-policy pass: the buffer must be built "
+                "by verl's PPOTrainer (refill_fn its bound _add_prompts_to_generate)"
+            )
 
         def compute_advantage_after_token_rewards(batch: Any, metrics: dict) -> Any:
             self.score_token_rewards(batch)
@@ -260,20 +288,33 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         stats = None
         if token_statistics:
             if "entropy" not in data.keys() or "old_log_probs" not in data.keys():
-                raise RuntimeError(f"reward {self.reward!r} reads verl's old-policy entropy and log-probabilities, "
-                                   "which this batch lacks (rollout_correction bypass mode skips that pass)")
-            entropy, log_probs, mask = (list(data[name].unbind(0)) for name in ("entropy", "old_log_probs",
-                                                                               "response_mask"))
+                raise RuntimeError(
+                    f"reward {self.reward!r} reads verl's old-policy entropy and log-probabilities, "
+                    "which this batch lacks (rollout_correction bypass mode skips that pass)"
+                )
+            entropy, log_probs, mask = (
+                list(data[name].unbind(0)) for name in ("entropy", "old_log_probs", "response_mask")
+            )
             stats = [token_stats_of_response(entropy[row], log_probs[row], mask[row]) for row in final]
         texts = [self.tokenizer.decode(responses[row].tolist(), skip_special_tokens=True) for row in final]
         gold = _ground_truth(list(data["reward_model"])[0])
         if self.num_generations and len(texts) != int(self.num_generations):
-            LOG.warning("group of %d completions (expected %s); scoring what finished",
-                        len(texts), self.num_generations)
+            LOG.warning(
+                "group of %d completions (expected %s); scoring what finished", len(texts), self.num_generations
+            )
         question = _unwrap(list(data["extra_info"])[0]).get("question") if self.judge is not None else None
-        score = score_group(texts, self.reward, gold=gold, empty_policy=self.empty_policy,
-                            entropy_filter=self.entropy_filter, seed=self.seed, pool=self.pool,
-                            judge=self.judge, question=question, token_stats=stats)
+        score = score_group(
+            texts,
+            self.reward,
+            gold=gold,
+            empty_policy=self.empty_policy,
+            entropy_filter=self.entropy_filter,
+            seed=self.seed,
+            pool=self.pool,
+            judge=self.judge,
+            question=question,
+            token_stats=stats,
+        )
         extras = {}
         gold_accuracy = [_unwrap(_unwrap(extra_fields[row]).get("reward_extra_info")).get("acc") for row in final]
         if all(value is not None for value in gold_accuracy):
@@ -293,8 +334,11 @@ class GroupRewardReplayBuffer(ReplayBuffer):
                 write_keys.append(key)
                 scores.append(value)
         if write_keys:
-            tq.kv_batch_put(keys=write_keys, partition_id=partition_id, fields=tu.get_tensordict(
-                {"rm_scores": torch.nested.as_nested_tensor(scores, layout=torch.jagged)}))
+            tq.kv_batch_put(
+                keys=write_keys,
+                partition_id=partition_id,
+                fields=tu.get_tensordict({"rm_scores": torch.nested.as_nested_tensor(scores, layout=torch.jagged)}),
+            )
         return None
 
     def pop_diagnostics(self) -> dict[str, float]:

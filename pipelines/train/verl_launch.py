@@ -55,19 +55,35 @@ def srun_on(node: str) -> list[str]:
     return ["srun", "--overlap", "--nodes=1", "--ntasks=1", "-w", node]
 
 
-def ray_cluster_plan(nodes: Sequence[str], head_ip: str, cpus_per_node: int, gpus_per_node: int,
-                     ray: str = "ray", port: int = RAY_PORT) -> RayClusterPlan:
+def ray_cluster_plan(
+    nodes: Sequence[str], head_ip: str, cpus_per_node: int, gpus_per_node: int, ray: str = "ray", port: int = RAY_PORT
+) -> RayClusterPlan:
     """Ray head on nodes[0], a worker on each other node, the trainer on the head (verl's recipe)."""
     if len(nodes) < 2:
         raise ValueError("a Ray cluster plan is for two or more nodes; one node runs the trainer directly")
     address = f"{head_ip}:{port}"
     resources = ["--num-cpus", str(cpus_per_node), "--num-gpus", str(gpus_per_node), "--block"]
-    head = [*srun_on(nodes[0]), ray, "start", "--head", f"--node-ip-address={head_ip}", f"--port={port}",
-            "--include-dashboard=false", *resources]
+    head = [
+        *srun_on(nodes[0]),
+        ray,
+        "start",
+        "--head",
+        f"--node-ip-address={head_ip}",
+        f"--port={port}",
+        "--include-dashboard=false",
+        *resources,
+    ]
     workers = [[*srun_on(node), ray, "start", f"--address={address}", *resources] for node in nodes[1:]]
     stop = [[*srun_on(node), ray, "stop", "--force"] for node in nodes]
-    return RayClusterPlan(head_node=nodes[0], head_address=address, head=head, workers=workers,
-                          trainer_prefix=srun_on(nodes[0]), stop=stop, wait_for_nodes=len(nodes))
+    return RayClusterPlan(
+        head_node=nodes[0],
+        head_address=address,
+        head=head,
+        workers=workers,
+        trainer_prefix=srun_on(nodes[0]),
+        stop=stop,
+        wait_for_nodes=len(nodes),
+    )
 
 
 def slurm_nodes(environ: Mapping[str, str] = os.environ) -> list[str]:
@@ -75,8 +91,9 @@ def slurm_nodes(environ: Mapping[str, str] = os.environ) -> list[str]:
     nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
     if not nodelist:
         return []
-    output = subprocess.run(["scontrol", "show", "hostnames", nodelist], check=True,
-                            capture_output=True, text=True).stdout
+    output = subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], check=True, capture_output=True, text=True
+    ).stdout
     return [line.strip() for line in output.splitlines() if line.strip()]
 
 
@@ -95,17 +112,21 @@ def head_ip_address(node: str) -> str:
     verl's example uses `hostname --ip-address`, which gives a loopback address wherever
     /etc/hosts maps the host name to 127.0.x.x (Debian's default); other nodes cannot reach that.
     """
-    addresses = subprocess.run([*srun_on(node), "hostname", "-I"], check=True,
-                               capture_output=True, text=True).stdout.split()
+    addresses = subprocess.run(
+        [*srun_on(node), "hostname", "-I"], check=True, capture_output=True, text=True
+    ).stdout.split()
     routable = [a for a in addresses if not a.startswith("127.") and ":" not in a]
     if not routable:
-        raise RuntimeError(f"{node} reports no non-loopback IPv4 address ({addresses}); "
-                           f"Ray workers on other nodes could not reach a head there")
+        raise RuntimeError(
+            f"{node} reports no non-loopback IPv4 address ({addresses}); "
+            f"Ray workers on other nodes could not reach a head there"
+        )
     return routable[0]
 
 
-def job_environment(run_id: str | None, tracking_uri: str | None,
-                    base: Mapping[str, str] = os.environ) -> dict[str, str]:
+def job_environment(
+    run_id: str | None, tracking_uri: str | None, base: Mapping[str, str] = os.environ
+) -> dict[str, str]:
     """Environment of every process we start: our package importable by Ray workers, MLflow run."""
     environment = dict(base)
     environment["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), base.get("PYTHONPATH", "")) if p)
@@ -137,13 +158,16 @@ def ray_auth_environment(environment: Mapping[str, str]) -> dict[str, str]:
 
 def _wait_for_ray(address: str, nodes: int, environment: Mapping[str, str], timeout: float = 300) -> None:
     """Poll the head until `nodes` Ray nodes are alive (a worker that cannot join fails the job)."""
-    probe = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-             "print(sum(1 for n in ray.nodes() if n['Alive']))")
+    probe = (
+        "import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+        "print(sum(1 for n in ray.nodes() if n['Alive']))"
+    )
     deadline = time.monotonic() + timeout
     seen = 0
     while time.monotonic() < deadline:
-        result = subprocess.run([sys.executable, "-c", probe, address], capture_output=True, text=True,
-                                env=dict(environment))
+        result = subprocess.run(
+            [sys.executable, "-c", probe, address], capture_output=True, text=True, env=dict(environment)
+        )
         if result.returncode == 0 and result.stdout.strip().isdigit():
             seen = int(result.stdout.strip())
             if seen >= nodes:
@@ -152,14 +176,21 @@ def _wait_for_ray(address: str, nodes: int, environment: Mapping[str, str], time
     raise RuntimeError(f"only {seen} of {nodes} Ray nodes joined {address} within {timeout:.0f} s")
 
 
-def run_trainer(command: Sequence[str], nodes: Sequence[str], cpus: int, gpus: int,
-                environment: Mapping[str, str], join_timeout: float = 300) -> int:
+def run_trainer(
+    command: Sequence[str],
+    nodes: Sequence[str],
+    cpus: int,
+    gpus: int,
+    environment: Mapping[str, str],
+    join_timeout: float = 300,
+) -> int:
     """Run the trainer `command` on this node, or on a Ray cluster spanning the allocation's nodes."""
     if len(nodes) < 2:
         LOG.info("verl command: %s", shlex.join(command))
         return subprocess.run(list(command), env=dict(environment)).returncode
-    plan = ray_cluster_plan(nodes, head_ip_address(nodes[0]), cpus, gpus,
-                            ray=str(Path(sys.executable).with_name("ray")))
+    plan = ray_cluster_plan(
+        nodes, head_ip_address(nodes[0]), cpus, gpus, ray=str(Path(sys.executable).with_name("ray"))
+    )
     environment = ray_auth_environment(environment)
     started: list[subprocess.Popen] = []
     try:
@@ -183,21 +214,33 @@ def run_trainer(command: Sequence[str], nodes: Sequence[str], cpus: int, gpus: i
                 process.kill()
 
 
-def command_paths(spec: Mapping[str, Any], tracking_config: Mapping[str, Any] | None, model_dir: Path,
-                  data: Path, val_data: Sequence[Path], checkpoints: Path) -> dict[str, Any]:
+def command_paths(
+    spec: Mapping[str, Any],
+    tracking_config: Mapping[str, Any] | None,
+    model_dir: Path,
+    data: Path,
+    val_data: Sequence[Path],
+    checkpoints: Path,
+) -> dict[str, Any]:
     """The paths and logging settings a job's verl command names (absolute, not resolved through
     links: the base model's folder is a link the model job makes, and need not exist yet)."""
-    return dict(model_path=os.path.abspath(model_dir), train_file=os.path.abspath(data),
-                val_files=[os.path.abspath(p) for p in val_data], checkpoint_dir=os.path.abspath(checkpoints),
-                project=(tracking_config or {}).get("experiment", "empo"),
-                log_to_mlflow=bool(tracking_config and tracking_config.get("enabled", True)), cpus=None)
+    return dict(
+        model_path=os.path.abspath(model_dir),
+        train_file=os.path.abspath(data),
+        val_files=[os.path.abspath(p) for p in val_data],
+        checkpoint_dir=os.path.abspath(checkpoints),
+        project=(tracking_config or {}).get("experiment", "empo"),
+        log_to_mlflow=bool(tracking_config and tracking_config.get("enabled", True)),
+        cpus=None,
+    )
 
 
 def write_command_file(spec: Mapping[str, Any], tracking_config: Mapping[str, Any] | None, args: Any) -> None:
     """The exact verl command of a job, from the config alone, for review before GPU-hours are
     spent; the train job runs what this file says (plus the CPUs of its allocation)."""
-    overrides = verl_backend.build_overrides(spec, **command_paths(
-        spec, tracking_config, args.model_dir, args.data, args.val_data, args.checkpoints))
+    overrides = verl_backend.build_overrides(
+        spec, **command_paths(spec, tracking_config, args.model_dir, args.data, args.val_data, args.checkpoints)
+    )
     module = spec["verl"].get("trainer_module", verl_backend.DEFAULT_TRAINER_MODULE)
     command = verl_backend.trainer_command(overrides, python="python", module=module)
     args.write_command.parent.mkdir(parents=True, exist_ok=True)
@@ -210,9 +253,11 @@ def check_command_paths(overrides: Sequence[str], command_file: Path, checkpoint
     moved, they would train into the old tree. Refuse, naming the fix."""
     named = next((o.split("=", 1)[1].strip("'") for o in overrides if o.startswith("trainer.default_local_dir=")), None)
     if named is not None and os.path.normpath(named) != os.path.abspath(checkpoints):
-        raise RuntimeError(f"{command_file} trains into {named}, not this job's {os.path.abspath(checkpoints)} "
-                           f"(the results tree moved?): rewrite the command with "
-                           f"`snakemake -R {command_file} --configfile <config>` and rerun")
+        raise RuntimeError(
+            f"{command_file} trains into {named}, not this job's {os.path.abspath(checkpoints)} "
+            f"(the results tree moved?): rewrite the command with "
+            f"`snakemake -R {command_file} --configfile <config>` and rerun"
+        )
 
 
 def command_from_file(path: Path, cpus: int | None) -> tuple[list[str], list[str]]:
@@ -224,8 +269,10 @@ def command_from_file(path: Path, cpus: int | None) -> tuple[list[str], list[str
     overrides = words[3:] + ([f"ray_kwargs.ray_init.num_cpus={cpus}"] if cpus else [])
     model = next((o.split("=", 1)[1] for o in overrides if o.startswith("actor_rollout_ref.model.path=")), None)
     if model is None or not Path(model).exists():
-        raise RuntimeError(f"{path} trains the model at {model}, which does not exist: its model job makes that "
-                           f"link (results/models/<model>/base/hf); rerun it")
+        raise RuntimeError(
+            f"{path} trains the model at {model}, which does not exist: its model job makes that "
+            f"link (results/models/<model>/base/hf); rerun it"
+        )
     return [sys.executable, "-m", words[2], *overrides], overrides
 
 
@@ -238,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="training set (canonical parquet)")
     parser.add_argument("--val-data", nargs="*", default=[], type=Path, help="validation benchmarks")
     parser.add_argument("--checkpoints", required=True, type=Path)
-    parser.add_argument("--write-command", type=Path, default=None,
-                        help="write the verl command of this job to this file and exit (needs no download)")
+    parser.add_argument(
+        "--write-command",
+        type=Path,
+        default=None,
+        help="write the verl command of this job to this file and exit (needs no download)",
+    )
     parser.add_argument("--model-dir", type=Path, help="with --write-command: where the base model will be")
     parser.add_argument("--command-file", type=Path, help="train: the command --write-command wrote")
     parser.add_argument("--base-manifest", type=Path, help="train: the base model's manifest")
@@ -250,15 +301,24 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--write-command needs --model-dir")
         write_command_file(spec, tracking_config, args)
         return 0
-    missing = [flag for flag, value in (("--command-file", args.command_file), ("--base-manifest", args.base_manifest),
-                                        ("--output", args.output)) if value is None]
+    missing = [
+        flag
+        for flag, value in (
+            ("--command-file", args.command_file),
+            ("--base-manifest", args.base_manifest),
+            ("--output", args.output),
+        )
+        if value is None
+    ]
     if missing:
         parser.error(f"training needs {', '.join(missing)}")
     base = read_manifest(args.base_manifest)
     nodes = slurm_nodes() or ["localhost"]
     if len(nodes) != spec["nodes"]:
-        raise RuntimeError(f"the job asks for {spec['nodes']} node(s) but runs on {len(nodes)} ({nodes}); "
-                           f"multi-node training needs a SLURM allocation (snakemake --profile slurm)")
+        raise RuntimeError(
+            f"the job asks for {spec['nodes']} node(s) but runs on {len(nodes)} ({nodes}); "
+            f"multi-node training needs a SLURM allocation (snakemake --profile slurm)"
+        )
     cpus = allocation_cpus(spec["cpus"])
     log_to_mlflow = bool(tracking_config and tracking_config.get("enabled", True))
     command, overrides = command_from_file(args.command_file, cpus=cpus if spec["nodes"] == 1 else None)
@@ -268,22 +328,35 @@ def main(argv: list[str] | None = None) -> int:
     done = verl_backend.latest_step(args.checkpoints)
     name = f"{spec['model']}/{spec['method']}"
     with tracking.job_run(tracking_config, "train", name, spec, log_file=args.log_file) as tracker:
-        tracker.set_tags({"model": spec["model"], "method": spec["method"], "backend": "verl",
-                          "verl_version": verl_backend.VERL_VERSION})
+        tracker.set_tags(
+            {
+                "model": spec["model"],
+                "method": spec["method"],
+                "backend": "verl",
+                "verl_version": verl_backend.VERL_VERSION,
+            }
+        )
         uri = tracking.resolve_tracking_uri(tracking_config["tracking_uri"]) if log_to_mlflow else None
         environment = job_environment(tracker.run_id if tracker.active else None, uri)
         tracker.log_artifact(args.command_file, "train")
         if done is not None and done >= spec["trainer"]["max_steps"]:
-            LOG.info("%s already holds step %d of %d: nothing to train", args.checkpoints, done,
-                     spec["trainer"]["max_steps"])
+            LOG.info(
+                "%s already holds step %d of %d: nothing to train", args.checkpoints, done, spec["trainer"]["max_steps"]
+            )
         else:
             status = run_trainer(command, nodes, cpus, spec["gpus"], environment)
             if status != 0:
-                raise RuntimeError(f"verl exited with status {status}; checkpoints so far stay in "
-                                   f"{args.checkpoints} and a rerun resumes from the latest (trainer.resume_mode=auto)")
+                raise RuntimeError(
+                    f"verl exited with status {status}; checkpoints so far stay in "
+                    f"{args.checkpoints} and a rerun resumes from the latest (trainer.resume_mode=auto)"
+                )
         record = verl_backend.training_record(spec, args.checkpoints, overrides, tracker.run_id)
-        record.update(base=base, settings_fingerprint=claim["fingerprint"],
-                      superseded_checkpoints=claim["superseded"], trained_before=done)
+        record.update(
+            base=base,
+            settings_fingerprint=claim["fingerprint"],
+            superseded_checkpoints=claim["superseded"],
+            trained_before=done,
+        )
         if not record["saved_steps"]:
             raise RuntimeError(f"verl finished without saving a checkpoint in {args.checkpoints}")
         args.output.parent.mkdir(parents=True, exist_ok=True)

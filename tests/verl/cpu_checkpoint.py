@@ -32,25 +32,62 @@ def install_cpu_platform() -> None:
         vendor_name = "cpu"
         device_module = torch.cpu
 
-        def is_available(self): return True
-        def current_device(self): return "cpu"
-        def device_count(self): return 1
-        def set_device(self, index): pass
-        def synchronize(self, index=None): pass
-        def manual_seed(self, seed): torch.manual_seed(seed)
-        def manual_seed_all(self, seed): torch.manual_seed(seed)
-        def set_allocator_settings(self, settings): pass
-        def empty_cache(self): pass
-        def get_device_capability(self, index=0): return None, None
-        def communication_backend_name(self): return "gloo"
-        def visible_devices_envvar(self): return "CUDA_VISIBLE_DEVICES"
-        def nvtx_range(self, message): return nullcontext()
-        def profiler_start(self): pass
-        def profiler_stop(self): pass
-        def ray_resource_name(self): return "CPU"
-        def ray_noset_envvars(self): return []
-        def is_ipc_supported(self): return False
-        def cudart(self): return None
+        def is_available(self):
+            return True
+
+        def current_device(self):
+            return "cpu"
+
+        def device_count(self):
+            return 1
+
+        def set_device(self, index):
+            pass
+
+        def synchronize(self, index=None):
+            pass
+
+        def manual_seed(self, seed):
+            torch.manual_seed(seed)
+
+        def manual_seed_all(self, seed):
+            torch.manual_seed(seed)
+
+        def set_allocator_settings(self, settings):
+            pass
+
+        def empty_cache(self):
+            pass
+
+        def get_device_capability(self, index=0):
+            return None, None
+
+        def communication_backend_name(self):
+            return "gloo"
+
+        def visible_devices_envvar(self):
+            return "CUDA_VISIBLE_DEVICES"
+
+        def nvtx_range(self, message):
+            return nullcontext()
+
+        def profiler_start(self):
+            pass
+
+        def profiler_stop(self):
+            pass
+
+        def ray_resource_name(self):
+            return "CPU"
+
+        def ray_noset_envvars(self):
+            return []
+
+        def is_ipc_supported(self):
+            return False
+
+        def cudart(self):
+            return None
 
     set_platform(CPUPlatform())
 
@@ -72,12 +109,22 @@ def main() -> None:
 
     contents = ["model", "optimizer", "extra"]  # the trainer's default save_contents
     engine = FSDPEngineWithLMHead(
-        model_config=HFModelConfig(path=args.base, override_config={"attn_implementation": "sdpa"},
-                                   enable_gradient_checkpointing=False, use_remove_padding=False),
-        engine_config=FSDPEngineConfig(strategy="fsdp2", wrap_policy={"min_num_params": 0}, model_dtype="fp32",
-                                       use_torch_compile=False, forward_only=False),
+        model_config=HFModelConfig(
+            path=args.base,
+            override_config={"attn_implementation": "sdpa"},
+            enable_gradient_checkpointing=False,
+            use_remove_padding=False,
+        ),
+        engine_config=FSDPEngineConfig(
+            strategy="fsdp2",
+            wrap_policy={"min_num_params": 0},
+            model_dtype="fp32",
+            use_torch_compile=False,
+            forward_only=False,
+        ),
         optimizer_config=FSDPOptimizerConfig(lr=1e-3, total_training_steps=10),
-        checkpoint_config=CheckpointConfig(save_contents=contents, load_contents=contents))
+        checkpoint_config=CheckpointConfig(save_contents=contents, load_contents=contents),
+    )
     engine.initialize()
     module = engine.module
     module.train()
@@ -88,10 +135,15 @@ def main() -> None:
 
     reference = get_fsdp_full_state_dict(module, offload_to_cpu=False, rank0_only=True)
     if rank == 0:
-        torch.save({key: value.clone() for key, value in reference.items()},
-                   os.path.join(args.out, "reference_state_dict.pt"))
-    engine.save_checkpoint(local_path=os.path.join(args.out, f"global_step_{args.step}", "actor"),
-                           hdfs_path=None, global_step=args.step, max_ckpt_to_keep=None)
+        torch.save(
+            {key: value.clone() for key, value in reference.items()}, os.path.join(args.out, "reference_state_dict.pt")
+        )
+    engine.save_checkpoint(
+        local_path=os.path.join(args.out, f"global_step_{args.step}", "actor"),
+        hdfs_path=None,
+        global_step=args.step,
+        max_ckpt_to_keep=None,
+    )
     if rank == 0:
         with open(os.path.join(args.out, "latest_checkpointed_iteration.txt"), "w") as handle:
             handle.write(str(args.step))

@@ -27,8 +27,7 @@ def main(overrides: list[str]) -> int:
     config_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
     with initialize_config_dir(config_dir=config_dir, version_base=None):
         config = compose(config_name="ppo_trainer", overrides=overrides)
-    validate_config(config=config, use_reference_policy=need_reference_policy(config),
-                    use_critic=need_critic(config))
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     if "mlflow" in config.trainer.logger and not os.environ.get("MLFLOW_RUN_ID"):
         raise SystemExit("standin: mlflow logging requested but MLFLOW_RUN_ID was not handed over")
     __import__("pipelines.train.verl_extension")  # what verl would load by pkg:// path
@@ -40,9 +39,22 @@ def main(overrides: list[str]) -> int:
     for step in steps:
         if (out / f"global_step_{step}" / "actor" / "fsdp_config.json").is_file():
             continue  # resume_mode=auto: what is saved stays
-        subprocess.run([str(torchrun), "--nproc_per_node=1", "--master_port=29547", str(script),
-                        "--base", config.actor_rollout_ref.model.path, "--out", str(out), "--step", str(step)],
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        subprocess.run(
+            [
+                str(torchrun),
+                "--nproc_per_node=1",
+                "--master_port=29547",
+                str(script),
+                "--base",
+                config.actor_rollout_ref.model.path,
+                "--out",
+                str(out),
+                "--step",
+                str(step),
+            ],
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         print(f"standin: saved global_step_{step}", flush=True)
     return 0
 

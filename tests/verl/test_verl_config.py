@@ -16,9 +16,15 @@ from tests.conftest import REPO_ROOT
 
 pytest.importorskip("verl", reason="verl is not installed here; run `make test-verl`")
 
-PATHS = dict(model_path="/models/base", train_file="/data/train.parquet",
-             val_files=["/data/math500.parquet", "/data/amc23.parquet"], checkpoint_dir="/ckpt/run",
-             project="empo-paper", log_to_mlflow=True, cpus=64)
+PATHS = dict(
+    model_path="/models/base",
+    train_file="/data/train.parquet",
+    val_files=["/data/math500.parquet", "/data/amc23.parquet"],
+    checkpoint_dir="/ckpt/run",
+    project="empo-paper",
+    log_to_mlflow=True,
+    cpus=64,
+)
 
 
 def paper_config():
@@ -36,8 +42,9 @@ def verl_checks(composed):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    validate_config(config=composed, use_reference_policy=need_reference_policy(composed),
-                    use_critic=need_critic(composed))
+    validate_config(
+        config=composed, use_reference_policy=need_reference_policy(composed), use_critic=need_critic(composed)
+    )
 
 
 def test_every_paper_train_job_is_a_verl_job_whose_overrides_compose(compose_verl):
@@ -98,21 +105,36 @@ def _variant(**changes):
     return cfg.validate_config(config, "test variant")
 
 
-@pytest.mark.parametrize("changes", [
-    {"resources.train": {"gpus": 8, "nodes": 2, "cpus": 64, "mem_mb": 512000, "runtime": 2880}},
-    {"training.defaults.entropy_filter": [0.3, 1.0]},
-    {"training.verl.validation_benchmarks": []},
-    {"training.verl.use_dynamic_bsz": False},
-    {"training.verl.strategy": "fsdp2", "training.verl.offload": False, "training.verl.ulysses_sequence_parallel": 1},
-    {"training.defaults.beta": 0.001},
-    {"training.defaults.loss": "grpo", "training.verl.loss_agg_mode": "seq-mean-token-mean"},
-    {"training.verl.extra_overrides": ["trainer.max_actor_ckpt_to_keep=2", "actor_rollout_ref.rollout.enforce_eager=true"]},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"resources.train": {"gpus": 8, "nodes": 2, "cpus": 64, "mem_mb": 512000, "runtime": 2880}},
+        {"training.defaults.entropy_filter": [0.3, 1.0]},
+        {"training.verl.validation_benchmarks": []},
+        {"training.verl.use_dynamic_bsz": False},
+        {
+            "training.verl.strategy": "fsdp2",
+            "training.verl.offload": False,
+            "training.verl.ulysses_sequence_parallel": 1,
+        },
+        {"training.defaults.beta": 0.001},
+        {"training.defaults.loss": "grpo", "training.verl.loss_agg_mode": "seq-mean-token-mean"},
+        {
+            "training.verl.extra_overrides": [
+                "trainer.max_actor_ckpt_to_keep=2",
+                "actor_rollout_ref.rollout.enforce_eager=true",
+            ]
+        },
+    ],
+)
 def test_config_variants_compose_and_pass_verl_checks(compose_verl, changes):
     config = _variant(**changes)
     spec = cfg.train_job_spec(config, "qwen2.5-math-7b", "empo")
-    paths = {**PATHS, "val_files": [f"/data/{b}.parquet" for b in spec["verl"]["validation_benchmarks"]],
-             "cpus": spec["cpus"] if spec["nodes"] == 1 else None}
+    paths = {
+        **PATHS,
+        "val_files": [f"/data/{b}.parquet" for b in spec["verl"]["validation_benchmarks"]],
+        "cpus": spec["cpus"] if spec["nodes"] == 1 else None,
+    }
     composed = compose_verl(verl_backend.build_overrides(spec, **paths))
     verl_checks(composed)
     assert composed.trainer.nnodes == spec["nodes"]
@@ -135,11 +157,14 @@ def test_verl_loads_our_reward_function_and_replay_buffer(compose_verl):
     from verl.utils.import_utils import load_extern_type
 
     config, _ = paper_jobs()
-    composed = compose_verl(verl_backend.build_overrides(cfg.train_job_spec(config, "qwen2.5-math-1.5b", "empo"),
-                                                         **PATHS))
+    composed = compose_verl(
+        verl_backend.build_overrides(cfg.train_job_spec(config, "qwen2.5-math-1.5b", "empo"), **PATHS)
+    )
     reward_fn = get_custom_reward_fn(composed)
-    assert reward_fn(data_source="math500", solution_str="so \\boxed{\\frac12}", ground_truth="0.5",
-                     extra_info={})["acc"] == 1.0
+    assert (
+        reward_fn(data_source="math500", solution_str="so \\boxed{\\frac12}", ground_truth="0.5", extra_info={})["acc"]
+        == 1.0
+    )
     sampler = composed.trainer.v1.sampler.custom_sampler
     buffer_class = load_extern_type(sampler.path, sampler.name)
     from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
@@ -154,11 +179,28 @@ def test_the_launcher_writes_a_command_that_composes(tmp_path, compose_verl):
     spec = cfg.train_job_spec(config, "octothinker-3b-long", "gspo")
     command_file = tmp_path / "verl_command.txt"
     subprocess.run(
-        [sys.executable, "-m", "pipelines.train.verl_launch", "--spec", cfg.to_json(spec),
-         "--model-dir", "/hf/cache/octothinker", "--data", "results/data/numina_math_20k.parquet",
-         "--val-data", "results/data/math500.parquet", "--checkpoints", str(tmp_path / "ckpt"),
-         "--write-command", str(command_file)],
-        cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pipelines.train.verl_launch",
+            "--spec",
+            cfg.to_json(spec),
+            "--model-dir",
+            "/hf/cache/octothinker",
+            "--data",
+            "results/data/numina_math_20k.parquet",
+            "--val-data",
+            "results/data/math500.parquet",
+            "--checkpoints",
+            str(tmp_path / "ckpt"),
+            "--write-command",
+            str(command_file),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     command = shlex.split(command_file.read_text())
     assert command[:3] == ["python", "-m", "verl.trainer.main_ppo"]
     composed = compose_verl(command[3:])
@@ -173,8 +215,9 @@ def test_the_gpu_smoke_job_composes(compose_verl):
     config = cfg.load_config([REPO_ROOT / "config" / "demo.yaml", REPO_ROOT / "config" / "verl-smoke.yaml"])
     spec = cfg.train_job_spec(config, "tiny-qwen2", "empo")
     assert (spec["nodes"], spec["gpus"], spec["trainer"]["max_steps"]) == (1, 1, 2)
-    composed = compose_verl(verl_backend.build_overrides(
-        spec, **{**PATHS, "val_files": ["/data/arith_easy.parquet"], "cpus": spec["cpus"]}))
+    composed = compose_verl(
+        verl_backend.build_overrides(spec, **{**PATHS, "val_files": ["/data/arith_easy.parquet"], "cpus": spec["cpus"]})
+    )
     verl_checks(composed)
     assert composed.trainer.save_freq == 1 and composed.data.train_batch_size == 8
 
@@ -213,6 +256,12 @@ def test_the_zoo_on_verl_composes_for_every_method_verl_can_score(compose_verl):
         verl_checks(composed)
         composed_rewards[method] = composed.trainer.v1.sampler.sampler_kwargs.reward
         assert composed.trainer.v1.sampler.sampler_kwargs.entropy_filter is None
-    assert composed_rewards == {"empo": "empo", "majority": "majority", "token_entropy": "token_entropy",
-                                "trajectory_likelihood": "trajectory_likelihood", "gspo": "supervised",
-                                "format": "format", "random": "random"}
+    assert composed_rewards == {
+        "empo": "empo",
+        "majority": "majority",
+        "token_entropy": "token_entropy",
+        "trajectory_likelihood": "trajectory_likelihood",
+        "gspo": "supervised",
+        "format": "format",
+        "random": "random",
+    }

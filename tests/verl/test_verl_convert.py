@@ -28,10 +28,23 @@ def verl_checkpoint(tmp_path_factory):
     checkpoints = root / "checkpoints"
     checkpoints.mkdir()
     torchrun = Path(sys.executable).with_name("torchrun")
-    subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port=29531",
-                    str(REPO_ROOT / "tests" / "verl" / "cpu_checkpoint.py"),
-                    "--base", str(base), "--out", str(checkpoints), "--step", "2"],
-                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node=2",
+            "--master_port=29531",
+            str(REPO_ROOT / "tests" / "verl" / "cpu_checkpoint.py"),
+            "--base",
+            str(base),
+            "--out",
+            str(checkpoints),
+            "--step",
+            "2",
+        ],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
     return base, checkpoints
 
 
@@ -39,7 +52,9 @@ def test_verl_writes_what_the_backend_expects(verl_checkpoint):
     _, checkpoints = verl_checkpoint
     actor = checkpoints / "global_step_2" / "actor"
     assert sorted(p.name for p in actor.glob("model_world_size_2_rank_*.pt")) == [
-        "model_world_size_2_rank_0.pt", "model_world_size_2_rank_1.pt"]
+        "model_world_size_2_rank_0.pt",
+        "model_world_size_2_rank_1.pt",
+    ]
     assert json.loads((actor / "fsdp_config.json").read_text())["world_size"] == 2
     assert verl_backend.saved_steps(checkpoints) == [2]
     assert verl_backend.latest_step(checkpoints) == 2
@@ -76,19 +91,52 @@ def test_convert_cli_writes_a_manifest_eval_can_use(verl_checkpoint, tmp_path):
 
     base, checkpoints = verl_checkpoint
     training = tmp_path / "training.json"
-    training.write_text(json.dumps({"checkpoint_dir": str(checkpoints), "base": {"kind": "local", "path": str(base)},
-                                    "saved_steps": [2], "verl_version": verl_backend.VERL_VERSION,
-                                    "mlflow_run_id": None}))
-    spec = {"model": "tiny", "method": "empo", "step": 2,
-            "train": {"trainer": {"reward": "empo"}}}
+    training.write_text(
+        json.dumps(
+            {
+                "checkpoint_dir": str(checkpoints),
+                "base": {"kind": "local", "path": str(base)},
+                "saved_steps": [2],
+                "verl_version": verl_backend.VERL_VERSION,
+                "mlflow_run_id": None,
+            }
+        )
+    )
+    spec = {"model": "tiny", "method": "empo", "step": 2, "train": {"trainer": {"reward": "empo"}}}
     output = tmp_path / "models" / "tiny" / "empo" / "model.json"
-    subprocess.run([sys.executable, "-m", "pipelines.convert", "--spec", cfg.to_json(spec),
-                    "--training", str(training), "--output", str(output)], cwd=REPO_ROOT, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.convert",
+            "--spec",
+            cfg.to_json(spec),
+            "--training",
+            str(training),
+            "--output",
+            str(output),
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+    )
     manifest = read_manifest(output)
     assert manifest["kind"] == "trained" and manifest["backend"] == "verl" and manifest["global_step"] == 2
     validate_model_dir(Path(manifest["path"]))
-    bad = subprocess.run([sys.executable, "-m", "pipelines.convert", "--spec", cfg.to_json({**spec, "step": 7}),
-                          "--training", str(training), "--output", str(tmp_path / "other.json")],
-                         cwd=REPO_ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.convert",
+            "--spec",
+            cfg.to_json({**spec, "step": 7}),
+            "--training",
+            str(training),
+            "--output",
+            str(tmp_path / "other.json"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "convert_step is 7" in bad.stderr
     assert not (tmp_path / "other.json").exists()

@@ -57,20 +57,34 @@ def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train"
         ids = tokenizer.encode(text, add_special_tokens=False)
         per_completion = 1.0 if grading.grade(text, gold) else 0.0  # what gold_accuracy_score gives
         mask = list(masks[session]) if masks is not None else [1] * len(ids)
-        output = AgentLoopOutput(prompt_ids=[1, 2, 3], response_ids=ids, response_mask=mask,
-                                 num_turns=2, metrics={}, reward_score=per_completion,
-                                 extra_fields={"reward_extra_info": {"acc": per_completion, "score": per_completion}})
+        output = AgentLoopOutput(
+            prompt_ids=[1, 2, 3],
+            response_ids=ids,
+            response_mask=mask,
+            num_turns=2,
+            metrics={},
+            reward_score=per_completion,
+            extra_fields={"reward_extra_info": {"acc": per_completion, "score": per_completion}},
+        )
         field = output.as_dict()
-        field.update({"uid": uid, "session_id": session, "data_source": "test", "global_steps": global_steps,
-                      "reward_model": {"ground_truth": gold, "style": "rule"}})
+        field.update(
+            {
+                "uid": uid,
+                "session_id": session,
+                "data_source": "test",
+                "global_steps": global_steps,
+                "reward_model": {"ground_truth": gold, "style": "rule"},
+            }
+        )
         if question is not None:  # verl carries the dataset's extra_info with each trajectory
             field["extra_info"] = {"index": 0, "split": "train", "question": question}
         keys.append(f"{uid}_{session}_0")
         fields.append(field)
         tags.append({"status": "success", "global_steps": global_steps})
     tq.kv_batch_put(keys=keys, fields=list_of_dict_to_tensordict(fields), tags=tags, partition_id=partition)
-    tq.kv_put(key=uid, partition_id=partition, tag={"is_prompt": True, "status": "finished",
-                                                    "global_steps": global_steps})
+    tq.kv_put(
+        key=uid, partition_id=partition, tag={"is_prompt": True, "status": "finished", "global_steps": global_steps}
+    )
     return uid
 
 
@@ -78,10 +92,22 @@ def make_buffer(tokenizer, reward="empo", entropy_filter=None, refill_fn=None, b
     from pipelines.train.verl_extension import GroupRewardReplayBuffer
 
     return GroupRewardReplayBuffer(
-        "sync", {}, 8, "drop",
-        {"reward": reward, "train_batch_size": batch, "num_generations": 4, "entropy_filter": entropy_filter,
-         "empty_policy": "singleton", "seed": 0},
-        poll_interval=0.05, refill_fn=refill_fn or (lambda n: n), tokenizer=tokenizer)
+        "sync",
+        {},
+        8,
+        "drop",
+        {
+            "reward": reward,
+            "train_batch_size": batch,
+            "num_generations": 4,
+            "entropy_filter": entropy_filter,
+            "empty_policy": "singleton",
+            "seed": 0,
+        },
+        poll_interval=0.05,
+        refill_fn=refill_fn or (lambda n: n),
+        tokenizer=tokenizer,
+    )
 
 
 def rewards_verl_reads(tq, batch):
@@ -116,8 +142,13 @@ def test_rewards_verl_trains_on_equal_the_reward_core(transfer_queue, tokenizer,
     aggregator = MetricsAggregator()
     aggregator.add_step_metrics(metrics, sample_count=len(batch.keys))
     logged = aggregator.get_aggregated_metrics()
-    for name in ("group/semantic_entropy", "group/majority_ratio", "group/filtered_fraction",
-                 "group/majority_vs_gold_accuracy", "group/reward_mean"):
+    for name in (
+        "group/semantic_entropy",
+        "group/majority_ratio",
+        "group/filtered_fraction",
+        "group/majority_vs_gold_accuracy",
+        "group/reward_mean",
+    ):
         assert logged[name] == pytest.approx(metrics[name]), name
 
 
@@ -179,18 +210,10 @@ def test_verl_builds_our_buffer_from_the_generated_config(transfer_queue, tmp_pa
 
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
-    from pipelines import config as cfg
-    from pipelines.train import verl_backend
     from pipelines.train.verl_extension import GroupRewardReplayBuffer
-    from tests.conftest import REPO_ROOT
     from tests.verl.conftest import tiny_base_model
 
-    base = tiny_base_model(tmp_path / "base")
-    config = cfg.load_config([REPO_ROOT / "config" / "demo.yaml", REPO_ROOT / "config" / "verl-smoke.yaml"])
-    spec = cfg.train_job_spec(config, "tiny-qwen2", "empo")
-    composed = compose_verl(verl_backend.build_overrides(
-        spec, model_path=str(base), train_file="/d/t.parquet", val_files=[], checkpoint_dir="/c",
-        project="p", log_to_mlflow=False, cpus=2))
+    composed = generated_demo_config(compose_verl, tiny_base_model(tmp_path / "base"), "empo")
     trainer = SimpleNamespace(config=composed, trainer_mode="sync", _add_prompts_to_generate=lambda n: n)
     buffer = PPOTrainer._build_replay_buffer(trainer)
     assert isinstance(buffer, GroupRewardReplayBuffer)
@@ -215,17 +238,45 @@ def test_the_semantic_judge_scores_verl_groups_as_the_reward_core_does(transfer_
     from pipelines.train.verl_extension import GroupRewardReplayBuffer
     from tests.tiny_models import build_tiny_qwen2
 
-    verifier = build_tiny_qwen2(tmp_path / "verifier", attention_heads=2, kv_heads=1, max_length=512,
-                                extra_corpus=("Assistant: Final Decision: Yes", "Assistant: Final Decision: No"))
-    settings = {"model": verifier, "engine": "hf", "device": "cpu", "dtype": "float32", "batch_size": 4,
-                "yes_token": " Yes", "no_token": " No", "api_key_env": "X", "timeout_seconds": 5}
-    uids = [put_group(transfer_queue, tokenizer, texts, gold="carbon dioxide", question=JUDGE_QUESTION)
-            for texts in FREE_FORM_GROUPS]
+    verifier = build_tiny_qwen2(
+        tmp_path / "verifier",
+        attention_heads=2,
+        kv_heads=1,
+        max_length=512,
+        extra_corpus=("Assistant: Final Decision: Yes", "Assistant: Final Decision: No"),
+    )
+    settings = {
+        "model": verifier,
+        "engine": "hf",
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 4,
+        "yes_token": " Yes",
+        "no_token": " No",
+        "api_key_env": "X",
+        "timeout_seconds": 5,
+    }
+    uids = [
+        put_group(transfer_queue, tokenizer, texts, gold="carbon dioxide", question=JUDGE_QUESTION)
+        for texts in FREE_FORM_GROUPS
+    ]
     buffer = GroupRewardReplayBuffer(
-        "sync", {}, 8, "drop",
-        {"reward": reward, "train_batch_size": len(uids), "num_generations": 4, "seed": 0,
-         "equivalence": "judge", "semantic_judge": settings},
-        poll_interval=0.05, refill_fn=lambda n: n, tokenizer=tokenizer)
+        "sync",
+        {},
+        8,
+        "drop",
+        {
+            "reward": reward,
+            "train_batch_size": len(uids),
+            "num_generations": 4,
+            "seed": 0,
+            "equivalence": "judge",
+            "semantic_judge": settings,
+        },
+        poll_interval=0.05,
+        refill_fn=lambda n: n,
+        tokenizer=tokenizer,
+    )
     batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=len(uids))
     seen = rewards_verl_reads(transfer_queue, batch)
     reference = make_equivalence_judge(settings)
@@ -240,15 +291,19 @@ def test_the_judge_backend_needs_its_settings(tokenizer):
     from pipelines.train.verl_extension import GroupRewardReplayBuffer
 
     with pytest.raises(ValueError, match="semantic_judge"):
-        GroupRewardReplayBuffer("sync", {}, 8, "drop", {"reward": "empo", "train_batch_size": 1,
-                                                         "equivalence": "judge"}, tokenizer=tokenizer)
+        GroupRewardReplayBuffer(
+            "sync",
+            {},
+            8,
+            "drop",
+            {"reward": "empo", "train_batch_size": 1, "equivalence": "judge"},
+            tokenizer=tokenizer,
+        )
 
 
-def trainer_on_the_generated_config(compose_verl, tmp_path, reward):
-    """verl's PPOTrainerSync with the config our backend generates for `reward` on the demo (the
-    object only: no workers; its advantage step reads and writes TransferQueue)."""
-    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
-
+def generated_demo_config(compose_verl, model_path, reward):
+    """verl's config as our backend generates it for the demo's EMPO job on verl
+    (config/verl-smoke.yaml), with `reward`."""
     from pipelines import config as cfg
     from pipelines.train import verl_backend
     from tests.conftest import REPO_ROOT
@@ -256,9 +311,25 @@ def trainer_on_the_generated_config(compose_verl, tmp_path, reward):
     config = cfg.load_config([REPO_ROOT / "config" / "demo.yaml", REPO_ROOT / "config" / "verl-smoke.yaml"])
     spec = cfg.train_job_spec(config, "tiny-qwen2", "empo")
     spec["trainer"]["reward"] = reward
-    composed = compose_verl(verl_backend.build_overrides(
-        spec, model_path=str(tmp_path), train_file="/d/t.parquet", val_files=[], checkpoint_dir="/c",
-        project="p", log_to_mlflow=False, cpus=2))
+    overrides = verl_backend.build_overrides(
+        spec,
+        model_path=str(model_path),
+        train_file="/d/t.parquet",
+        val_files=[],
+        checkpoint_dir="/c",
+        project="p",
+        log_to_mlflow=False,
+        cpus=2,
+    )
+    return compose_verl(overrides)
+
+
+def trainer_on_the_generated_config(compose_verl, tmp_path, reward):
+    """verl's PPOTrainerSync with the config our backend generates for `reward` on the demo (the
+    object only: no workers; its advantage step reads and writes TransferQueue)."""
+    from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+
+    composed = generated_demo_config(compose_verl, tmp_path, reward)
     trainer = PPOTrainerSync.__new__(PPOTrainerSync)
     trainer.config = composed
     return trainer
@@ -269,20 +340,31 @@ def put_old_policy_pass(tq, batch, seed=0):
     import torch
     from verl.utils import tensordict_utils as tu
 
-    masks = list(tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
-                                 select_fields=["response_mask"])["response_mask"].unbind(0))
+    masks = list(
+        tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["response_mask"])[
+            "response_mask"
+        ].unbind(0)
+    )
     generator = torch.Generator().manual_seed(seed)
     entropy = [3 * torch.rand(len(mask), generator=generator) for mask in masks]
     log_probs = [-2 * torch.rand(len(mask), generator=generator) for mask in masks]
-    tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=tu.get_tensordict({
-        "old_log_probs": torch.nested.as_nested_tensor(log_probs, layout=torch.jagged),
-        "entropy": torch.nested.as_nested_tensor(entropy, layout=torch.jagged)}))
+    tq.kv_batch_put(
+        keys=batch.keys,
+        partition_id=batch.partition_id,
+        fields=tu.get_tensordict(
+            {
+                "old_log_probs": torch.nested.as_nested_tensor(log_probs, layout=torch.jagged),
+                "entropy": torch.nested.as_nested_tensor(entropy, layout=torch.jagged),
+            }
+        ),
+    )
     return {key: (e, lp, m.float()) for key, e, lp, m in zip(batch.keys, entropy, log_probs, masks)}
 
 
 @pytest.mark.parametrize("reward", ["token_entropy", "trajectory_likelihood"])
 def test_token_rewards_come_from_verls_old_policy_pass_and_reach_its_advantages(
-        transfer_queue, tokenizer, compose_verl, tmp_path, reward):
+    transfer_queue, tokenizer, compose_verl, tmp_path, reward
+):
     """Nothing is scored at sampling; verl's real `_compute_advantage` on the generated config
     scores each group from the entropies / log-probs verl's old-policy pass wrote (mean over
     response_mask: a tool token is out), and its GRPO advantages are those rewards normalised
@@ -295,11 +377,20 @@ def test_token_rewards_come_from_verls_old_policy_pass_and_reach_its_advantages(
     trainer = trainer_on_the_generated_config(compose_verl, tmp_path, reward)
     masks = [[1] * len(tokenizer.encode(text, add_special_tokens=False)) for text in GROUPS[0]]
     masks[2][1:3] = [0, 0]  # two tool-output tokens inside the third response
-    uids = [put_group(transfer_queue, tokenizer, GROUPS[0], masks=masks),
-            put_group(transfer_queue, tokenizer, GROUPS[1])]
+    uids = [
+        put_group(transfer_queue, tokenizer, GROUPS[0], masks=masks),
+        put_group(transfer_queue, tokenizer, GROUPS[1]),
+    ]
     buffer = GroupRewardReplayBuffer(
-        "sync", {}, 8, "drop", {"reward": reward, "train_batch_size": 2, "num_generations": 4, "seed": 0},
-        poll_interval=0.05, refill_fn=trainer._add_prompts_to_generate, tokenizer=tokenizer)
+        "sync",
+        {},
+        8,
+        "drop",
+        {"reward": reward, "train_batch_size": 2, "num_generations": 4, "seed": 0},
+        poll_interval=0.05,
+        refill_fn=trainer._add_prompts_to_generate,
+        tokenizer=tokenizer,
+    )
     batch, sample_metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=2)
     assert not any(name.startswith("group/") for name in sample_metrics)
     per_key = put_old_policy_pass(transfer_queue, batch)
@@ -307,14 +398,21 @@ def test_token_rewards_come_from_verls_old_policy_pass_and_reach_its_advantages(
     trainer._compute_advantage(batch, metrics)
 
     seen = rewards_verl_reads(transfer_queue, batch)
-    advantages = transfer_queue.kv_batch_get(keys=batch.keys, partition_id="train",
-                                             select_fields=["advantages"])["advantages"].unbind(0)
+    advantages = transfer_queue.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages"])[
+        "advantages"
+    ].unbind(0)
     advantage_of = {key: row for key, row in zip(batch.keys, advantages)}
     for uid, texts in zip(uids, GROUPS):
         keys = [f"{uid}_{session}_0" for session in range(4)]
-        stats = [TokenStats(entropy_mean=float((e * m).sum() / m.sum()), logprob_mean=float((lp * m).sum() / m.sum()),
-                            self_certainty_mean=None, num_tokens=int(m.sum()))
-                 for e, lp, m in (per_key[key] for key in keys)]
+        stats = [
+            TokenStats(
+                entropy_mean=float((e * m).sum() / m.sum()),
+                logprob_mean=float((lp * m).sum() / m.sum()),
+                self_certainty_mean=None,
+                num_tokens=int(m.sum()),
+            )
+            for e, lp, m in (per_key[key] for key in keys)
+        ]
         expected = score_group(texts, reward, gold=GOLD, token_stats=stats).rewards
         by_hand = [-s.entropy_mean if reward == "token_entropy" else s.logprob_mean for s in stats]
         assert expected == pytest.approx(by_hand)
@@ -325,8 +423,9 @@ def test_token_rewards_come_from_verls_old_policy_pass_and_reach_its_advantages(
             row, mask = advantage_of[key], per_key[key][2]
             assert torch.allclose(row, float(value) * mask, atol=1e-5), key  # on the response's own tokens
     masked = per_key[f"{uids[0]}_2_0"]
-    assert seen[uids[0]][2] != pytest.approx(-float(masked[0].mean()) if reward == "token_entropy"
-                                              else float(masked[1].mean()))
+    assert seen[uids[0]][2] != pytest.approx(
+        -float(masked[0].mean()) if reward == "token_entropy" else float(masked[1].mean())
+    )
     assert metrics["group/scored_groups"] == 2.0
     assert metrics["group/reward_mean"] == pytest.approx(sum(sum(v) / 4 for v in seen.values()) / 2)
     assert metrics["group/majority_vs_gold_accuracy"] == pytest.approx(0.5)  # "4" is right, "1/2" is not
@@ -336,8 +435,9 @@ def test_what_verl_cannot_score_from_its_old_policy_pass_is_refused(tokenizer):
     from pipelines.train.verl_extension import GroupRewardReplayBuffer
 
     def buffer(**options):
-        return GroupRewardReplayBuffer("sync", {}, 8, "drop", {"train_batch_size": 1, **options},
-                                       refill_fn=lambda n: n, tokenizer=tokenizer)
+        return GroupRewardReplayBuffer(
+            "sync", {}, 8, "drop", {"train_batch_size": 1, **options}, refill_fn=lambda n: n, tokenizer=tokenizer
+        )
 
     with pytest.raises(ValueError, match="log-normaliser"):
         buffer(reward="self_certainty")

@@ -33,8 +33,8 @@ def authors_gspo_loss(log_prob, old_log_prob, advantages, response_mask, clip_lo
     seq_logratio = (log_prob * m).sum(-1) / seq_len - (old_log_prob * m).sum(-1) / seq_len
     s = torch.exp(seq_logratio)
     A = advantages[:, 0]
-    l = torch.maximum(-A * s, -A * torch.clamp(s, 1 - clip_low, 1 + clip_high))
-    return l.mean()
+    losses = torch.maximum(-A * s, -A * torch.clamp(s, 1 - clip_low, 1 + clip_high))
+    return losses.mean()
 
 
 def authors_clipped(log_prob, old_log_prob, advantages, response_mask, clip_low=CLIP_LOW, clip_high=CLIP_HIGH):
@@ -66,8 +66,14 @@ def make_batch(seed, n_seqs=48, max_len=24, scale=1e-5, adv="mixed"):
 def actor_config(loss_agg_mode, *, global_batch_size=None, batch_num_tokens=None, dp_size=1):
     from verl.workers.config import ActorConfig
 
-    config = ActorConfig(strategy="fsdp", rollout_n=8, ppo_micro_batch_size_per_gpu=4,
-                         clip_ratio_low=CLIP_LOW, clip_ratio_high=CLIP_HIGH, loss_agg_mode=loss_agg_mode)
+    config = ActorConfig(
+        strategy="fsdp",
+        rollout_n=8,
+        ppo_micro_batch_size_per_gpu=4,
+        clip_ratio_low=CLIP_LOW,
+        clip_ratio_high=CLIP_HIGH,
+        loss_agg_mode=loss_agg_mode,
+    )
     # as verl.workers.utils.losses.ppo_loss sets them before calling the policy loss
     config.global_batch_info["dp_size"] = dp_size
     config.global_batch_info["batch_num_tokens"] = batch_num_tokens
@@ -81,8 +87,13 @@ def verl_gspo(log_prob, batch, rows, config):
 
     assert get_policy_loss_fn("gspo") is compute_policy_loss_gspo  # what loss_mode=gspo resolves to
     loss, _ = compute_policy_loss_gspo(
-        old_log_prob=batch["old_log_prob"][rows], log_prob=log_prob[rows], advantages=batch["advantages"][rows],
-        response_mask=batch["mask"][rows].to(bool), loss_agg_mode=config.loss_agg_mode, config=config)
+        old_log_prob=batch["old_log_prob"][rows],
+        log_prob=log_prob[rows],
+        advantages=batch["advantages"][rows],
+        response_mask=batch["mask"][rows].to(bool),
+        loss_agg_mode=config.loss_agg_mode,
+        config=config,
+    )
     return loss
 
 
@@ -94,8 +105,9 @@ def value_and_grad(fn, log_prob):
 
 
 def authors_value_and_grad(batch):
-    return value_and_grad(lambda lp: authors_gspo_loss(lp, batch["old_log_prob"], batch["advantages"], batch["mask"]),
-                          batch["log_prob"])
+    return value_and_grad(
+        lambda lp: authors_gspo_loss(lp, batch["old_log_prob"], batch["advantages"], batch["mask"]), batch["log_prob"]
+    )
 
 
 def rel(a, b):
@@ -178,11 +190,15 @@ def test_micro_batches_summed_are_the_mini_batch(scale):
 
     one_value, one_grad = value_and_grad(lambda lp: verl_gspo(lp, batch, slice(None), config), batch["log_prob"])
     micro_value, micro_grad = value_and_grad(
-        lambda lp: sum(verl_gspo(lp, batch, rows, config) for rows in splits), batch["log_prob"])
+        lambda lp: sum(verl_gspo(lp, batch, rows, config) for rows in splits), batch["log_prob"]
+    )
 
     def authors_accumulated(lp):
-        return sum(authors_gspo_loss(lp[rows], batch["old_log_prob"][rows], batch["advantages"][rows],
-                                     batch["mask"][rows]) * (lp[rows].shape[0] / n_seqs) for rows in splits)
+        return sum(
+            authors_gspo_loss(lp[rows], batch["old_log_prob"][rows], batch["advantages"][rows], batch["mask"][rows])
+            * (lp[rows].shape[0] / n_seqs)
+            for rows in splits
+        )
 
     authors_value, authors_grad = value_and_grad(authors_accumulated, batch["log_prob"])
     ref_value, ref_grad = authors_value_and_grad(batch)

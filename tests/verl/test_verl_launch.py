@@ -26,9 +26,11 @@ SRUN = textwrap.dedent("""\
     exec "$@"
 """)
 
-CHECK_CLUSTER = ("import ray, sys; ray.init(address='auto', logging_level='ERROR'); "
-                 "alive = sum(1 for n in ray.nodes() if n['Alive']); print('ALIVE', alive); "
-                 "sys.exit(0 if alive == 2 else 3)")
+CHECK_CLUSTER = (
+    "import ray, sys; ray.init(address='auto', logging_level='ERROR'); "
+    "alive = sum(1 for n in ray.nodes() if n['Alive']); print('ALIVE', alive); "
+    "sys.exit(0 if alive == 2 else 3)"
+)
 
 
 @pytest.fixture
@@ -38,8 +40,12 @@ def fake_srun(tmp_path):
     (bin_dir / "srun").write_text(SRUN)
     (bin_dir / "srun").chmod(0o755)
     log = tmp_path / "srun.log"
-    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SRUN_LOG": str(log),
-                   "RAY_USAGE_STATS_ENABLED": "0"}
+    environment = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SRUN_LOG": str(log),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     return environment, log
 
 
@@ -53,8 +59,9 @@ def test_two_node_ray_cluster_runs_the_trainer_and_is_stopped(fake_srun, monkeyp
     monkeypatch.setenv("PATH", environment["PATH"])
     monkeypatch.setenv("SRUN_LOG", environment["SRUN_LOG"])
     command = [sys.executable, "-c", CHECK_CLUSTER if trainer_exit == 0 else "import sys; sys.exit(3)"]
-    status = verl_launch.run_trainer(command, ["node-a", "node-b"], cpus=1, gpus=0,
-                                     environment=environment, join_timeout=180)
+    status = verl_launch.run_trainer(
+        command, ["node-a", "node-b"], cpus=1, gpus=0, environment=environment, join_timeout=180
+    )
     assert status == trainer_exit
     calls = log.read_text().splitlines()
     assert calls[0].endswith("-w node-a hostname -I")

@@ -42,15 +42,28 @@ def test_verl_train_convert_eval_with_real_snakemake(tmp_path):
     if not snakemake.exists():
         pytest.skip("snakemake is not in this environment")
     workdir = tmp_path / "work"
-    shutil.copytree(REPO_ROOT, workdir, ignore=shutil.ignore_patterns(
-        ".venv*", "results", ".snakemake", ".git", "__pycache__", "*.egg-info"))
+    shutil.copytree(
+        REPO_ROOT,
+        workdir,
+        ignore=shutil.ignore_patterns(".venv*", "results", ".snakemake", ".git", "__pycache__", "*.egg-info"),
+    )
     (workdir / "config" / "verl-test.yaml").write_text(OVERLAY)
     target = "results/eval/tiny-qwen2/empo/add_test/greedy/math-verify/metrics.json"
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                   "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(workdir)}
-    result = subprocess.run([str(snakemake), "--configfile", "config/demo.yaml", "config/verl-test.yaml",
-                             "--cores", "2", target], cwd=workdir, env=environment,
-                            capture_output=True, text=True, timeout=1200)
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "HF_HUB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(workdir),
+    }
+    result = subprocess.run(
+        [str(snakemake), "--configfile", "config/demo.yaml", "config/verl-test.yaml", "--cores", "2", target],
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     results = workdir / "results"
     training = json.loads((results / "train/tiny-qwen2/empo/training.json").read_text())
@@ -68,8 +81,13 @@ def test_verl_train_convert_eval_with_real_snakemake(tmp_path):
     assert runs["train:tiny-qwen2/empo"] == "FINISHED" and runs["convert:tiny-qwen2/empo"] == "FINISHED"
     # a changed convert_step reruns the conversion, generation and grading, never the training
     (workdir / "config" / "verl-test.yaml").write_text(OVERLAY.replace("convert_step: 1", "convert_step: 2"))
-    plan = subprocess.run([str(snakemake), "-n", "--configfile", "config/demo.yaml", "config/verl-test.yaml",
-                           "--cores", "2", target], cwd=workdir, env=environment, capture_output=True, text=True)
+    plan = subprocess.run(
+        [str(snakemake), "-n", "--configfile", "config/demo.yaml", "config/verl-test.yaml", "--cores", "2", target],
+        cwd=workdir,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "rule convert:" in plan.stdout and "rule generate:" in plan.stdout and "rule grade:" in plan.stdout
     assert "rule train_verl:" not in plan.stdout

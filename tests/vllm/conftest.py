@@ -34,9 +34,13 @@ if importlib.util.find_spec("vllm") is None:
     def pytest_pycollect_makemodule(module_path, parent):
         return _WithoutVllm.from_parent(parent, path=module_path)
 else:
-    for _name, _value in {"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": "1",
-                          "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1",
-                          "TOKENIZERS_PARALLELISM": "false"}.items():
+    for _name, _value in {
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
         os.environ.setdefault(_name, _value)
     import vllm  # noqa: F401  (after the environment above; a broken install fails here, loudly)
 
@@ -47,15 +51,15 @@ TINY_MAX_LEN = 2048  # room for the judge prompt (~1,000 tokens with this small 
 @pytest.fixture(scope="session")
 def tiny_vllm_model(tmp_path_factory) -> str:
     """Path of the tiny Qwen2 model (head size 32: vLLM's CPU attention refuses 16), built once."""
-    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"), attention_heads=2, kv_heads=2,
-                            max_length=TINY_MAX_LEN)
+    return build_tiny_qwen2(
+        tmp_path_factory.mktemp("tiny-qwen2"), attention_heads=2, kv_heads=2, max_length=TINY_MAX_LEN
+    )
 
 
 @pytest.fixture(scope="session")
 def vllm_cpu_kwargs() -> dict:
     """Keyword arguments for `vllm.LLM(model=..., **vllm_cpu_kwargs)` on this CPU, with the tiny model."""
-    return {"dtype": "float32", "enforce_eager": True, "seed": 0, "max_model_len": TINY_MAX_LEN,
-            "max_num_seqs": 8}
+    return {"dtype": "float32", "enforce_eager": True, "seed": 0, "max_model_len": TINY_MAX_LEN, "max_num_seqs": 8}
 
 
 #: Figures the tests measure (engine load, generation), printed at the end of the run.
@@ -78,8 +82,17 @@ def canonical_demo_rows(path, source: str, limit: int):
     from tests.conftest import DEMO_DATA
 
     lines = (DEMO_DATA / source).read_text().splitlines()[:limit]
-    spec = {"name": "bench", "role": "benchmark", "format": "columns", "instruction": "",
-            "columns": {"question": "problem", "answer": "answer"}}
-    write_canonical(to_canonical([json.loads(line) for line in lines], "bench", spec,
-                                 ConversionReport(name="bench", source="file")), path)
+    spec = {
+        "name": "bench",
+        "role": "benchmark",
+        "format": "columns",
+        "instruction": "",
+        "columns": {"question": "problem", "answer": "answer"},
+    }
+    write_canonical(
+        to_canonical(
+            [json.loads(line) for line in lines], "bench", spec, ConversionReport(name="bench", source="file")
+        ),
+        path,
+    )
     return path

@@ -10,17 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, read_jsonl
+from tests.conftest import read_jsonl
 from tests.tiny_models import build_tiny_qwen2
-from tests.vllm.conftest import TINY_MAX_LEN, TIMINGS, canonical_demo_rows
+from tests.vllm.conftest import TIMINGS, TINY_MAX_LEN, canonical_demo_rows
 
 DECODING = {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "n": 1, "seed": 0, "max_new_tokens": 16, "stop": []}
 
 
 def _spec(**decoding) -> dict:
-    return {"model": "tiny", "method": "base", "benchmark": "bench", "protocol_name": "p", "engine": "vllm",
-            "batch_size": 4, "dtype": "float32", "prompt": {"format": "chat", "system_prompt": None},
-            "decoding": {**DECODING, **decoding}, "gpus": 0}
+    return {
+        "model": "tiny",
+        "method": "base",
+        "benchmark": "bench",
+        "protocol_name": "p",
+        "engine": "vllm",
+        "batch_size": 4,
+        "dtype": "float32",
+        "prompt": {"format": "chat", "system_prompt": None},
+        "decoding": {**DECODING, **decoding},
+        "gpus": 0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +60,9 @@ def test_greedy_outputs_equal_the_hf_engine_token_for_token(engine, tiny_vllm_mo
     started = time.perf_counter()
     reference = hf.generate(prompts, DECODING, [0] * len(prompts))
     TIMINGS["hf engine greedy, same prompts"] = time.perf_counter() - started
-    assert [[(c.token_ids, c.response_tokens, c.finish_reason) for c in item] for item in ours] == \
-        [[(c.token_ids, c.response_tokens, c.finish_reason) for c in item] for item in reference]
+    assert [[(c.token_ids, c.response_tokens, c.finish_reason) for c in item] for item in ours] == [
+        [(c.token_ids, c.response_tokens, c.finish_reason) for c in item] for item in reference
+    ]
     assert len({item[0].token_ids for item in ours}) > 1 and all(item[0].response_tokens == 16 for item in ours)
     # texts agree too, except where a random model ends on half a UTF-8 character: vLLM's
     # detokenizer holds such trailing bytes back, transformers writes U+FFFD
@@ -74,8 +84,16 @@ def test_every_sampling_knob_reaches_vllm(engine, monkeypatch):
     results = engine.generate(["a", "b"], decoding, [10, 11])
     assert [p.seed for p in sent] == [10, 11] and [len(item) for item in results] == [2, 2]
     first = sent[0]
-    assert (first.n, first.temperature, first.top_p, first.top_k, first.min_p, first.repetition_penalty,
-            first.max_tokens, first.stop) == (2, 0.6, 0.95, 0, 0.0, 1.0, 16, ["</s>"])
+    assert (
+        first.n,
+        first.temperature,
+        first.top_p,
+        first.top_k,
+        first.min_p,
+        first.repetition_penalty,
+        first.max_tokens,
+        first.stop,
+    ) == (2, 0.6, 0.95, 0, 0.0, 1.0, 16, ["</s>"])
     engine.generate(["a"], {**decoding, "top_k": 20}, [0])
     assert sent[-1].top_k == 20
     engine.generate(["a"], {**DECODING, "top_p": 0.5, "top_k": 5}, [0])  # greedy: sampling knobs off
@@ -104,15 +122,23 @@ def test_seeded_sampling_is_reproduced_by_a_resumed_generation(engine, benchmark
     run_generation(spec, manifest, benchmark, tmp_path / "full.jsonl", tmp_path / "full.json", engine=engine)
     TIMINGS["vLLM sampled generation, 12 questions x 3 samples"] = time.perf_counter() - started
     with pytest.raises(RuntimeError, match="killed"):
-        run_generation(spec, manifest, benchmark, tmp_path / "resumed.jsonl", tmp_path / "resumed.json",
-                       engine=CrashAfter(engine, chunks=1))
+        run_generation(
+            spec,
+            manifest,
+            benchmark,
+            tmp_path / "resumed.jsonl",
+            tmp_path / "resumed.json",
+            engine=CrashAfter(engine, chunks=1),
+        )
     assert len(read_jsonl(tmp_path / "resumed.partial.jsonl")) == 4 * 3
     run_generation(spec, manifest, benchmark, tmp_path / "resumed.jsonl", tmp_path / "resumed.json", engine=engine)
     full, resumed = read_jsonl(tmp_path / "full.jsonl"), read_jsonl(tmp_path / "resumed.jsonl")
     assert resumed == full and len(full) == 36
     assert len({r["response"] for r in full if r["index"] == 0}) > 1  # the samples differ from each other
-    assert json.loads((tmp_path / "full.json").read_text())["generations_sha256"] == \
-        json.loads((tmp_path / "resumed.json").read_text())["generations_sha256"]
+    assert (
+        json.loads((tmp_path / "full.json").read_text())["generations_sha256"]
+        == json.loads((tmp_path / "resumed.json").read_text())["generations_sha256"]
+    )
 
 
 def test_the_judge_grader_runs_its_judge_through_vllm(engine, benchmark, tiny_vllm_model, tmp_path):
@@ -129,19 +155,43 @@ def test_the_judge_grader_runs_its_judge_through_vllm(engine, benchmark, tiny_vl
 
     run_generation(_spec(), {"path": "tiny"}, benchmark, tmp_path / "g.jsonl", tmp_path / "g.json", engine=Wrong())
     (tmp_path / "judge").mkdir()
-    settings = {"model": tiny_vllm_model, "revision": None, "engine": "vllm", "endpoint": None, "api_key_env": "X",
-                "dtype": "float32", "max_new_tokens": 4, "batch_size": 8, "timeout_seconds": 30}
-    spec = {"model": "tiny", "method": "base", "benchmark": "bench", "protocol_name": "p", "pass_at_k": [1],
-            "grader": {"name": "llm-judge", "timeout_seconds": 5, "math_verify": "0.9.0", "judge": settings},
-            "workers": 1, "gpus": 0, "bootstrap": {"samples": 200, "seed": 0}}
+    settings = {
+        "model": tiny_vllm_model,
+        "revision": None,
+        "engine": "vllm",
+        "endpoint": None,
+        "api_key_env": "X",
+        "dtype": "float32",
+        "max_new_tokens": 4,
+        "batch_size": 8,
+        "timeout_seconds": 30,
+    }
+    spec = {
+        "model": "tiny",
+        "method": "base",
+        "benchmark": "bench",
+        "protocol_name": "p",
+        "pass_at_k": [1],
+        "grader": {"name": "llm-judge", "timeout_seconds": 5, "math_verify": "0.9.0", "judge": settings},
+        "workers": 1,
+        "gpus": 0,
+        "bootstrap": {"samples": 200, "seed": 0},
+    }
     started = time.perf_counter()
-    result = run_grading(spec, tmp_path / "g.jsonl", tmp_path / "g.json", tmp_path / "judge" / "grades.jsonl",
-                         tmp_path / "judge" / "metrics.json")
+    result = run_grading(
+        spec,
+        tmp_path / "g.jsonl",
+        tmp_path / "g.json",
+        tmp_path / "judge" / "grades.jsonl",
+        tmp_path / "judge" / "metrics.json",
+    )
     TIMINGS["llm-judge grade job through vLLM (load + 12 verdicts)"] = time.perf_counter() - started
     assert result["counts"]["judged"] == 12 and result["counts"]["judge_unparseable"] == 12
     assert result["accuracy"] == 0.0
-    assert all(v["judge_replies"] and v["decided_by"] == "judge unparseable"
-               for v in read_jsonl(tmp_path / "judge" / "grades.jsonl"))
+    assert all(
+        v["judge_replies"] and v["decided_by"] == "judge unparseable"
+        for v in read_jsonl(tmp_path / "judge" / "grades.jsonl")
+    )
 
 
 def test_the_semantic_judge_decides_through_vllm_as_through_transformers(tmp_path):
@@ -152,13 +202,28 @@ def test_the_semantic_judge_decides_through_vllm_as_through_transformers(tmp_pat
 
     question = "Which gas do plants take in for photosynthesis?"
     answers = ["carbon dioxide", "CO2", "oxygen", "nitrogen", "the gas CO2", "water"]
-    verifier = build_tiny_qwen2(tmp_path / "verifier", attention_heads=2, kv_heads=2, max_length=TINY_MAX_LEN,
-                                extra_corpus=("Assistant: Final Decision: Yes", "Assistant: Final Decision: No"),
-                                seed=3)
-    make_opinionated_verifier(verifier, [render_verifier_prompt(None, question, a, b) for a in answers for b in answers])
+    verifier = build_tiny_qwen2(
+        tmp_path / "verifier",
+        attention_heads=2,
+        kv_heads=2,
+        max_length=TINY_MAX_LEN,
+        extra_corpus=("Assistant: Final Decision: Yes", "Assistant: Final Decision: No"),
+        seed=3,
+    )
+    make_opinionated_verifier(
+        verifier, [render_verifier_prompt(None, question, a, b) for a in answers for b in answers]
+    )
     triples = [(question, a, b) for a in answers[:3] for b in answers[3:]] + [(question, "CO2", "CO2")]
-    settings = {"model": verifier, "revision": None, "device": "cpu", "dtype": "float32", "batch_size": 4,
-                "prompt": None, "yes_token": " Yes", "no_token": " No"}
+    settings = {
+        "model": verifier,
+        "revision": None,
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 4,
+        "prompt": None,
+        "yes_token": " Yes",
+        "no_token": " No",
+    }
     expected = make_equivalence_judge({**settings, "engine": "hf"}).equivalent_many(triples)
     started = time.perf_counter()
     judge = make_equivalence_judge({**settings, "engine": "vllm"})

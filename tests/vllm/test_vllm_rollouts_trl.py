@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.job_specs import trainer_settings
 from tests.vllm.conftest import TIMINGS, canonical_demo_rows
 
 trl = pytest.importorskip("trl", reason="TRL is not installed in this environment")
@@ -29,16 +30,26 @@ def test_grpo_with_colocated_vllm_rollouts_trains_and_exports(tiny_vllm_model, t
 
         monkeypatch.setattr(VLLMGeneration, name, counted)
     data = canonical_demo_rows(tmp_path / "train.parquet", "arith_train.jsonl", 8)
-    trainer = {"reward": "empo", "loss": "gspo", "empty_policy": "singleton", "entropy_filter": None,
-               "learning_rate": 1e-3, "num_generations": 2, "prompts_per_step": 2, "mini_batch_prompts": 2,
-               "max_steps": 2, "max_completion_length": 8, "temperature": 1.0, "epsilon": 3e-4,
-               "epsilon_high": 4e-4, "beta": 0.0, "save_steps": 1, "seed": 0, "bf16": False,
-               "vllm_rollouts": True, "vllm_gpu_memory_utilization": 0.1}
-    spec = {"model": "tiny", "method": "empo", "dataset": "bench", "trainer": trainer, "gpus": 0,
-            "grading": {"workers": 1, "timeout_seconds": 5}}
+    trainer = trainer_settings(
+        num_generations=2,
+        prompts_per_step=2,
+        max_completion_length=8,
+        bf16=False,
+        vllm_rollouts=True,
+        vllm_gpu_memory_utilization=0.1,
+    )
+    spec = {
+        "model": "tiny",
+        "method": "empo",
+        "dataset": "bench",
+        "trainer": trainer,
+        "gpus": 0,
+        "grading": {"workers": 1, "timeout_seconds": 5},
+    }
     started = time.perf_counter()
-    manifest = trl_backend.train(spec, {"path": tiny_vllm_model, "kind": "test"}, data, tmp_path / "ckpt",
-                                 tmp_path / "final")
+    manifest = trl_backend.train(
+        spec, {"path": tiny_vllm_model, "kind": "test"}, data, tmp_path / "ckpt", tmp_path / "final"
+    )
     TIMINGS["TRL GRPO, 2 steps with colocated vLLM rollouts (engine build included)"] = time.perf_counter() - started
     assert calls["generate"] == 2 and calls["sync_weights"] >= 1  # every rollout step from vLLM
     assert manifest["global_step"] == 2 and not manifest["exported_only"]

@@ -1,10 +1,11 @@
-# Shared by all rule files: the validated config, output paths and input functions.
+# Shared by every rules file: the validated config, output paths and input functions.
 # Kept light (yaml + jsonschema only) so that a dry-run of the full paper table stays fast.
 
+import os
 import re
 
 from pipelines import config as cfg
-
+from pipelines.cli import TRACKING_SPEC_ENV
 
 CONFIG = cfg.validate_config(
     config,
@@ -16,6 +17,10 @@ RESULTS = CONFIG["results_dir"]
 # so Snakemake reruns the job). Written when a job is planned, dry runs included.
 SPECS = f"{RESULTS}/specs"
 TRACKING_SPEC = cfg.write_spec_file(cfg.tracking_spec(CONFIG), SPECS, "tracking")
+# Every job finds it here (pipelines.cli), whether Snakemake starts it locally or on a SLURM node
+# (where Snakemake reads this file again): not a rule parameter, so that a change to MLflow
+# settings alone reruns no job.
+os.environ[TRACKING_SPEC_ENV] = TRACKING_SPEC
 
 
 wildcard_constraints:
@@ -91,8 +96,53 @@ def verl_train_resources():
     return settings
 
 
+# Every path of the results tree, defined once here: rules call these with wildcard
+# placeholders ("{model}") for their outputs and with values for other rules' inputs.
+
+
+def log_path(stage, *parts):
+    """A job's log: `<results>/logs/<stage>/<parts...>.log`."""
+    return f"{RESULTS}/logs/{'/'.join([stage, *parts])}.log"
+
+
 def dataset_path(name):
     return f"{RESULTS}/data/{name}.parquet"
+
+
+def dataset_summary_path(name):
+    return f"{RESULTS}/data/{name}.summary.json"
+
+
+def training_data_path(wildcards):
+    """The training set every RL job reads (training.dataset)."""
+    return dataset_path(CONFIG["training"]["dataset"])
+
+
+def base_manifest(wildcards):
+    """The manifest of the base model an RL job starts from."""
+    return model_manifest(wildcards.model, "base")
+
+
+def verl_command_path(model, method):
+    return f"{RESULTS}/train/{model}/{method}/verl_command.txt"
+
+
+def verl_training_record_path(model, method):
+    return f"{RESULTS}/train/{model}/{method}/training.json"
+
+
+def train_spec():
+    """The params function of both training rules: the (model, method) job's spec file."""
+    return spec_file("train", lambda w: cfg.train_job_spec(CONFIG, w.model, w.method))
+
+
+def checkpoint_dir(wildcards):
+    """Where a training job keeps its checkpoints (not declared outputs: a killed job resumes)."""
+    return cfg.checkpoint_dir(CONFIG, wildcards.model, wildcards.method)
+
+
+def plan_path():
+    return f"{RESULTS}/plan.md"
 
 
 def base_model_dir(model):
@@ -136,8 +186,11 @@ def grades_path(model, method, benchmark, protocol, grader):
 
 
 def all_verl_commands():
-    return [f"{RESULTS}/train/{model}/{method}/verl_command.txt" for model, method in cfg.train_targets(CONFIG)
-            if cfg.train_backend(CONFIG, method) == "verl"]
+    return [
+        verl_command_path(model, method)
+        for model, method in cfg.train_targets(CONFIG)
+        if cfg.train_backend(CONFIG, method) == "verl"
+    ]
 
 
 def all_grade_metrics():
@@ -164,14 +217,100 @@ def all_curves():
 def table_outputs():
     """The report's files by name (rule table's outputs; rule all asks for them)."""
     files = {suffix: f"{RESULTS}/table.{suffix}" for suffix in ("md", "csv", "json", "png")}
-    return {**files, "agreement": f"{RESULTS}/agreement.md", "flips": f"{RESULTS}/grader_flips.jsonl",
-            "samples": f"{RESULTS}/graded_samples.csv"}
+    return {
+        **files,
+        "agreement": f"{RESULTS}/agreement.md",
+        "flips": f"{RESULTS}/grader_flips.jsonl",
+        "samples": f"{RESULTS}/graded_samples.csv",
+    }
 
 
 def demo_corpus(wildcards):
     """The demo model's tokenizer is trained on a dataset; other sources need no input."""
     source = CONFIG["models"][wildcards.model]["source"]
     return [dataset_path(source["corpus"])] if source["kind"] == "demo" else []
+
+
+# Evaluation: the generate and grade rules' environments, resources, inputs and outputs.
+
+
+def generate_env(wildcards):
+    return "../../envs/eval-vllm.yaml" if CONFIG["evaluation"]["engine"] == "vllm" else "../../envs/eval.yaml"
+
+
+def grade_env(wildcards):
+    judge = CONFIG["evaluation"]["llm_judge"]
+    if wildcards.grader == "llm-judge" and judge["engine"] == "vllm":
+        return "../../envs/eval-vllm.yaml"
+    return "../../envs/eval.yaml"
+
+
+def grade_stage(wildcards):
+    """Rule graders are CPU jobs (resources.grade); the judge is a model job (resources.judge)."""
+    return "grade" if wildcards.grader in cfg.RULE_GRADERS else "judge"
+
+
+def grade_resource(key):
+    return lambda wildcards, attempt=1: resource(grade_stage(wildcards), key)(wildcards, attempt)
+
+
+def grade_slurm_resources():
+    """Account and partition for every grade job; the GPU model only for judge jobs."""
+    settings = {key: value for key, value in slurm_resources("grade").items()}
+    gpu_model = cfg.cluster_setting(CONFIG, "gpu_model")
+    if gpu_model:
+        settings["gpu_model"] = lambda w: gpu_model if grade_stage(w) == "judge" else ""
+    return settings
+
+
+def generate_inputs(wildcards):
+    """The model and every benchmark it is evaluated on, whatever `generate_per` (the same
+    inputs, so switching reruns nothing)."""
+    return {
+        "model": model_manifest(wildcards.model, wildcards.method),
+        "data": [dataset_path(benchmark) for benchmark in CONFIG["evaluation"]["benchmarks"]],
+    }
+
+
+def generate_model_spec(wildcards):
+    """Every evaluation of a (model, method): each job's spec and files (the jobs a command runs
+    are those whose generations files it names)."""
+    model, method = wildcards.model, wildcards.method
+    return {
+        "model": model,
+        "method": method,
+        "jobs": [
+            {
+                "spec": cfg.generate_job_spec(CONFIG, model, method, benchmark, protocol),
+                "data": dataset_path(benchmark),
+                "generations": generations_path(model, method, benchmark, protocol),
+                "record": generation_record_path(model, method, benchmark, protocol),
+            }
+            for benchmark, protocol in cfg.protocol_targets(CONFIG)
+        ],
+    }
+
+
+# What one generate job writes: every evaluation of a (model, method), or one of them.
+if CONFIG["evaluation"]["generate_per"] == "model":
+    GENERATE_OUTPUTS = {
+        "generations": [generations_path("{model}", "{method}", b, p) for b, p in cfg.protocol_targets(CONFIG)],
+        "records": [generation_record_path("{model}", "{method}", b, p) for b, p in cfg.protocol_targets(CONFIG)],
+    }
+    GENERATE_LOG = log_path("generate", "{model}", "{method}")
+    EVALUATIONS_PER_GENERATE_JOB = len(cfg.protocol_targets(CONFIG))
+else:
+    GENERATE_OUTPUTS = {
+        "generations": generations_path("{model}", "{method}", "{benchmark}", "{protocol}"),
+        "records": generation_record_path("{model}", "{method}", "{benchmark}", "{protocol}"),
+    }
+    GENERATE_LOG = log_path("generate", "{model}", "{method}", "{benchmark}", "{protocol}")
+    EVALUATIONS_PER_GENERATE_JOB = 1
+
+
+def generate_runtime(wildcards, attempt=1):
+    """A model job runs every evaluation of the model one after another."""
+    return resource("generate", "runtime")(wildcards, attempt) * EVALUATIONS_PER_GENERATE_JOB
 
 
 def tracking_hook(action, **options):
@@ -199,8 +338,7 @@ def tracking_hook(action, **options):
     except OSError as error:
         status = error
     if status != 0:
-        print(f"WARNING: the MLflow {action} hook failed ({status}); results are unaffected",
-              file=sys.stderr)
+        print(f"WARNING: the MLflow {action} hook failed ({status}); results are unaffected", file=sys.stderr)
 
 
 onstart:

@@ -3,20 +3,20 @@
 
 rule data:
     output:
-        parquet=f"{RESULTS}/data/{{dataset}}.parquet",
-        summary=f"{RESULTS}/data/{{dataset}}.summary.json",
+        parquet=dataset_path("{dataset}"),
+        summary=dataset_summary_path("{dataset}"),
     log:
-        f"{RESULTS}/logs/data/{{dataset}}.log",
-    params:
-        spec=spec_file("data", lambda w: cfg.data_job_spec(CONFIG, w.dataset)),
-    threads: resource("data", "cpus")
-    resources:
-        mem_mb=resource("data", "mem_mb"),
-        runtime=resource("data", "runtime"),
-        **slurm_resources("data"),
+        log_path("data", "{dataset}"),
     conda:
         "../../envs/data.yaml"
+    threads: resource("data", "cpus")
+    resources:
+        **slurm_resources("data"),
+        mem_mb=resource("data", "mem_mb"),
+        runtime=resource("data", "runtime"),
+    params:
+        spec=spec_file("data", lambda w: cfg.data_job_spec(CONFIG, w.dataset)),
     shell:
         "python -m pipelines.data --spec {params.spec:q} --output {output.parquet:q}"
-        " --summary {output.summary:q} --tracking {TRACKING_SPEC:q} --log-file {log:q}"
+        " --summary {output.summary:q} --log-file {log:q}"
         " > {log:q} 2>&1"

@@ -6,19 +6,19 @@ rule model:
     input:
         corpus=demo_corpus,
     output:
-        f"{RESULTS}/models/{{model}}/base/model.json",
+        model_manifest("{model}", "base"),
     log:
-        f"{RESULTS}/logs/models/{{model}}.log",
-    params:
-        spec=spec_file("model", lambda w: cfg.model_job_spec(CONFIG, w.model)),
-    threads: resource("model", "cpus")
-    resources:
-        mem_mb=resource("model", "mem_mb"),
-        runtime=resource("model", "runtime"),
-        **slurm_resources("model"),
+        log_path("models", "{model}"),
     conda:
         "../../envs/models.yaml"
+    threads: resource("model", "cpus")
+    resources:
+        **slurm_resources("model"),
+        mem_mb=resource("model", "mem_mb"),
+        runtime=resource("model", "runtime"),
+    params:
+        spec=spec_file("model", lambda w: cfg.model_job_spec(CONFIG, w.model)),
     shell:
         "python -m pipelines.models --spec {params.spec:q} --output {output:q}"
-        " --corpus {input.corpus:q} --tracking {TRACKING_SPEC:q} --log-file {log:q}"
+        " --corpus {input.corpus:q} --log-file {log:q}"
         " > {log:q} 2>&1"

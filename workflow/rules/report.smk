@@ -22,14 +22,15 @@ rule table:
             for name, path in table_outputs().items()
         },
     log:
-        f"{RESULTS}/logs/table.log",
-    params:
-        spec=spec_file("report", lambda w: cfg.report_spec(CONFIG)),
+        log_path("table"),
     conda:
         "../../envs/report.yaml"
+    params:
+        spec=spec_file("report", lambda w: cfg.report_spec(CONFIG)),
+        out_dir=lambda w, output: os.path.dirname(output.md),
     shell:
         "python -m pipelines.report --spec {params.spec:q} --metrics {input.metrics:q}"
-        " --out-dir {RESULTS:q} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
+        " --out-dir {params.out_dir:q} --log-file {log:q} > {log:q} 2>&1"
 
 
 rule curves:
@@ -38,17 +39,16 @@ rule curves:
     input:
         manifests=lambda w: trained_manifests(w.model),
     output:
-        report(curves_path("{model}"), caption="../report/curves.rst", category="Training",
-               labels={"model": "{model}"}),
+        report(curves_path("{model}"), caption="../report/curves.rst", category="Training", labels={"model": "{model}"}),
     log:
-        f"{RESULTS}/logs/curves/{{model}}.log",
-    params:
-        spec=spec_file("curves", lambda w: cfg.curves_spec(CONFIG, w.model)),
+        log_path("curves", "{model}"),
     conda:
         "../../envs/report.yaml"
+    params:
+        spec=spec_file("curves", lambda w: cfg.curves_spec(CONFIG, w.model)),
     shell:
         "python -m pipelines.curves --spec {params.spec:q} --manifests {input.manifests:q}"
-        " --output {output:q} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
+        " --output {output:q} --log-file {log:q} > {log:q} 2>&1"
 
 
 rule plan:
@@ -57,12 +57,12 @@ rule plan:
     input:
         verl_commands=all_verl_commands(),
     output:
-        f"{RESULTS}/plan.md",
+        plan_path(),
     log:
-        f"{RESULTS}/logs/plan.log",
-    params:
-        spec=spec_file("plan", lambda w: cfg.plan_spec(CONFIG)),
+        log_path("plan"),
     conda:
         "../../envs/report.yaml"
+    params:
+        spec=spec_file("plan", lambda w: cfg.plan_spec(CONFIG)),
     shell:
         "python -m pipelines.plan --spec {params.spec:q} --output {output:q} > {log:q} 2>&1"

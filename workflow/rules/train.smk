@@ -3,109 +3,113 @@
 # timed-out job resumes from them); the trained model's manifest feeds the usual eval rules.
 #
 # Backend per method (training.defaults/methods.<m>.backend):
-#   trl  -> `train` writes the Hugging Face model and its manifest directly;
-#   verl -> `train_verl` leaves FSDP checkpoints + training.json, `convert` merges one step.
+#   trl  -> `train_trl` (pipelines.train.trl_backend) writes the Hugging Face model and its
+#           manifest directly;
+#   verl -> `verl_command` writes verl's command, `train_verl` (pipelines.train.verl_launch)
+#           runs it and leaves FSDP checkpoints + training.json, `convert` merges one step.
+# Both training rules read the same base model, training set, spec and checkpoint folder and
+# log to the same file (the helpers in common.smk).
 
 
-rule train:
+rule train_trl:
     input:
-        model=lambda w: model_manifest(w.model, "base"),
-        data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
+        model=base_manifest,
+        data=training_data_path,
         validation=trl_validation_paths,
     output:
-        f"{RESULTS}/models/{{model}}/{{method}}/model.json",
+        model_manifest("{model}", "{method}"),
     log:
-        f"{RESULTS}/logs/train/{{model}}/{{method}}.log",
+        log_path("train", "{model}", "{method}"),
     wildcard_constraints:
         method=methods_regex("trl"),
-    params:
-        spec=spec_file("train", lambda w: cfg.train_job_spec(CONFIG, w.model, w.method)),
-        checkpoints=lambda w: cfg.checkpoint_dir(CONFIG, w.model, w.method),
+    conda:
+        "../../envs/train.yaml"
     threads: resource("train", "cpus")
     resources:
+        **slurm_resources("train"),
         gpu=resource("train", "gpus"),
         mem_mb=resource("train", "mem_mb"),
         runtime=resource("train", "runtime"),
-        **slurm_resources("train"),
-    conda:
-        "../../envs/train.yaml"
+    params:
+        spec=train_spec(),
+        checkpoints=checkpoint_dir,
     shell:
-        "python -m pipelines.train --spec {params.spec:q} --base-manifest {input.model:q}"
+        "python -m pipelines.train.trl_backend --spec {params.spec:q} --base-manifest {input.model:q}"
         " --data {input.data:q} --checkpoints {params.checkpoints:q} --output {output:q}"
         " --validation-data {input.validation:q}"
-        " --threads {threads} --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
+        " --threads {threads} --log-file {log:q} > {log:q} 2>&1"
 
 
 rule verl_command:
     # The exact verl command of a job, from the config alone (no download, no GPU): review it
     # before spending GPU-hours; train_verl runs what it says, so a changed command retrains.
     output:
-        f"{RESULTS}/train/{{model}}/{{method}}/verl_command.txt",
+        verl_command_path("{model}", "{method}"),
     log:
-        f"{RESULTS}/logs/verl_command/{{model}}/{{method}}.log",
+        log_path("verl_command", "{model}", "{method}"),
     wildcard_constraints:
         method=methods_regex("verl"),
-    params:
-        spec=spec_file("train", lambda w: cfg.train_job_spec(CONFIG, w.model, w.method)),
-        model_dir=lambda w: base_model_dir(w.model),
-        data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
-        val=lambda w: verl_validation_paths(w.model),
-        checkpoints=lambda w: cfg.checkpoint_dir(CONFIG, w.model, w.method),
     conda:
         "../../envs/report.yaml"
+    params:
+        spec=train_spec(),
+        model_dir=lambda w: base_model_dir(w.model),
+        data=training_data_path,
+        val=lambda w: verl_validation_paths(w.model),
+        checkpoints=checkpoint_dir,
     shell:
         "python -m pipelines.train.verl_launch --write-command {output:q} --spec {params.spec:q}"
         " --model-dir {params.model_dir:q} --data {params.data:q} --val-data {params.val:q}"
-        " --checkpoints {params.checkpoints:q} --tracking {TRACKING_SPEC:q} > {log:q} 2>&1"
+        " --checkpoints {params.checkpoints:q} > {log:q} 2>&1"
 
 
 rule train_verl:
     input:
-        command=f"{RESULTS}/train/{{model}}/{{method}}/verl_command.txt",
-        model=lambda w: model_manifest(w.model, "base"),
-        data=lambda w: dataset_path(CONFIG["training"]["dataset"]),
+        command=rules.verl_command.output[0],
+        model=base_manifest,
+        data=training_data_path,
         val=lambda w: verl_validation_paths(w.model),
     output:
-        f"{RESULTS}/train/{{model}}/{{method}}/training.json",
+        verl_training_record_path("{model}", "{method}"),
     log:
-        f"{RESULTS}/logs/train/{{model}}/{{method}}.log",
+        log_path("train", "{model}", "{method}"),
     wildcard_constraints:
         method=methods_regex("verl"),
-    params:
-        spec=spec_file("train", lambda w: cfg.train_job_spec(CONFIG, w.model, w.method)),
-        checkpoints=lambda w: cfg.checkpoint_dir(CONFIG, w.model, w.method),
-    threads: resource("train", "cpus")
-    resources:
-        mem_mb=resource("train", "mem_mb"),
-        runtime=resource("train", "runtime"),
-        **verl_train_resources(),
     conda:
         "../../envs/verl.yaml"
+    threads: resource("train", "cpus")
+    resources:
+        **verl_train_resources(),
+        mem_mb=resource("train", "mem_mb"),
+        runtime=resource("train", "runtime"),
+    params:
+        spec=train_spec(),
+        checkpoints=checkpoint_dir,
     shell:
         "python -m pipelines.train.verl_launch --command-file {input.command:q} --spec {params.spec:q}"
         " --base-manifest {input.model:q} --data {input.data:q} --val-data {input.val:q}"
-        " --checkpoints {params.checkpoints:q} --output {output:q} --tracking {TRACKING_SPEC:q}"
+        " --checkpoints {params.checkpoints:q} --output {output:q}"
         " --log-file {log:q} > {log:q} 2>&1"
 
 
 rule convert:
     input:
-        f"{RESULTS}/train/{{model}}/{{method}}/training.json",
+        rules.train_verl.output[0],
     output:
-        f"{RESULTS}/models/{{model}}/{{method}}/model.json",
+        model_manifest("{model}", "{method}"),
     log:
-        f"{RESULTS}/logs/convert/{{model}}/{{method}}.log",
+        log_path("convert", "{model}", "{method}"),
     wildcard_constraints:
         method=methods_regex("verl"),
-    params:
-        spec=spec_file("convert", lambda w: cfg.convert_job_spec(CONFIG, w.model, w.method)),
-    threads: resource("convert", "cpus")
-    resources:
-        mem_mb=resource("convert", "mem_mb"),
-        runtime=resource("convert", "runtime"),
-        **slurm_resources("convert"),
     conda:
         "../../envs/verl.yaml"
+    threads: resource("convert", "cpus")
+    resources:
+        **slurm_resources("convert"),
+        mem_mb=resource("convert", "mem_mb"),
+        runtime=resource("convert", "runtime"),
+    params:
+        spec=spec_file("convert", lambda w: cfg.convert_job_spec(CONFIG, w.model, w.method)),
     shell:
         "python -m pipelines.convert --spec {params.spec:q} --training {input:q} --output {output:q}"
-        " --tracking {TRACKING_SPEC:q} --log-file {log:q} > {log:q} 2>&1"
+        " --log-file {log:q} > {log:q} 2>&1"
