@@ -7,7 +7,7 @@ every worker and again in every replacement of a killed worker, is what makes th
 
 import logging
 
-from pipelines.grading import _verify_in_process
+from pipelines.grading.equivalence import _verify_in_process
 
 # As in the workers: math-verify warns on every call that its own (soft) timeout is off.
 logging.getLogger("math_verify").setLevel(logging.ERROR)

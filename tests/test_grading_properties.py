@@ -356,3 +356,18 @@ def test_a_worker_answers_whatever_an_input_raises(monkeypatch):
     parent.send(None)
     worker.join(10)
     assert not worker.is_alive()
+
+
+def test_every_module_the_grading_fork_server_preloads_imports():
+    """The fork server swallows a preload's ImportError, so a warm-up that no longer imports
+    would only make grading slower: each module must import in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    for module in grading_pool.FORK_SERVER_PRELOAD:
+        result = subprocess.run(
+            [sys.executable, "-c", f"import {module}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, (module, result.stderr[-2000:])

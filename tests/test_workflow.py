@@ -320,6 +320,16 @@ def test_one_generate_job_per_evaluation_reproduces_the_table_of_one_per_model(d
     assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml")) == {}  # and back
 
 
+def test_changing_only_mlflow_settings_reruns_no_job(demo_run):
+    """Jobs find the tracking config in EMPO_TRACKING_SPEC, not in a rule parameter: another
+    MLflow experiment or store gives another tracking spec file, and no job is planned."""
+    _snakemake(demo_run, "--configfile", "config/demo.yaml")  # up to date first
+    other = ["--config", "mlflow={experiment: another-experiment}"]
+    assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml", *other)) == {}
+    specs = sorted(path.name for path in (demo_run / DEMO / "specs").glob("tracking-*.json"))
+    assert len(specs) == 2, specs  # the new spec was written, and still nothing reruns
+
+
 def test_bad_config_fails_before_any_job(tmp_path):
     workdir = copy_workflow(tmp_path)
     config = yaml.safe_load((workdir / "config" / "demo.yaml").read_text())

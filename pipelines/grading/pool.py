@@ -109,14 +109,17 @@ class _Worker:
         self.connection.close()
 
 
+#: What the fork server imports before any worker forks. multiprocessing ignores a preload that
+#: fails to import, so a broken one would only show as slower grading: a test imports each.
+FORK_SERVER_PRELOAD = ("math_verify", "pipelines.grading", "pipelines.empo_rules", "pipelines.grading_warmup")
+
+
 def _context():
     """forkserver: workers fork from a clean server with math-verify preloaded and warmed up
     (pipelines.grading_warmup), not from a parent that may hold torch threads (fork after
     torch can deadlock)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        ["math_verify", "pipelines.grading", "pipelines.empo_rules", "pipelines.grading_warmup"]
-    )
+    context.set_forkserver_preload(list(FORK_SERVER_PRELOAD))
     return context
 
 

@@ -1,36 +1,25 @@
-"""Model stage: one local Hugging Face model directory per configured model.
-
-Three sources: a hub snapshot (the real `huggingface_hub` client; it works offline from a
-pre-filled cache), an existing local directory (validated, not copied), or the demo model,
-built offline and deterministically: a byte-level BPE tokenizer trained on the training
-prompts plus a tiny random Qwen2. The stage writes a manifest (`model.json`: path, source,
-revision, digests) that evaluation reads, so a rebuilt or re-downloaded model changes the
-fingerprint that guards resumed evaluations.
-
-Tokenizer pitfall (measured): with transformers 5, AutoTokenizer on a qwen2 folder returns
-Qwen2Tokenizer, which re-applies Qwen's own normalizer and pre-tokenizer. The demo tokenizer is
-trained with exactly that pipeline, so encodings do not change after a reload.
-"""
+"""The demo model, built offline and deterministically: a byte-level BPE tokenizer trained on
+the training prompts (Qwen's own normalizer and pre-tokenizer) and a tiny Qwen2, warm-started
+to answer in \\boxed{} and then made noisy (see README, "the demo")."""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli import parse_stage_args, results_root, stage_parser
-from pipelines.provenance import file_sha256, portable_paths, resolved_paths, write_json_atomic
+from pipelines.models.sources import ModelSourceError, validate_model_dir
+from pipelines.provenance import file_sha256
 
 LOG = logging.getLogger(__name__)
 
+
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-HUB_ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken")
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
 
 #: Qwen-style chat template; `default_system` is filled in per model (None = no system turn).
 CHAT_TEMPLATE = (
@@ -46,10 +35,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
-
-
-class ModelSourceError(RuntimeError):
-    """A model that cannot be obtained or is not a usable Hugging Face directory."""
 
 
 @dataclass(frozen=True)
@@ -290,179 +275,3 @@ def _tag_qwen2_tokenizer(output_dir: Path) -> None:
     config = json.loads(path.read_text())
     config["tokenizer_class"] = "Qwen2Tokenizer"
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
-
-
-def validate_model_dir(path: Path) -> None:
-    """A directory evaluation can load: config, tokenizer and weights present and parseable."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelSourceError(f"model directory not found: {path}")
-    missing = []
-    config = path / "config.json"
-    if not config.is_file():
-        missing.append("config.json")
-    else:
-        try:
-            json.loads(config.read_text())
-        except ValueError as error:
-            raise ModelSourceError(f"{config} is not valid JSON: {error}") from error
-    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
-        missing.append("a tokenizer (tokenizer.json or tokenizer_config.json)")
-    if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
-        missing.append("weights (*.safetensors or *.bin)")
-    missing.extend(_missing_shards(path))
-    if missing:
-        raise ModelSourceError(f"{path} is not a usable Hugging Face model directory: missing " + ", ".join(missing))
-
-
-def _missing_shards(path: Path) -> list[str]:
-    """Shards a sharded checkpoint's index lists but the folder lacks (an interrupted or partial
-    download, e.g. an offline snapshot that holds only some files, still looks like a model)."""
-    missing = []
-    for index in sorted(path.glob("*.index.json")):
-        try:
-            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
-        except ValueError as error:
-            raise ModelSourceError(f"{index} is not valid JSON: {error}") from error
-        missing += [f"shard {name} (listed in {index.name})" for name in sorted(shards) if not (path / name).is_file()]
-    return missing
-
-
-def make_group_readable(directory: Path) -> None:
-    """transformers 5 writes model.safetensors owner-only (0600); models on a shared cluster
-    folder must be readable by the group's other jobs and users."""
-    for path in Path(directory).rglob("*"):
-        if path.is_file():
-            path.chmod(path.stat().st_mode | 0o044)
-
-
-def resolve_local_model(path: Path) -> dict[str, Any]:
-    validate_model_dir(Path(path))
-    return {
-        "kind": "local",
-        "path": str(Path(path).resolve()),
-        "sha256": {"config.json": file_sha256(Path(path) / "config.json")},
-    }
-
-
-def download_hub_model(
-    hub_id: str, revision: str | None, allow_patterns: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """Snapshot a hub model into the Hugging Face cache (HF_HOME; served from it when offline).
-
-    The cache, not results/, holds the weights: a 7B model is not copied per project, and a
-    cluster's shared HF_HOME is reused.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        snapshot = snapshot_download(
-            repo_id=hub_id, revision=revision, allow_patterns=list(allow_patterns or HUB_ALLOW_PATTERNS)
-        )
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
-        raise ModelSourceError(
-            f"could not download model '{hub_id}' (revision {revision or 'default'}): "
-            f"{type(error).__name__}: {error}. Without network access, pre-download it into the "
-            f"Hugging Face cache (HF_HOME) or use source: {{kind: local, path: ...}}"
-        ) from error
-    snapshot_path = Path(snapshot)
-    validate_model_dir(snapshot_path)
-    return {
-        "kind": "hub",
-        "hub_id": hub_id,
-        "revision": revision,
-        "resolved_revision": snapshot_path.name,
-        "path": str(snapshot_path.resolve()),
-        "sha256": {"config.json": file_sha256(snapshot_path / "config.json")},
-    }
-
-
-def load_model_and_tokenizer(
-    path: str | Path, dtype: str = "float32", device: str = "cpu", revision: str | None = None
-):
-    """Model + tokenizer ready for batched generation (left padding); a local directory or a
-    hub id (with its revision)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left", revision=revision)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, revision=revision).to(device)
-    return model, tokenizer
-
-
-def write_manifest(manifest: dict[str, Any], path: Path, results_root: str | Path | None = None) -> None:
-    """Write a manifest; paths inside `results_root` are stored relative to the manifest's folder
-    (provenance.portable_paths), so the results tree can move."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(portable_paths(manifest, path.parent, results_root), path)
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """A manifest with its paths absolute again (relative ones are read from its own folder)."""
-    try:
-        manifest = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise ModelSourceError(f"cannot read model manifest {path}: {error}") from error
-    if "path" not in manifest:
-        raise ModelSourceError(f"model manifest {path} has no 'path'")
-    return resolved_paths(manifest, Path(path).parent)
-
-
-def prepare_model(spec: dict[str, Any], output: Path, corpus_files: Sequence[str]) -> dict[str, Any]:
-    """The model of one config entry, as a manifest (see module docstring)."""
-    source = spec["source"]
-    if source["kind"] == "hub":
-        return download_hub_model(source["hub_id"], source.get("revision"))
-    if source["kind"] == "local":
-        return resolve_local_model(Path(source["path"]))
-    from pipelines.data import read_canonical
-
-    rows = [row for file in corpus_files for row in read_canonical(file)]
-    corpus = [row["prompt"][-1]["content"] for row in rows]
-    examples = [(row["prompt"][-1]["content"], row["reward_model"]["ground_truth"]) for row in rows]
-    demo = DemoModelSpec.from_source(source, system_prompt=spec.get("system_prompt"))
-    return build_demo_model(output.parent / "hf", corpus, demo, warm_start_examples=examples)
-
-
-def link_model_dir(model_dir: Path, link: Path) -> None:
-    """results/models/<model>/base/hf reaches every base model (a link to the hub snapshot or
-    the local folder; the demo model is built there), so a verl command can name it before the
-    model is downloaded."""
-    if link.exists() and not link.is_symlink() and link.resolve() == model_dir.resolve():
-        return  # built in place (demo)
-    if link.is_symlink() or link.is_file():
-        link.unlink()
-    elif link.exists():
-        raise ModelSourceError(f"{link} is a folder of another model; remove it")
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(model_dir.resolve(), target_is_directory=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pipelines.models` — one model to results/models/<model>/base/model.json."""
-    from pipelines import tracking
-
-    parser = stage_parser(main.__doc__)
-    parser.add_argument("--output", required=True, type=Path, help="manifest path")
-    parser.add_argument("--corpus", nargs="*", default=[], help="canonical parquet(s) for the demo tokenizer")
-    args, spec, tracking_config = parse_stage_args(parser, argv)
-    corpus_files = [c for c in args.corpus if c]
-    with tracking.job_run(tracking_config, "model", spec["name"], spec, log_file=args.log_file) as tracker:
-        manifest = prepare_model(spec, args.output, corpus_files)
-        link_model_dir(Path(manifest["path"]), args.output.parent / "hf")
-        write_manifest(manifest, args.output, results_root(tracking_config))
-        LOG.info("model %s ready at %s", spec["name"], manifest["path"])
-        if "num_parameters" in manifest:
-            tracker.log_metrics({"num_parameters": manifest["num_parameters"]})
-        if manifest.get("warm_start_loss"):
-            tracker.log_metric_series("warm_start_loss", manifest["warm_start_loss"])
-        tracker.set_tags({"model.path": manifest["path"], "model.kind": manifest["kind"]})
-        tracker.log_artifact(args.output, "model")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
