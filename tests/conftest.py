@@ -169,3 +169,21 @@ def benchmark_golds(tiny) -> list[str]:
     from pipelines.data import read_canonical
 
     return [row["reward_model"]["ground_truth"] for row in read_canonical(tiny["data"])]
+
+
+def mlflow_runs(workdir: Path) -> list[dict]:
+    """Every run of a workflow copy's MLflow store (`results/mlflow`), with its tags and metric names."""
+    import sqlite3
+
+    with sqlite3.connect(workdir / "results" / "mlflow" / "mlflow.db") as db:
+        rows = db.execute("SELECT run_uuid, name, status FROM runs").fetchall()
+        tags = db.execute("SELECT run_uuid, key, value FROM tags").fetchall()
+        metrics = db.execute("SELECT run_uuid, key FROM latest_metrics").fetchall()
+    runs = {
+        uuid: {"id": uuid, "name": name, "status": status, "tags": {}, "metrics": set()} for uuid, name, status in rows
+    }
+    for uuid, key, value in tags:
+        runs[uuid]["tags"][key] = value
+    for uuid, key in metrics:
+        runs[uuid]["metrics"].add(key)
+    return list(runs.values())

@@ -60,3 +60,18 @@ def generate_spec(system_prompt: str | None = None, **decoding: Any) -> dict[str
         },
         "gpus": 0,
     }
+
+
+def llm_judge_settings(model: str, engine: str = "hf") -> dict[str, Any]:
+    """An llm-judge grader's settings for a tiny local model (4 new tokens, no endpoint)."""
+    return {
+        "model": model,
+        "revision": None,
+        "engine": engine,
+        "endpoint": None,
+        "api_key_env": "X",
+        "dtype": "float32",
+        "max_new_tokens": 4,
+        "batch_size": 8,
+        "timeout_seconds": 30,
+    }

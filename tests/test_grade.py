@@ -16,7 +16,7 @@ import pytest
 from pipelines import generate, grade
 from pipelines.generate import Completion
 from tests.conftest import AnswerScript, ScriptedTokenizer, benchmark_golds, read_jsonl
-from tests.job_specs import generate_spec
+from tests.job_specs import generate_spec, llm_judge_settings
 
 
 def _generation_spec(**decoding) -> dict:
@@ -234,17 +234,7 @@ def test_llm_judge_runs_a_model_built_offline_on_cpu(tiny, tmp_path):
     """The hf engine's code path end to end with a real (random, tiny) model: its replies are
     not verdicts, so every judged answer is counted unparseable and stays wrong."""
     out = _generate(tiny, tmp_path, Replies("\\boxed{999}"))
-    settings = {
-        "model": tiny["manifest"]["path"],
-        "revision": None,
-        "engine": "hf",
-        "endpoint": None,
-        "api_key_env": "X",
-        "dtype": "float32",
-        "max_new_tokens": 4,
-        "batch_size": 8,
-        "timeout_seconds": 30,
-    }
+    settings = llm_judge_settings(tiny["manifest"]["path"])
     result = _grade(out, "llm-judge", judge=settings)
     assert result["counts"]["judged"] >= 20 and result["counts"]["judge_unparseable"] == result["counts"]["judged"]
     assert result["accuracy"] == 0.0

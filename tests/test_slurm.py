@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_workflow
+from tests.conftest import copy_workflow, mlflow_runs
 
 pytestmark = [
     pytest.mark.slurm,
@@ -92,6 +92,10 @@ def test_demo_runs_under_slurm_with_gpus_and_matches_a_local_run(local_run, tmp_
         len(slurm_logs) >= 13
     )  # 4 data + 1 model + 2 train + 3 generate (one per model job) + 3 grade jobs, logs kept
     assert _cells(workdir) == _cells(local_run)
+    # each SLURM job found the tracking spec (EMPO_TRACKING_SPEC, set where Snakemake reads the
+    # Snakefile again on the node) and logged its own MLflow run
+    stages = [run["tags"].get("pipeline.stage") for run in mlflow_runs(workdir)]
+    assert stages.count("generate") == 3 and stages.count("grade") == 3 and stages.count("train") == 2, stages
 
 
 def test_failing_job_is_reported_and_a_fixed_rerun_redoes_nothing(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_workflow
+from tests.conftest import copy_workflow, mlflow_runs
 
 pytestmark = pytest.mark.slow
 
@@ -39,21 +39,6 @@ def _snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Comp
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result
-
-
-def _runs(workdir: Path) -> list[dict]:
-    with sqlite3.connect(workdir / "results" / "mlflow" / "mlflow.db") as db:
-        rows = db.execute("SELECT run_uuid, name, status FROM runs").fetchall()
-        tags = db.execute("SELECT run_uuid, key, value FROM tags").fetchall()
-        metrics = db.execute("SELECT run_uuid, key FROM latest_metrics").fetchall()
-    runs = {
-        uuid: {"id": uuid, "name": name, "status": status, "tags": {}, "metrics": set()} for uuid, name, status in rows
-    }
-    for uuid, key, value in tags:
-        runs[uuid]["tags"][key] = value
-    for uuid, key in metrics:
-        runs[uuid]["metrics"].add(key)
-    return list(runs.values())
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +133,7 @@ def test_empo_raises_held_out_accuracy_on_a_second_training_seed(demo_run, tmp_p
 
 
 def test_demo_fills_mlflow_with_parent_and_child_runs(demo_run):
-    runs = _runs(demo_run)
+    runs = mlflow_runs(demo_run)
     parents = [r for r in runs if r["tags"].get("pipeline.kind") == "workflow"]
     assert len(parents) == 1 and parents[0]["status"] == "FINISHED"
     children = [r for r in runs if r["tags"].get("mlflow.parentRunId") == parents[0]["id"]]
@@ -269,14 +254,14 @@ def test_forced_regrade_of_one_evaluation_updates_the_table(demo_run):
     _snakemake(demo_run, "--configfile", "config/demo.yaml")
     after, other_after = _cells(demo_run)["add_test"], _cells(demo_run, block=1)["add_test"]
     assert after["mlflow_run_id"] != before["mlflow_run_id"]
-    superseded = {r["id"]: r["tags"].get("pipeline.superseded_by") for r in _runs(demo_run)}
+    superseded = {r["id"]: r["tags"].get("pipeline.superseded_by") for r in mlflow_runs(demo_run)}
     assert superseded[before["mlflow_run_id"]] == after["mlflow_run_id"]
     assert superseded[after["mlflow_run_id"]] is None and superseded[other_after["mlflow_run_id"]] is None
     assert other_after["mlflow_run_id"] == other_before["mlflow_run_id"]  # another evaluation: untouched
     assert after["value"] == before["value"]  # the same generations, regraded
     assert (demo_run / EASY).parent.parent.joinpath("generations.jsonl").stat().st_mtime == generation_mtime
     assert (demo_run / DEMO / "table.md").stat().st_mtime > table_mtime
-    stages = [r["tags"].get("pipeline.stage") for r in _runs(demo_run)]
+    stages = [r["tags"].get("pipeline.stage") for r in mlflow_runs(demo_run)]
     assert stages.count("data") == 4 and stages.count("model") == 1  # nothing upstream redone
     assert stages.count("train") == 2 and stages.count("generate") == 6
     assert stages.count("grade") == 13 and stages.count("table") == 2
@@ -468,7 +453,7 @@ def test_the_curves_overlay_every_trained_method_of_the_model(demo_run):
         )
         steps = [step for step, _ in history["reward (mean over rollouts)"]]
         assert steps[-1] == manifest["rollout_steps"] and len(history) == len(curves.CURVES)
-    runs = [run for run in _runs(demo_run) if run["name"] == "curves:tiny-qwen2"]
+    runs = [run for run in mlflow_runs(demo_run) if run["name"] == "curves:tiny-qwen2"]
     assert runs and all(run["status"] == "FINISHED" for run in runs)  # one per (re)drawing
 
 

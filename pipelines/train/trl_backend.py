@@ -35,6 +35,23 @@ def updates_per_step(trainer: dict[str, Any]) -> int:
     return trainer["prompts_per_step"] // trainer["mini_batch_prompts"]
 
 
+def refuse_vllm_cpu_without_weight_sync() -> None:
+    """Stop before training where TRL could not sync trained weights into vLLM's CPU build.
+
+    On a CPU with oneDNN support (AVX-512) vLLM's CPU build repacks each linear layer's weights
+    after loading and leaves the layer an empty weight (`dispatch_cpu_unquantized_gemm`,
+    `remove_weight=True`); TRL's colocated weight sync would fail at the first sync, mid-training.
+    """
+    import vllm._custom_ops
+
+    if getattr(vllm._custom_ops, "_supports_onednn", False):
+        raise ValueError(
+            "vllm_rollouts on vLLM's CPU build: this CPU uses oneDNN, for which vLLM repacks each layer's "
+            "weights and keeps none that TRL could update after a training step; set vllm_rollouts to false "
+            "for CPU training (GPU engines keep their weights)"
+        )
+
+
 def grpo_arguments(
     trainer: dict[str, Any], output_dir: Path, world_size: int, use_cpu: bool, report_to: list[str]
 ) -> dict[str, Any]:
@@ -226,6 +243,8 @@ def train(
         )
     use_cpu = not torch.cuda.is_available()
     arguments = grpo_arguments(trainer_settings, checkpoint_dir, world_size, use_cpu, [])
+    if trainer_settings["vllm_rollouts"] and use_cpu:
+        refuse_vllm_cpu_without_weight_sync()
     config = GRPOConfig(**arguments)  # also sets up the processes of a multi-GPU job
     claim = claim_checkpoint_dir(checkpoint_dir, shaping_settings(spec, base, data_path)) if main_process else {}
     PartialState().wait_for_everyone()  # every rank sees the claimed folder before looking into it

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import read_jsonl
+from tests.job_specs import llm_judge_settings
 from tests.tiny_models import build_tiny_qwen2
 from tests.vllm.conftest import TIMINGS, TINY_MAX_LEN, canonical_demo_rows
 
@@ -155,17 +156,7 @@ def test_the_judge_grader_runs_its_judge_through_vllm(engine, benchmark, tiny_vl
 
     run_generation(_spec(), {"path": "tiny"}, benchmark, tmp_path / "g.jsonl", tmp_path / "g.json", engine=Wrong())
     (tmp_path / "judge").mkdir()
-    settings = {
-        "model": tiny_vllm_model,
-        "revision": None,
-        "engine": "vllm",
-        "endpoint": None,
-        "api_key_env": "X",
-        "dtype": "float32",
-        "max_new_tokens": 4,
-        "batch_size": 8,
-        "timeout_seconds": 30,
-    }
+    settings = llm_judge_settings(tiny_vllm_model, engine="vllm")
     spec = {
         "model": "tiny",
         "method": "base",
