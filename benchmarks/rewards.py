@@ -18,6 +18,18 @@ of it (fraction <-> decimal, spacing, \\dfrac), distractors, and responses witho
             one another), each tested against math-verify.
 Checks that both give identical rewards. Target: >= 20x.
     python benchmarks/rewards.py [--groups 256] [--group-size 16]
+
+With --authors, the `empo-rules` equivalence (the authors' training reward) on the 400 groups
+pinned from their unmodified code (tests/data/authors_rewards_{dev,heldout}.json):
+  baseline: the authors' algorithm (`empo_metrics`, reward_type "entropy"), re-implemented on our
+            copy of their comparison (`empo_rules.reward_equivalent` = their grade_single_answer):
+            the whole (G+1)x(G+1) matrix of a group's answers and its gold, pair by pair, in this
+            process, then their clustering;
+  core:     `score_group(..., "empo", equivalence="empo-rules")` (rewards and the logged group
+            diagnostics) with ONE grading worker: only the pairs the clustering reads, each
+            distinct pair once, identical and mathd-equal strings decided without the chain.
+Both must equal the authors' pinned rewards.
+    python benchmarks/rewards.py --authors
 """
 
 from __future__ import annotations
@@ -82,11 +94,109 @@ def all_pairs_rewards(completions: list[str]) -> list[float]:
     return rewards
 
 
+def _as_the_authors_run_it() -> None:
+    """This process computes the authors' chain as they do: no cache of normalised strings or
+    parses, and LaTeX read with ANTLR's LL prediction only (the SLL-first stage off)."""
+    import contextlib
+
+    from pipelines import empo_rules
+    from pipelines.grading import equivalence
+
+    for cached in (
+        empo_rules.mathd_normalize,
+        empo_rules.sympy_normalize,
+        empo_rules._sympy_parse,
+        empo_rules._math_verify_parse,
+    ):
+        cached.cache_clear()
+    equivalence._sll_first_latex_parsing = contextlib.nullcontext
+
+
+def authors_all_pairs_rewards(completions: list[str], gold: str) -> list[float]:
+    """The authors' `empo_metrics(..., reward_type="entropy")`: every pair of the answers and the
+    gold verified (`run_sequential_auto_verify`), then `post_semantic_cluster`."""
+    from pipelines import empo_rules
+
+    _as_the_authors_run_it()
+
+    answers = [empo_rules.extract_answer(text) or "" for text in completions] + [gold]
+    size = len(answers)
+    matrix = [[False] * size for _ in range(size)]
+    for i in range(size):
+        for j in range(i + 1, size):
+            _as_the_authors_run_it()
+            try:
+                same = empo_rules.reward_equivalent(answers[i], answers[j])[0]
+            except Exception:  # noqa: BLE001 - theirs: a failed pair is 0
+                same = False
+            matrix[i][j] = matrix[j][i] = same
+    cluster_of, counts, first = [], [], []
+    for i, answer in enumerate(answers[:-1]):
+        joined = (
+            next((c for c, member in enumerate(first) if answers[member] != "" and matrix[i][member]), None)
+            if answer != ""
+            else None
+        )
+        if joined is None:
+            joined = len(counts)
+            counts.append(0)
+            first.append(i)
+        counts[joined] += 1
+        cluster_of.append(joined)
+    return [counts[c] / (size - 1) for c in cluster_of]
+
+
+def authors_main() -> int:
+    import json
+    import warnings
+
+    from pipelines.rewards import EQUIVALENCE_RULES, score_group
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # sympy's, on some of the authors' parses
+    data = Path(__file__).resolve().parent.parent / "tests" / "data"
+    groups = [
+        g
+        for name in ("dev", "heldout")
+        for g in json.loads((data / f"authors_rewards_{name}.json").read_text())["groups"]
+    ]
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    authors_all_pairs_rewards(groups[0]["completions"][:2], groups[0]["gold"])  # first imports
+    started = time.perf_counter()
+    baseline = [authors_all_pairs_rewards(g["completions"], g["gold"]) for g in groups]
+    baseline_seconds = time.perf_counter() - started
+    with grading.GradingPool(workers=1, rule=EQUIVALENCE_RULES["empo-rules"]) as pool:
+        pool.equivalent_many([("x^2", "y")])  # start the worker
+        started = time.perf_counter()
+        core = [
+            score_group(g["completions"], "empo", gold=g["gold"], pool=pool, equivalence="empo-rules") for g in groups
+        ]
+        core_seconds = time.perf_counter() - started
+    completions = sum(len(g["completions"]) for g in groups)
+    print(f"{len(groups)} groups ({completions} completions, G = 4, 8 or 16), the authors' pinned rewards")
+    print(
+        f"authors' all-pairs algorithm: {baseline_seconds:8.2f} s ({completions / baseline_seconds:8.1f} completions/s)"
+    )
+    print(f"reward core (empo-rules):     {core_seconds:8.2f} s ({completions / core_seconds:8.1f} completions/s)")
+    print(f"speed-up: {baseline_seconds / core_seconds:.1f}x (target >= 20x, one grading process)")
+    pinned = [g["authors_entropy"] for g in groups]
+    wrong = [g["index"] for g, a, b, c in zip(groups, baseline, core, pinned) if a != c or list(b.rewards) != c]
+    if wrong:
+        print(f"MISMATCH with the authors' pinned rewards in {len(wrong)} groups, e.g. {wrong[:5]}")
+        return 1
+    print("rewards identical to the authors' in every group (baseline and core)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--groups", type=int, default=256)
     parser.add_argument("--group-size", type=int, default=16)
+    parser.add_argument(
+        "--authors", action="store_true", help="the empo-rules equivalence against the authors' algorithm"
+    )
     args = parser.parse_args()
+    if args.authors:
+        return authors_main()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     groups = build_groups(args.groups, args.group_size)
     importlib.import_module("pipelines.grading_warmup")  # warm this process as the worker is warmed

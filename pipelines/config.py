@@ -527,7 +527,7 @@ def train_job_spec(config: dict[str, Any], model: str, method: str) -> dict[str,
         trainer.pop("validation", None)
     if trainer["equivalence"] == "judge":  # only judge-based methods retrain when the judge changes
         spec["semantic_judge"] = dict(config["training"]["semantic_judge"])
-    else:  # math, the default: left out, so specs (and checkpoint fingerprints) from before the key stay equal
+    elif trainer["equivalence"] == "math":  # the default: left out, so specs (and fingerprints) from before stay equal
         del trainer["equivalence"]
     if trainer["backend"] == "verl":
         # convert_step only matters to the conversion job; changing it must not retrain

@@ -490,7 +490,10 @@ def _with_pi(text: str, value: float) -> Any:
         return text
 
 
+@functools.lru_cache(maxsize=65536)
 def _sympy_parse(text: str) -> Any:
+    """Their `_sympy_parse`. Cached per string (a parse is a pure function of it and sympy's
+    expressions are immutable): a group compares each answer with several others."""
     from sympy.parsing import sympy_parser
 
     return sympy_parser.parse_expr(
@@ -655,33 +658,39 @@ def _repetitive(text: str) -> bool:
     return total * 2 / (n * (n + 1)) > 0.2
 
 
+@functools.lru_cache(maxsize=65536)
+def _math_verify_parse(text: str) -> tuple:
+    """Their parse of one side (math-verify, both extraction configs, no fallback, 1 s), cached per
+    string. Its LaTeX is read SLL-first (`grading.equivalence._sll_first_latex_parsing`: ANTLR's
+    two-stage prediction, the same trees as their LL parse, tested on 9,101 strings)."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    from pipelines.grading.equivalence import _sll_first_latex_parsing
+
+    with _sll_first_latex_parsing():
+        # extraction_mode as a list, as theirs: math-verify then reads it as "any_match"
+        return tuple(
+            parse(
+                text,
+                extraction_config=(LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()),
+                fallback_mode="no_fallback",
+                extraction_mode=["first_match"],
+                parsing_timeout=1,
+            )
+        )
+
+
 def math_verify_equal(prediction: str, gold: str, interval_rule: bool = True) -> bool:
     """Their `grade_answer_math_verify`, and the interval rule `grade` applies after its first call."""
     import sympy
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+    from math_verify import verify
 
     try:
         with _Alarm(5):
             if (len(prediction) > 128 and _repetitive(prediction)) or (len(gold) > 128 and _repetitive(gold)):
                 return False
-            configs = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
-            wrapped_p = prediction if "$" in prediction else f"${prediction}$"
-            wrapped_g = gold if "$" in gold else f"${gold}$"
-            # extraction_mode as a list, as theirs: math-verify then reads it as "any_match"
-            parsed_p = parse(
-                wrapped_p,
-                extraction_config=configs,
-                fallback_mode="no_fallback",
-                extraction_mode=["first_match"],
-                parsing_timeout=1,
-            )
-            parsed_g = parse(
-                wrapped_g,
-                extraction_config=configs,
-                fallback_mode="no_fallback",
-                extraction_mode=["first_match"],
-                parsing_timeout=1,
-            )
+            parsed_p = list(_math_verify_parse(prediction if "$" in prediction else f"${prediction}$"))
+            parsed_g = list(_math_verify_parse(gold if "$" in gold else f"${gold}$"))
             if verify(parsed_g, parsed_p, numeric_precision=3, timeout_seconds=1):
                 return True
             try:
@@ -701,24 +710,88 @@ def math_verify_equal(prediction: str, gold: str, interval_rule: bool = True) ->
 # The chain
 
 
+def _boxed_gold(gold: str) -> str | None:
+    """Their `grade`'s gold: a gold containing `\\boxed` is replaced by the content of its last
+    complete box (`extract_boxed_answer`: no fallback to an earlier box); None where that fails
+    (theirs then raises, which their callers score as wrong)."""
+    if "\\boxed" not in gold:
+        return gold
+    boxed = _last_box(gold)
+    return None if boxed is None else _unbox(boxed)
+
+
+def _last_box(text: str) -> str | None:
+    """Their `last_boxed_only_string`: the last \\boxed (else \\fbox) with balanced braces, None if unclosed."""
+    start = text.rfind("\\boxed")
+    if start < 0:
+        start = text.rfind("\\fbox")
+        if start < 0:
+            return None
+    depth = 0
+    for position in range(start, len(text)):
+        if text[position] == "{":
+            depth += 1
+        if text[position] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : position + 1]
+    return None
+
+
 def split_tails(prediction: str, gold: str) -> tuple[str, str] | None:
     """The parts after the last `=`, where the authors retry each step (their `enable_split`
-    compares the raw tail with the mathd-normalised answer, so it is on almost always)."""
-    gold = gold_answer(gold)
+    compares the raw tail with the mathd-normalised answer, so it is on almost always). `gold`
+    as the evaluation grader reads it (`gold_answer`)."""
+    gold = _boxed_gold(gold_answer(gold))
+    return None if gold is None else _tails(prediction, gold)
+
+
+def _tails(prediction: str, gold: str) -> tuple[str, str] | None:
     tail_p, tail_g = prediction.split("=")[-1], gold.split("=")[-1]
     if tail_p != mathd_normalize(prediction) or tail_g != gold:
         return tail_p, tail_g
     return None
 
 
-def equivalent(prediction: str, gold: str) -> tuple[bool, str]:
-    """(verdict, the step that decided: mathd, sympy, math-verify, or 'rules' when all said wrong)."""
-    gold = gold_answer(gold)
+def grade(prediction: str, gold: str) -> tuple[bool, str]:
+    """Their `grade(..., use_xverify=False)`: (verdict, the step that decided: mathd, sympy,
+    math-verify, or 'rules' when all said wrong). A gold their code cannot read is wrong."""
+    gold = _boxed_gold(gold)
+    if gold is None:
+        return False, "rules"
     if mathd_normalize(gold) == mathd_normalize(prediction):
         return True, "mathd"
-    tails = split_tails(prediction, gold)
+    tails = _tails(prediction, gold)
     if sympy_equal(prediction, gold) or (tails is not None and sympy_equal(*tails)):
         return True, "sympy"
     if math_verify_equal(prediction, gold) or (tails is not None and math_verify_equal(*tails, interval_rule=False)):
         return True, "math-verify"
     return False, "rules"
+
+
+def equivalent(prediction: str, gold: str) -> tuple[bool, str]:
+    """The evaluation grader (their `answer_tag_reward_fn_for_r1` for one answer): the gold as
+    they read a benchmark's (`gold_answer`), then `grade`."""
+    return grade(prediction, gold_answer(gold))
+
+
+def reward_equivalent(answer: str, other: str) -> tuple[bool, str]:
+    """The training reward's comparison (their `grade_single_answer`, which `auto_verify` calls
+    for every pair of a group's answers and for each answer against the gold): an empty string on
+    either side is never equal; else `grade(answer, other)`, `other` in the gold's place. Not
+    symmetric: `post_semantic_cluster` puts a cluster's first member in the answer's place and the
+    new answer in the gold's (`run_sequential_auto_verify` fills entry [i][j], i < j, and mirrors it)."""
+    if answer == "" or other == "":
+        return False, "rules"
+    return grade(answer, other)
+
+
+def reward_equivalent_certainly(answer: str, other: str) -> bool | None:
+    """`reward_equivalent` where it needs no parser: True for the same string or the same
+    mathd-normalised strings (the chain's first step) when neither side holds a box for `grade`
+    to unwrap; None (undecided) otherwise. Cheap enough for the process that clusters."""
+    if answer == "" or other == "" or "\\boxed" in other:
+        return None
+    if answer == other or mathd_normalize(answer) == mathd_normalize(other):
+        return True
+    return None

@@ -137,6 +137,27 @@ def test_verl_commands_are_written_offline_with_each_models_settings(planned):
         assert "ray_kwargs.ray_init.num_cpus" not in overrides  # the allocation's, added when the job runs
 
 
+def test_the_paper_methods_train_on_the_authors_reward(planned, paper):
+    """EMPO and GSPO cluster and grade as the authors' empo_metrics does (equivalence empo-rules),
+    in the verl command and in the settings that decide whether a run must retrain."""
+    for method in ("empo", "gspo"):
+        assert _overrides(planned, "qwen2.5-math-1.5b", method)["+trainer.v1.sampler.sampler_kwargs.equivalence"] == (
+            "empo-rules"
+        )
+        assert cfg.train_job_spec(paper, "qwen2.5-math-1.5b", method)["trainer"]["equivalence"] == "empo-rules"
+    strict = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    strict["training"]["methods"]["empo"]["equivalence"] = "math"
+    spec = cfg.train_job_spec(cfg.validate_config(strict, "test"), "qwen2.5-math-1.5b", "empo")
+    assert "equivalence" not in spec["trainer"]  # math, the default, is left out (older specs stay equal)
+    # ... and the table names the change from the authors
+    assert {"setting": "training.equivalence", "ours": "math", "theirs": "empo-rules"} in cfg.divergences(
+        cfg.validate_config(strict, "test"), "qwen2.5-math-1.5b", "empo"
+    )
+    assert not [
+        d for d in cfg.divergences(paper, "qwen2.5-math-1.5b", "empo") if d["setting"] == "training.equivalence"
+    ]
+
+
 def test_plan_lists_every_job_with_gpu_hour_estimates(planned):
     plan = (planned / "results" / "paper" / "plan.md").read_text()
     rows = [line for line in plan.splitlines() if line.startswith("| ") and not line.startswith("| model")]

@@ -23,9 +23,15 @@ Facts this design rests on (measured on math-verify 0.9):
   same parses in a fraction of the time (`_sll_first_latex_parsing`).
 """
 
-from pipelines.grading.clusters import cluster_answers, majority_cluster
-from pipelines.grading.equivalence import MATH_VERIFY_VERSION, RULES
-from pipelines.grading.extract import ANSWER_EXTRACTORS, ANSWER_RULE, extract_answer, normalize_answer
+from pipelines.grading.clusters import AUTHORS_RULE, cluster_answers, cluster_answers_authors, majority_cluster
+from pipelines.grading.equivalence import MATH_VERIFY_VERSION, RULES, WORKER_RULES
+from pipelines.grading.extract import (
+    ANSWER_EXTRACTORS,
+    ANSWER_RULE,
+    WORKER_EXTRACTORS,
+    extract_answer,
+    normalize_answer,
+)
 from pipelines.grading.pool import (
     DEFAULT_TIMEOUT_SECONDS,
     GradeResult,
@@ -35,18 +41,23 @@ from pipelines.grading.pool import (
     grade_batch,
     grade_detailed,
     is_equivalent,
+    shared_pool,
 )
 
 __all__ = [
     "ANSWER_EXTRACTORS",
+    "AUTHORS_RULE",
     "ANSWER_RULE",
     "DEFAULT_TIMEOUT_SECONDS",
     "MATH_VERIFY_VERSION",
     "RULES",
+    "WORKER_EXTRACTORS",
+    "WORKER_RULES",
     "GradeResult",
     "GradingError",
     "GradingPool",
     "cluster_answers",
+    "cluster_answers_authors",
     "extract_answer",
     "grade",
     "grade_batch",
@@ -54,4 +65,5 @@ __all__ = [
     "is_equivalent",
     "majority_cluster",
     "normalize_answer",
+    "shared_pool",
 ]

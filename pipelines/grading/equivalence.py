@@ -413,3 +413,28 @@ def _choice_letter_rule(prediction: str, gold: str) -> tuple[bool, str]:
 #: that decided). Extraction is each grader's own (ANSWER_EXTRACTORS). The choice-letter gold is
 #: its accepted answers, JSON-encoded (`free_form.choice_gold`).
 RULES = {"math-verify": _math_verify_rule, "empo-rules": _empo_rules_rule, "choice-letter": _choice_letter_rule}
+
+
+def _empo_rules_reward_rule(answer: str, other: str) -> tuple[bool, str]:
+    from pipelines import empo_rules
+
+    return empo_rules.reward_equivalent(answer, other)
+
+
+#: Every comparison a worker can apply: the graders' rules and the reward core's `empo-rules`
+#: comparison (the authors' `grade_single_answer`: pairs of a group's answers, an answer
+#: against the gold; not a grader: evaluation reads the gold as their evaluation does).
+WORKER_RULES = {**RULES, "empo-rules-reward": _empo_rules_reward_rule}
+
+
+def _certain_verdict(rule: str, prediction: str, gold: str) -> bool | None:
+    """A verdict the pool's own process can give without a worker, or None: math-verify's
+    certain pairs (`_fast_verdict`), and for the authors' reward comparison the pairs their
+    chain's first step (string equality after mathd normalisation) decides."""
+    if rule == "math-verify":
+        return _fast_verdict(prediction, gold)
+    if rule == "empo-rules-reward":
+        from pipelines import empo_rules
+
+        return empo_rules.reward_equivalent_certainly(prediction, gold)
+    return None

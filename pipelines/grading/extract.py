@@ -51,7 +51,8 @@ def _braced_content(text: str, open_index: int) -> str | None:
 def extract_answer(text: str) -> str | None:
     """Content of the last `\\boxed{...}` / `\\fbox{...}` (brace-matched), or `\\boxed 5`.
 
-    None when there is no box or the last box never closes.
+    None when there is no box, the last box never closes or holds nothing but spaces (`\\boxed{}`
+    is no answer: equal empty boxes must not agree with each other as one answer).
     """
     if not text:
         return None
@@ -65,7 +66,7 @@ def extract_answer(text: str) -> str | None:
         index += 1
     if index < len(text) and text[index] == "{":
         content = _braced_content(text, index)
-        return None if content is None else content.strip()
+        return None if content is None else (content.strip() or None)
     if index > start + len(command):  # `\boxed 5`: one token up to `$` or whitespace
         token = re.match(r"[^\s$]+", text[index:])
         return token.group(0) if token else None
@@ -171,3 +172,5 @@ ANSWER_EXTRACTORS = {
     "empo-rules": _empo_extract,
     "choice-letter": _choice_extract,
 }
+#: Each worker rule's extractor (pipelines.grading.equivalence.WORKER_RULES).
+WORKER_EXTRACTORS = {**ANSWER_EXTRACTORS, "empo-rules-reward": _empo_extract}

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
-from pipelines.grading.equivalence import RULES, _fast_verdict
-from pipelines.grading.extract import ANSWER_EXTRACTORS
+from pipelines.grading.equivalence import WORKER_RULES, _certain_verdict
+from pipelines.grading.extract import WORKER_EXTRACTORS
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 
@@ -36,7 +36,7 @@ def _worker_loop(connection: Connection) -> None:
             return
         rule, prediction, gold = message
         try:
-            verdict, step = RULES[rule](prediction, gold)
+            verdict, step = WORKER_RULES[rule](prediction, gold)
         except BaseException as error:  # noqa: BLE001 - any parser failure is a wrong answer
             # BaseException too: math-verify's TimeoutException derives from it, and a worker
             # that exits on an input before its first answer would read as "cannot start".
@@ -131,8 +131,8 @@ class GradingPool:
     ):
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
-        if rule not in RULES:
-            raise ValueError(f"unknown grading rule {rule!r} (known: {', '.join(RULES)})")
+        if rule not in WORKER_RULES:
+            raise ValueError(f"unknown grading rule {rule!r} (known: {', '.join(WORKER_RULES)})")
         self.rule = rule
         self.size = max(1, workers or os.cpu_count() or 1)
         self.timeout_seconds = timeout_seconds
@@ -164,11 +164,11 @@ class GradingPool:
         results: list[tuple[bool, bool, str | None, str | None] | None] = [None] * len(pairs)
         undecided: list[int] = []
         for index, (prediction, gold) in enumerate(pairs):
-            verdict = _fast_verdict(prediction, gold) if self.rule == "math-verify" else None
+            verdict = _certain_verdict(self.rule, prediction, gold)
             if verdict is None:
                 undecided.append(index)
             else:
-                results[index] = (verdict, False, None, "math-verify")
+                results[index] = (verdict, False, None, "math-verify" if self.rule == "math-verify" else "mathd")
         if not undecided:
             return results  # type: ignore[return-value]
         # Longest first: the rare slow item (a long expression) starts early instead of
@@ -221,7 +221,7 @@ class GradingPool:
         """Extract each response's answer and compare it with its gold."""
         if len(responses) != len(golds):
             raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
-        extract = ANSWER_EXTRACTORS[self.rule]
+        extract = WORKER_EXTRACTORS[self.rule]
         extracted = [extract(r) for r in responses]
         todo = [i for i, answer in enumerate(extracted) if answer is not None]
         outcomes: dict[int, tuple[bool, bool, str | None, str | None]] = {}
@@ -252,17 +252,25 @@ class GradingPool:
         ]
 
 
-_shared_pool: GradingPool | None = None
+_shared_pools: dict[str, GradingPool] = {}
 _shared_lock = threading.Lock()
 
 
-def _shared(timeout_seconds: float) -> GradingPool:
-    global _shared_pool
-    if _shared_pool is None:
-        _shared_pool = GradingPool(workers=1, timeout_seconds=timeout_seconds)
-        atexit.register(_shared_pool.close)
-    _shared_pool.timeout_seconds = timeout_seconds
-    return _shared_pool
+def _shared(timeout_seconds: float, rule: str = "math-verify") -> GradingPool:
+    """This process's one-worker pool for `rule` (the one-shot entry points use it)."""
+    pool = _shared_pools.get(rule)
+    if pool is None:
+        pool = _shared_pools[rule] = GradingPool(workers=1, timeout_seconds=timeout_seconds, rule=rule)
+        atexit.register(pool.close)
+    pool.timeout_seconds = timeout_seconds
+    return pool
+
+
+@contextmanager
+def shared_pool(rule: str = "math-verify", timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Iterator[GradingPool]:
+    """This process's one-worker pool for `rule`, held for the caller alone (threads wait)."""
+    with _shared_lock:
+        yield _shared(timeout_seconds, rule)
 
 
 def grade_detailed(response: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> GradeResult:

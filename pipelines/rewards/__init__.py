@@ -20,6 +20,8 @@ shape rewards as the authors' `empo_common` and `general_accuracy` do.
 
 from pipelines.rewards.core import (
     EMPTY_POLICIES,
+    EQUIVALENCE_RULES,
+    EQUIVALENCES,
     REWARDS,
     TOKEN_REWARDS,
     GroupDiagnostics,
@@ -48,6 +50,8 @@ from pipelines.rewards.core import (
 
 __all__ = [
     "EMPTY_POLICIES",
+    "EQUIVALENCE_RULES",
+    "EQUIVALENCES",
     "REWARDS",
     "TOKEN_REWARDS",
     "GroupDiagnostics",

@@ -1,8 +1,10 @@
 """Reward functions over one prompt's group of completions, and the group diagnostics.
 
-Equivalence of two answers has two backends: `math` (the grading module: math-verify, for
-answers a parser can compare) and `judge` (a verifier model asked about each pair, for
-free-form answers; the natural-reasoning track). The judge is any object with
+Equivalence of two answers has three backends: `math` (the grading module: math-verify on our
+extraction, for answers a parser can compare), `empo-rules` (the authors' training reward
+literally: their extraction, their rule chain without the judge, their pair order and
+clustering; `EQUIVALENCE_RULES` names the grading pool's rule for each) and `judge` (a verifier
+model asked about each pair, for free-form answers; the natural-reasoning track). The judge is any object with
 `equivalent_many([(question, reference, answer), ...]) -> [bool, ...]` and the counters
 `pairs`, `forward_passes`, `seconds` (pipelines.judge.EquivalenceJudge); the core never
 imports torch.
@@ -34,6 +36,36 @@ class SemanticJudge(Protocol):
 #: "zero" = their older TRL release: reward 0, and the whole group 0 when all answers differ.
 EMPTY_POLICIES = ("singleton", "zero")
 
+#: The grading-pool rule behind each parser-based training equivalence (`trainer.equivalence`;
+#: `judge` needs no pool rule, the semantic judge decides).
+EQUIVALENCE_RULES = {"math": "math-verify", "empo-rules": grading.AUTHORS_RULE}
+EQUIVALENCES = (*EQUIVALENCE_RULES, "judge")
+
+
+def _pool_rule(equivalence: str, pool: grading.GradingPool | None) -> str:
+    """The pool rule `equivalence` needs; a pool that applies another rule is refused (it would
+    grade with the wrong rule chain without a word)."""
+    if equivalence not in EQUIVALENCE_RULES:
+        raise ValueError(f"equivalence must be one of {tuple(EQUIVALENCE_RULES)}, got {equivalence!r}")
+    rule = EQUIVALENCE_RULES[equivalence]
+    if pool is not None and pool.rule != rule:
+        raise ValueError(
+            f"equivalence {equivalence!r} compares answers with the pool rule {rule!r}, but the pool "
+            f"applies {pool.rule!r}: build it with GradingPool(rule={rule!r})"
+        )
+    return rule
+
+
+def _equivalent_many(
+    pairs: Sequence[tuple[str, str]], pool: grading.GradingPool | None, equivalence: str
+) -> list[bool]:
+    """(prediction, gold) verdicts under `equivalence`, timeouts as not equivalent."""
+    rule = _pool_rule(equivalence, pool)
+    if pool is not None:
+        return [same for same, _ in pool.equivalent_many(pairs)]
+    with grading.shared_pool(rule) as shared:
+        return [same for same, _ in shared.equivalent_many(pairs)]
+
 
 @dataclass(frozen=True)
 class GroupClusters:
@@ -52,10 +84,16 @@ class GroupClusters:
         return grading.majority_cluster(self.cluster_ids)
 
 
-def cluster_group(completions: Sequence[str], pool: grading.GradingPool | None = None) -> GroupClusters:
-    """Extract each completion's final answer and cluster the answers by equivalence."""
-    answers = [grading.extract_answer(text) for text in completions]
-    return GroupClusters(answers, grading.cluster_answers(answers, pool=pool))
+def cluster_group(
+    completions: Sequence[str], pool: grading.GradingPool | None = None, equivalence: str = "math"
+) -> GroupClusters:
+    """Extract each completion's final answer and cluster the answers by equivalence: `math` with
+    our extraction and math-verify (`grading.cluster_answers`), `empo-rules` with the authors'
+    extraction and clustering (`grading.cluster_answers_authors`)."""
+    rule = _pool_rule(equivalence, pool)
+    answers = [grading.WORKER_EXTRACTORS[rule](text) for text in completions]
+    cluster = grading.cluster_answers_authors if equivalence == "empo-rules" else grading.cluster_answers
+    return GroupClusters(answers, cluster(answers, pool=pool))
 
 
 def judge_cluster_ids(answers: Sequence[str | None], question: str, judge: SemanticJudge) -> list[int | None]:
@@ -152,17 +190,24 @@ def _empo_from_clusters(clusters: GroupClusters, empty_policy: str) -> list[floa
 
 
 def empo_rewards(
-    completions: Sequence[str], empty_policy: str = "singleton", pool: grading.GradingPool | None = None
+    completions: Sequence[str],
+    empty_policy: str = "singleton",
+    pool: grading.GradingPool | None = None,
+    equivalence: str = "math",
 ) -> list[float]:
-    """EMPO: the fraction of the group whose answer is equivalent to this completion's answer."""
+    """EMPO: the fraction of the group whose answer is equivalent to this completion's answer.
+    With `equivalence="empo-rules"` (and the default singleton policy) what the authors'
+    `empo_metrics(..., reward_type="entropy")` returns on the same completions."""
     if not completions:
         return []
-    return _empo_from_clusters(cluster_group(completions, pool), empty_policy)
+    return _empo_from_clusters(cluster_group(completions, pool, equivalence), empty_policy)
 
 
-def majority_rewards(completions: Sequence[str], pool: grading.GradingPool | None = None) -> list[float]:
+def majority_rewards(
+    completions: Sequence[str], pool: grading.GradingPool | None = None, equivalence: str = "math"
+) -> list[float]:
     """TTRL: 1 for completions in the majority cluster, else 0 (no answer never wins)."""
-    return _majority_from_clusters(cluster_group(completions, pool))
+    return _majority_from_clusters(cluster_group(completions, pool, equivalence))
 
 
 def _majority_from_clusters(clusters: GroupClusters) -> list[float]:
@@ -170,11 +215,18 @@ def _majority_from_clusters(clusters: GroupClusters) -> list[float]:
     return [1.0 if majority is not None and c == majority else 0.0 for c in clusters.cluster_ids]
 
 
-def supervised_rewards(completions: Sequence[str], gold: str, pool: grading.GradingPool | None = None) -> list[float]:
-    """The labelled reference: 1 if the completion's answer is equivalent to the gold."""
+def supervised_rewards(
+    completions: Sequence[str], gold: str, pool: grading.GradingPool | None = None, equivalence: str = "math"
+) -> list[float]:
+    """The labelled reference: 1 if the completion's answer is equivalent to the gold. With
+    `equivalence="empo-rules"` what the authors' `empo_metrics(..., reward_type="gt")` returns."""
+    rule = _pool_rule(equivalence, pool)
     if pool is None:
-        return [1.0 if grading.grade(text, gold) else 0.0 for text in completions]
-    return [1.0 if r.correct else 0.0 for r in pool.grade_many(list(completions), [gold] * len(completions))]
+        with grading.shared_pool(rule) as shared:
+            pool_results = shared.grade_many(list(completions), [gold] * len(completions))
+    else:
+        pool_results = pool.grade_many(list(completions), [gold] * len(completions))
+    return [1.0 if r.correct else 0.0 for r in pool_results]
 
 
 def format_rewards(completions: Sequence[str]) -> list[float]:
@@ -263,6 +315,7 @@ def group_diagnostics(
     pool: grading.GradingPool | None = None,
     judge: SemanticJudge | None = None,
     question: str | None = None,
+    equivalence: str = "math",
 ) -> GroupDiagnostics:
     """Semantic entropy (nats; each missing answer its own cluster), clusters, majority share."""
     size = len(clusters.answers)
@@ -279,11 +332,7 @@ def group_diagnostics(
             if judge is not None:
                 verdicts = judge.equivalent_many([(question or "", representative, gold)])[0]
             else:
-                verdicts = (
-                    pool.equivalent_many([(representative, gold)])[0][0]
-                    if pool is not None
-                    else grading.is_equivalent(representative, gold)
-                )
+                verdicts = _equivalent_many([(representative, gold)], pool, equivalence)[0]
             majority_correct = bool(verdicts)
     return GroupDiagnostics(
         semantic_entropy=abs(entropy),
@@ -312,6 +361,7 @@ class RewardInputs:
     pool: grading.GradingPool | None
     judge: SemanticJudge | None
     token_stats: Sequence[TokenStats] | None = None
+    equivalence: str = "math"
 
 
 def _gold_of(group: RewardInputs) -> str:
@@ -337,7 +387,7 @@ def _token_stats_of(group: RewardInputs) -> Sequence[TokenStats]:
 def _supervised_reward(group: RewardInputs) -> Sequence[float]:
     if group.judge is not None:  # free-form answers: the authors' general_accuracy
         return judge_supervised_rewards(group.clusters.answers, _gold_of(group), group.question, group.judge)
-    return supervised_rewards(group.completions, _gold_of(group), group.pool)
+    return supervised_rewards(group.completions, _gold_of(group), group.pool, group.equivalence)
 
 
 #: Every reward kind by its config name (`trainer.reward`; the schema's enum is tested against
@@ -380,6 +430,7 @@ def score_group(
     judge: SemanticJudge | None = None,
     question: str | None = None,
     token_stats: Sequence[TokenStats] | None = None,
+    equivalence: str = "math",
 ) -> GroupScore:
     """Rewards of one group for a reward kind, its diagnostics, and the entropy filter.
 
@@ -394,6 +445,9 @@ def score_group(
 
     The token-distribution rewards (`TOKEN_REWARDS`) read `token_stats`, one per completion;
     answers are still clustered, for the same diagnostics and entropy filter as every reward.
+
+    `equivalence` (`math` or `empo-rules`, `EQUIVALENCE_RULES`) says how answers are read and
+    compared when there is no judge; the pool must apply its rule.
     """
     if judge is not None:
         if question is None:
@@ -401,11 +455,13 @@ def score_group(
         before = _judge_counters(judge)
         clusters = judge_cluster_group(completions, question, judge)
     else:
-        clusters = cluster_group(completions, pool)
+        clusters = cluster_group(completions, pool, equivalence)
     if reward not in REWARDS:
         raise ValueError(f"unknown reward {reward!r} (one of {sorted(REWARDS)})")
-    diagnostics = group_diagnostics(clusters, gold, pool, judge, question)
-    group = RewardInputs(completions, clusters, gold, question, empty_policy, seed, pool, judge, token_stats)
+    diagnostics = group_diagnostics(clusters, gold, pool, judge, question, equivalence)
+    group = RewardInputs(
+        completions, clusters, gold, question, empty_policy, seed, pool, judge, token_stats, equivalence
+    )
     rewards: list[float | None] = list(REWARDS[reward](group))
     if judge is not None:
         after = _judge_counters(judge)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipelines import grading
-from pipelines.rewards import REWARDS, TOKEN_REWARDS, group_metrics, score_group
+from pipelines.rewards import EQUIVALENCE_RULES, REWARDS, TOKEN_REWARDS, group_metrics, score_group
 
 LOG = logging.getLogger(__name__)
 
@@ -85,17 +85,26 @@ class GroupRewardFunction:
         grading_workers: int = 1,
         grading_timeout: float = grading.DEFAULT_TIMEOUT_SECONDS,
         judge: Any = None,
+        equivalence: str = "math",
     ):
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}")
+        if judge is None and equivalence not in EQUIVALENCE_RULES:
+            raise ValueError(f"equivalence {equivalence!r} needs a semantic judge or is unknown")
         self.__name__ = f"{method}_{reward}"  # TRL names logged reward columns after it
         self.reward = reward
         self.num_generations = num_generations
         self.empty_policy = empty_policy
         self.entropy_filter = tuple(entropy_filter) if entropy_filter else None
         self.seed = seed
-        self.pool = grading.GradingPool(workers=grading_workers, timeout_seconds=grading_timeout)
-        self.judge = judge  # the semantic judge (equivalence backend `judge`), or None for math
+        # the judge decides equivalence itself; its group diagnostics grade with math-verify
+        self.equivalence = "math" if judge is not None else equivalence
+        self._grading = (grading_workers, grading_timeout)
+        self.pool = grading.GradingPool(
+            workers=grading_workers, timeout_seconds=grading_timeout, rule=EQUIVALENCE_RULES[self.equivalence]
+        )
+        self._math_pool: grading.GradingPool | None = None
+        self.judge = judge  # the semantic judge (equivalence backend `judge`), or None
 
     def __call__(
         self,
@@ -152,7 +161,21 @@ class GroupRewardFunction:
             judge=self.judge,
             question=group[0][3],
             token_stats=stats,
+            equivalence=self.equivalence,
         )
+
+    @property
+    def math_pool(self) -> grading.GradingPool:
+        """A math-verify pool (held-out validation grades with math-verify whatever the reward's
+        equivalence): the reward's own pool where it is one, else one of the same size."""
+        if self.pool.rule == "math-verify":
+            return self.pool
+        if self._math_pool is None:
+            workers, timeout = self._grading
+            self._math_pool = grading.GradingPool(workers=workers, timeout_seconds=timeout)
+        return self._math_pool
 
     def close(self) -> None:
         self.pool.close()
+        if self._math_pool is not None:
+            self._math_pool.close()

@@ -293,6 +293,7 @@ def train(
             grading_workers=spec["grading"]["workers"],
             grading_timeout=spec["grading"]["timeout_seconds"],
             judge=judge,
+            equivalence=trainer_settings.get("equivalence", "math"),
         )
         trainer_class = GRPOTrainer
         if trainer_settings["reward"] in TOKEN_REWARDS:  # the rewards read the policy's token statistics
@@ -312,7 +313,7 @@ def train(
                     read_canonical(validation_path),
                     validation,
                     tokenizer=tokenizer,
-                    pool=reward.pool,
+                    pool=reward.math_pool,
                     updates_per_step=updates_per_step(trainer_settings),
                     temperature=trainer_settings["temperature"],
                     max_new_tokens=trainer_settings["max_completion_length"],

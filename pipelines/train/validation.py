@@ -34,6 +34,8 @@ def score_answers(
     samples: Sequence[Sequence[str]], greedy: Sequence[str], golds: Sequence[str], pool: grading.GradingPool
 ) -> dict[str, float]:
     """mean@n, maj@n and greedy accuracy of responses (one list of n samples per problem)."""
+    if pool.rule != "math-verify":
+        raise ValueError(f"held-out validation grades with math-verify, not with a {pool.rule!r} pool")
     if not (len(samples) == len(greedy) == len(golds)) or not golds:
         raise ValueError(f"{len(samples)} sample lists, {len(greedy)} greedy responses and {len(golds)} golds")
     flat = [response for group in samples for response in group]

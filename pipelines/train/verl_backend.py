@@ -167,8 +167,10 @@ def override_settings(
         settings["actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu"] = 1
     if cpus:
         settings["ray_kwargs.ray_init.num_cpus"] = cpus
-    if trainer.get("equivalence", "math") == "judge":  # the semantic judge runs in the replay buffer's process
-        settings["+trainer.v1.sampler.sampler_kwargs.equivalence"] = "judge"
+    equivalence = trainer.get("equivalence", "math")
+    if equivalence != "math":  # math, the default, is left out: commands from before the key stay equal
+        settings["+trainer.v1.sampler.sampler_kwargs.equivalence"] = equivalence
+    if equivalence == "judge":  # the semantic judge runs in the replay buffer's process
         settings["+trainer.v1.sampler.sampler_kwargs.semantic_judge"] = {
             key: value for key, value in spec["semantic_judge"].items() if value is not None
         }

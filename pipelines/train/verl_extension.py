@@ -45,7 +45,16 @@ from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 from verl.utils import tensordict_utils as tu
 
 from pipelines import grading
-from pipelines.rewards import REWARDS, TOKEN_REWARDS, GroupScore, TokenStats, group_metrics, score_group
+from pipelines.rewards import (
+    EQUIVALENCE_RULES,
+    EQUIVALENCES,
+    REWARDS,
+    TOKEN_REWARDS,
+    GroupScore,
+    TokenStats,
+    group_metrics,
+    score_group,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -178,12 +187,17 @@ class GroupRewardReplayBuffer(ReplayBuffer):
         self.num_generations = options.get("num_generations")
         self._tokenizer = tokenizer
         self._tokenizer_path = options.get("tokenizer")
+        self.equivalence = str(options.get("equivalence", "math"))
+        if self.equivalence not in EQUIVALENCES:
+            raise ValueError(f"trainer.v1.sampler.sampler_kwargs.equivalence must be one of {EQUIVALENCES}")
+        # the judge decides equivalence itself; its group diagnostics grade with math-verify
+        self._pool_equivalence = "math" if self.equivalence == "judge" else self.equivalence
         self.pool = grading.GradingPool(
             workers=int(options.get("grading_workers", 1)),
             timeout_seconds=float(options.get("grading_timeout", grading.DEFAULT_TIMEOUT_SECONDS)),
+            rule=EQUIVALENCE_RULES[self._pool_equivalence],
         )
         self._scored: list[tuple[GroupScore, dict[str, float]]] = []
-        self.equivalence = str(options.get("equivalence", "math"))
         self._judge_settings = dict(options.get("semantic_judge") or {})
         self._judge = None
         if token_reward:
@@ -314,6 +328,7 @@ class GroupRewardReplayBuffer(ReplayBuffer):
             judge=self.judge,
             question=question,
             token_stats=stats,
+            equivalence=self._pool_equivalence,
         )
         extras = {}
         gold_accuracy = [_unwrap(_unwrap(extra_fields[row]).get("reward_extra_info")).get("acc") for row in final]

@@ -88,7 +88,7 @@ def put_group(tq, tokenizer, texts, gold=GOLD, global_steps=1, partition="train"
     return uid
 
 
-def make_buffer(tokenizer, reward="empo", entropy_filter=None, refill_fn=None, batch=1):
+def make_buffer(tokenizer, reward="empo", entropy_filter=None, refill_fn=None, batch=1, **options):
     from pipelines.train.verl_extension import GroupRewardReplayBuffer
 
     return GroupRewardReplayBuffer(
@@ -103,6 +103,7 @@ def make_buffer(tokenizer, reward="empo", entropy_filter=None, refill_fn=None, b
             "entropy_filter": entropy_filter,
             "empty_policy": "singleton",
             "seed": 0,
+            **options,
         },
         poll_interval=0.05,
         refill_fn=refill_fn or (lambda n: n),
@@ -150,6 +151,31 @@ def test_rewards_verl_trains_on_equal_the_reward_core(transfer_queue, tokenizer,
         "group/reward_mean",
     ):
         assert logged[name] == pytest.approx(metrics[name]), name
+
+
+@pytest.mark.parametrize("reward", ["empo", "supervised"])
+def test_the_authors_reward_reaches_verl_with_equivalence_empo_rules(transfer_queue, tokenizer, reward):
+    """equivalence empo-rules (the paper config's): verl trains on what the authors' empo_metrics
+    gives on the same completions (pinned from their unmodified code, tests/data)."""
+    import json
+
+    from tests.conftest import REPO_ROOT
+
+    cases = json.loads((REPO_ROOT / "tests" / "data" / "authors_rewards_cases.json").read_text())["cases"]
+    names = ["rounding_decimals", "three_empty_boxes", "supervised_lenient", "pair_order_interval_reversed"]
+    groups = [cases[name] for name in names]
+    for group in groups:  # the tokenizer must give the texts back, or the test would not test them
+        assert [tokenizer.decode(tokenizer.encode(t, add_special_tokens=False)) for t in group["completions"]] == (
+            group["completions"]
+        )
+    uids = [put_group(transfer_queue, tokenizer, g["completions"], gold=g["gold"]) for g in groups]
+    buffer = make_buffer(tokenizer, reward=reward, batch=len(groups), num_generations=None, equivalence="empo-rules")
+    assert buffer.pool.rule == "empo-rules-reward"
+    batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=len(groups))
+    seen = rewards_verl_reads(transfer_queue, batch)
+    key = "entropy" if reward == "empo" else "gt"
+    assert [seen[uid] for uid in uids] == [g[key] for g in groups]
+    buffer.pool.close()
 
 
 def test_entropy_filter_evicts_and_refills(transfer_queue, tokenizer):
