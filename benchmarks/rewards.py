@@ -20,7 +20,7 @@ Checks that both give identical rewards. Target: >= 20x.
     python benchmarks/rewards.py [--groups 256] [--group-size 16]
 
 With --authors, the `empo-rules` equivalence (the authors' training reward) on the 400 groups
-pinned from their unmodified code (tests/data/authors_rewards_{dev,heldout}.json):
+pinned from their unmodified code (tests/data/authors_rewards_dev.json and tests/data/authors_rewards_heldout.json):
   baseline: the authors' algorithm (`empo_metrics`, reward_type "entropy"), re-implemented on our
             copy of their comparison (`empo_rules.reward_equivalent` = their grade_single_answer):
             the whole (G+1)x(G+1) matrix of a group's answers and its gold, pair by pair, in this

@@ -335,8 +335,46 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
                     yield f"'models.{name}.published.{method}.{benchmark}': unknown benchmark '{benchmark}'"
 
 
+@functools.lru_cache(maxsize=8)
+def _read_verl_scripts(path: str) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
+def authors_verl_script(config: dict[str, Any], model: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(the transcription file, this model's script entry, every reason by key) for a model whose
+    `authors.verl_script` names one of the authors' scripts in `reference.authors.verl_scripts`."""
+    authors = config["reference"]["authors"]
+    own = config["models"][model]["authors"]
+    transcription = _read_verl_scripts(authors["verl_scripts"])
+    reasons = {**authors.get("verl_script_reasons", {}), **own.get("verl_script_reasons", {})}
+    return transcription, transcription["scripts"][own["verl_script"]], reasons
+
+
+def _authors_script_problems(config: dict[str, Any]) -> Iterator[str]:
+    """A named script that is not in the transcription, or a reason for a key it does not set."""
+    authors = config["reference"]["authors"]
+    for name, model in config["models"].items():
+        script = model["authors"].get("verl_script")
+        if script is None:
+            continue
+        where = f"'models.{name}.authors.verl_script'"
+        path = authors.get("verl_scripts")
+        if not path or not Path(path).is_file():
+            yield f"{where}: 'reference.authors.verl_scripts' must name the transcription file ({path!r} not found)"
+            continue
+        scripts = _read_verl_scripts(path)["scripts"]
+        if script not in scripts:
+            yield f"{where}: '{script}' is not a script of {path} (one of {', '.join(scripts)})"
+            continue
+        transcription, entry, reasons = authors_verl_script(config, name)
+        known = {"module", *entry["overrides"], *transcription["recipe_config"]["settings"]}
+        for key in sorted(set(reasons) - known):
+            yield f"'verl_script_reasons.{key}' (model {name}): their script {entry['script']} does not set {key}"
+
+
 def _verl_problems(config: dict[str, Any]) -> Iterator[str]:
     """What verl would reject only after a job has started on the cluster."""
+    yield from _authors_script_problems(config)
     datasets = config["datasets"]
     for name, model in config["models"].items():
         verl = resolved_verl(config, name)
@@ -682,9 +720,11 @@ def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[st
         found.append(
             {
                 "setting": "llm-judge",
-                "ours": f"{judge['model']}, greedy, shown the benchmark question",
-                "theirs": "xVerify-8B-SFT (not released) at temperature 0.1, shown the question only where "
-                "their data has one (AIME24)",
+                "ours": f"{judge['model']}, "
+                + (f"temperature {judge['temperature']} (seeded)" if judge.get("temperature") else "greedy")
+                + f", up to {judge['max_new_tokens']} tokens, shown the benchmark question",
+                "theirs": "xVerify-8B-SFT (not released) at temperature 0.1, up to 4096 tokens, shown the question "
+                "only where their data has one (AIME24)",
             }
         )
     if method != UNTRAINED_METHOD and method in config["training"]["methods"]:
@@ -706,8 +746,29 @@ def divergences(config: dict[str, Any], model: str, method: str) -> list[dict[st
             found += _differences(
                 "training.verl", resolved_verl(config, model), {**authors.get("verl", {}), **own.get("verl", {})}
             )
+            if own.get("verl_script"):
+                found += _verl_script_divergences(config, model)
         found += [{"setting": "note", "ours": "", "theirs": note} for note in own.get("training_notes", [])]
     found += [{"setting": "note", "ours": "", "theirs": note} for note in own.get("notes", [])]
+    return found
+
+
+def _verl_script_divergences(config: dict[str, Any], model: str) -> list[dict[str, str]]:
+    """Each key of the authors' verl script our command differs on, with its reason (the test
+    tests/test_paper_config.py keeps these complete: one reason per differing key, no other)."""
+    transcription, entry, reasons = authors_verl_script(config, model)
+    recipe = transcription["recipe_config"]
+    found = []
+    for key, reason in reasons.items():
+        if key == "module":
+            theirs = f"python -m {entry['module']} ({entry['script']})"
+        elif key in entry["overrides"]:
+            item = entry["overrides"][key]
+            theirs = f"{key}={item['value']} ({entry['script']}:{item['line']})"
+        else:
+            item = recipe["settings"][key]
+            theirs = f"{key}: {item['value']} ({recipe['file']}:{item['line']})"
+        found.append({"setting": f"verl script, {key}", "ours": "", "theirs": theirs, "reason": reason})
     return found
 
 

@@ -268,6 +268,10 @@ def to_canonical(
         else:
             question = _text(record.get(columns.get("question", "problem")))
             answer = _ground_truth(record.get(columns.get("answer", "answer")))
+            if spec.get("answer_from_last_box") and answer is not None and "\\boxed" in answer:
+                from pipelines.grading import extract_answer
+
+                answer = extract_answer(answer)  # None (no complete box): counted as a row without answer
             if "options" in columns and question is not None:
                 options = _options(record, columns["options"])
                 options, answer = _choice_gold(options, answer, spec.get("shuffle_options"), position)

@@ -128,39 +128,51 @@ def load_judge_model(model: str, revision: str | None, dtype: str, device: str) 
     return loaded, tokenizer
 
 
-class HFCompletion:
-    """Greedy chat completions with transformers (CPU or one GPU), left-padded batches."""
+#: The seed of a sampling judge (temperature > 0): each batch (hf) or request (vllm, openai)
+#: samples from it, so a rerun gives the same verdicts.
+JUDGE_SEED = 0
 
-    def __init__(self, model: str, revision: str | None, dtype: str, max_new_tokens: int):
+
+class HFCompletion:
+    """Chat completions with transformers (CPU or one GPU), left-padded batches; greedy at
+    temperature 0, else sampled at it (seeded per batch)."""
+
+    def __init__(self, model: str, revision: str | None, dtype: str, max_new_tokens: int, temperature: float = 0.0):
         import torch
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.tokenizer = load_judge_model(model, revision, dtype, self.device)
         self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
 
     def __call__(self, prompts: Sequence[str]) -> list[str]:
         import torch
 
         texts = [chat_text(self.tokenizer, prompt) for prompt in prompts]
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampling = self.temperature > 0
+        if sampling:
+            torch.manual_seed(JUDGE_SEED)
         with torch.inference_mode():
             output = self.model.generate(
                 **encoded,
-                do_sample=False,
+                do_sample=sampling,
                 max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
                 top_p=1.0,
                 top_k=0,
-                temperature=1.0,
+                temperature=self.temperature if sampling else 1.0,
             )
         width = encoded["input_ids"].shape[1]
         return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in output]
 
 
 class VLLMCompletion:
-    """Greedy chat completions with vLLM's offline engine."""
+    """Chat completions with vLLM's offline engine (greedy at temperature 0, else seeded samples)."""
 
-    def __init__(self, model: str, revision: str | None, dtype: str, max_new_tokens: int, gpus: int):
+    def __init__(
+        self, model: str, revision: str | None, dtype: str, max_new_tokens: int, gpus: int, temperature: float = 0.0
+    ):
         from vllm import LLM
 
         from pipelines.generate import vllm_engine_kwargs
@@ -168,23 +180,34 @@ class VLLMCompletion:
         self.llm = LLM(model=model, revision=revision, seed=0, **vllm_engine_kwargs(gpus, dtype))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
 
     def __call__(self, prompts: Sequence[str]) -> list[str]:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=0.0, top_p=1.0, top_k=0, max_tokens=self.max_new_tokens)
+        params = SamplingParams(
+            temperature=self.temperature, top_p=1.0, top_k=0, max_tokens=self.max_new_tokens, seed=JUDGE_SEED
+        )
         outputs = self.llm.generate([chat_text(self.tokenizer, p) for p in prompts], params, use_tqdm=False)
         return [request.outputs[0].text for request in outputs]
 
 
 class OpenAICompletion:
-    """An OpenAI-compatible chat-completions server (vLLM's, SGLang's, ...), temperature 0.
+    """An OpenAI-compatible chat-completions server (vLLM's, SGLang's, ...) at the judge's
+    temperature (seeded where the server honours `seed`, as vLLM's does).
 
     Requests run `concurrency` at a time; a failed request is an error that names the server,
     never a silent verdict."""
 
     def __init__(
-        self, endpoint: str, model: str, max_new_tokens: int, api_key_env: str, timeout_seconds: float, concurrency: int
+        self,
+        endpoint: str,
+        model: str,
+        max_new_tokens: int,
+        api_key_env: str,
+        timeout_seconds: float,
+        concurrency: int,
+        temperature: float = 0.0,
     ):
         self.url = endpoint.rstrip("/") + "/chat/completions"
         self.model = model
@@ -192,6 +215,7 @@ class OpenAICompletion:
         self.api_key = os.environ.get(api_key_env)
         self.timeout_seconds = timeout_seconds
         self.concurrency = concurrency
+        self.temperature = temperature
 
     def _one(self, prompt: str) -> str:
         payload = post_json(
@@ -199,8 +223,9 @@ class OpenAICompletion:
             {
                 "model": self.model,
                 "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0.0,
+                "temperature": self.temperature,
                 "max_tokens": self.max_new_tokens,
+                **({"seed": JUDGE_SEED} if self.temperature > 0 else {}),
             },
             self.api_key,
             self.timeout_seconds,
@@ -240,6 +265,7 @@ def chat_text(tokenizer: Any, prompt: str) -> str:
 def make_judge(settings: Mapping[str, Any], gpus: int = 0) -> Judge:
     """The judge of `evaluation.llm_judge` on the engine it names."""
     engine = settings["engine"]
+    temperature = float(settings.get("temperature") or 0.0)
     if engine == "openai":
         complete: Callable[[Sequence[str]], list[str]] = OpenAICompletion(
             settings["endpoint"],
@@ -248,14 +274,20 @@ def make_judge(settings: Mapping[str, Any], gpus: int = 0) -> Judge:
             settings["api_key_env"],
             settings["timeout_seconds"],
             settings["batch_size"],
+            temperature,
         )
     elif engine == "vllm":
         complete = VLLMCompletion(
-            settings["model"], settings.get("revision"), settings["dtype"], settings["max_new_tokens"], gpus
+            settings["model"],
+            settings.get("revision"),
+            settings["dtype"],
+            settings["max_new_tokens"],
+            gpus,
+            temperature,
         )
     else:
         complete = HFCompletion(
-            settings["model"], settings.get("revision"), settings["dtype"], settings["max_new_tokens"]
+            settings["model"], settings.get("revision"), settings["dtype"], settings["max_new_tokens"], temperature
         )
     return Judge(complete, settings["batch_size"], name=f"{settings['model']} ({engine})")
 

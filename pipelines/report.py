@@ -224,6 +224,8 @@ def describe_protocol(protocol: Mapping[str, Any]) -> str:
 def _divergence_text(item: Mapping[str, str]) -> str:
     if item["setting"] == "note":
         return item["theirs"]
+    if "reason" in item:  # a key of their verl script our command differs on
+        return f"{item['setting']}: theirs {item['theirs']}; ours differs: {item['reason']}"
     return f"{item['setting']}: ours {item['ours']}; theirs {item['theirs']}"
 
 

@@ -226,3 +226,28 @@ def test_headerless_csv_files_by_glob(tmp_path):
     assert rows[0]["extra_info"]["question"] == "Which, with a comma?\nA. a1\nB. b1\nC. c1\nD. d1"
     with pytest.raises(data.DataError, match="dataset file not found"):
         data.prepare_dataset(_columns_spec(folder / "*_dev.csv"), tmp_path / "none.parquet")
+
+
+def test_a_worked_solution_column_gives_the_gold_in_its_last_box(tmp_path):
+    """answer_from_last_box (the hub AIME copy's `solution` column): the last complete box is the
+    gold, a bare value is kept as written, a solution without a complete box is a row without answer."""
+    raw = tmp_path / "aime.jsonl"
+    rows = [
+        {"problem": "P1?", "solution": "We find $x=3$, so the walk takes \\boxed{204} minutes."},
+        {"problem": "P2?", "solution": "\\boxed{\\frac{1}{2}}"},
+        {"problem": "P3?", "solution": "73"},
+        {"problem": "P4?", "solution": "first \\boxed{9 then nothing closes"},
+    ]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = _columns_spec(raw, columns={"question": "problem", "answer": "solution"}, max_invalid_fraction=0.5)
+    spec["answer_from_last_box"] = True
+    spec["instruction"] = "Let's think step by step, and put the final answer within \\boxed{}."
+    report = data.prepare_dataset(spec, tmp_path / "aime.parquet")
+    assert (report.rows_out, report.missing_answer) == (3, 1)
+    golds = [r["reward_model"]["ground_truth"] for r in data.read_canonical(tmp_path / "aime.parquet")]
+    assert golds == ["204", "\\frac{1}{2}", "73"]
+    first = data.read_canonical(tmp_path / "aime.parquet")[0]
+    assert first["prompt"][-1]["content"] == "P1? Let's think step by step, and put the final answer within \\boxed{}."
+    spec["answer_from_last_box"] = False  # off (the default): the column as written
+    data.prepare_dataset(spec, tmp_path / "as_written.parquet")
+    assert data.read_canonical(tmp_path / "as_written.parquet")[0]["reward_model"]["ground_truth"].startswith("We find")

@@ -279,3 +279,31 @@ def test_a_model_job_runs_the_evaluations_it_is_named_and_refuses_unknown_files(
     assert generate.selected_jobs(spec, [Path(j["generations"]) for j in reversed(jobs)]) == jobs
     with pytest.raises(generate.GenerationError, match="no job of tiny/base in the spec writes .*other"):
         generate.selected_jobs(spec, [tmp_path / "other" / "generations.jsonl"])
+
+
+def test_a_long_prompt_keeps_its_last_tokens_as_verls_left_truncation(tiny, tmp_path):
+    """prompt.max_prompt_tokens (the authors' 1024): a longer model input keeps its last N tokens,
+    given to the engine as ids; shorter ones are untouched; the records and counts say what was cut."""
+    engine = generate.HFEngine(tiny["manifest"]["path"], "float32")
+    tokenizer = engine.tokenizer
+    text = "Compute $2 \\times 5$ and explain the steps in detail please."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert generate.left_truncated(text, tokenizer, None) == (text, 0)
+    assert generate.left_truncated(text, tokenizer, len(ids)) == (text, 0)
+    assert generate.left_truncated(text, tokenizer, 5) == (ids[-5:], len(ids) - 5)
+    decoding = {**_spec()["decoding"], "max_new_tokens": 8}
+    # the ids path generates what the text path does for the same tokens (with padding beside texts)
+    assert [c[0].token_ids for c in engine.generate([ids, "1"], decoding, [0, 0])] == [
+        c[0].token_ids for c in engine.generate([text, "1"], decoding, [0, 0])
+    ]
+    spec = _spec()
+    spec["prompt"] = {**spec["prompt"], "max_prompt_tokens": 12}
+    out = tmp_path / "cut"
+    out.mkdir()
+    result = generate.run_generation(spec, tiny["manifest"], tiny["data"], out / "generations.jsonl", out / "g.json")
+    records = read_jsonl(out / "generations.jsonl")
+    assert all(r["prompt_tokens"] <= 12 for r in records)
+    assert result["counts"]["prompts_cut"] == sum(r["prompt_tokens_cut"] > 0 for r in records) > 0
+    assert result["protocol"]["prompt"]["max_prompt_tokens"] == 12
+    plain = generate.run_generation(_spec(), tiny["manifest"], tiny["data"], out / "p.jsonl", out / "p.json")
+    assert "prompts_cut" not in plain["counts"] and "max_prompt_tokens" not in plain["protocol"]["prompt"]

@@ -239,3 +239,24 @@ def test_llm_judge_runs_a_model_built_offline_on_cpu(tiny, tmp_path):
     assert result["counts"]["judged"] >= 20 and result["counts"]["judge_unparseable"] == result["counts"]["judged"]
     assert result["accuracy"] == 0.0
     assert all(len(v["judge_replies"]) >= 1 for v in read_jsonl(out / "llm-judge" / "grades.jsonl"))
+
+
+def test_a_sampling_judge_sends_its_temperature_and_seed_and_repeats_its_verdicts(tiny):
+    """llm_judge.temperature (the authors' 0.1): the server gets it with a fixed seed; the hf
+    engine samples with a fixed seed, so the same prompts give the same replies twice."""
+    from pipelines import judge as judges
+
+    server = JudgeServer(lambda body: "Correct")
+    try:
+        complete = judges.OpenAICompletion(server.url, "xverify-test", 4096, "NO_SUCH_KEY_ENV", 30, 2, temperature=0.1)
+        assert complete(["a", "b"]) == ["Correct", "Correct"]
+    finally:
+        server.close()
+    assert all(r["body"]["temperature"] == 0.1 and r["body"]["seed"] == judges.JUDGE_SEED for r in server.requests)
+    assert all(r["body"]["max_tokens"] == 4096 for r in server.requests)
+    sampled = judges.HFCompletion(tiny["manifest"]["path"], None, "float32", 12, temperature=1.0)
+    prompts = ["Is 2 + 2 = 4?", "Is 3 > 5?"]
+    first = sampled(prompts)
+    assert sampled(prompts) == first
+    greedy = judges.HFCompletion(tiny["manifest"]["path"], None, "float32", 12)
+    assert greedy(prompts) == greedy(prompts) and greedy.temperature == 0.0

@@ -4,6 +4,7 @@ evaluation-only rows, and every known difference from the authors listed under t
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shlex
@@ -158,6 +159,86 @@ def test_the_paper_methods_train_on_the_authors_reward(planned, paper):
     ]
 
 
+def _hydra_value(value):
+    """A Hydra override value as Python, so that 5e-7 and 5e-07, True and true compare equal."""
+    text = str(value).strip()
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() in ("null", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text.replace("'", "").replace('"', "").replace(" ", "")
+
+
+def script_differences(transcription: dict, script: str, module: str, overrides: dict[str, str]) -> list[str]:
+    """The keys of one of the authors' scripts (and of their recipe config) on which our command differs."""
+    entry = transcription["scripts"][script]
+    settings = {**entry["overrides"], **transcription["recipe_config"]["settings"]}
+    ours = {key.lstrip("+"): value for key, value in overrides.items()}
+    differ = [] if entry["module"] == module else ["module"]
+    for key, item in settings.items():
+        name = key.lstrip("+")
+        if name in ours:
+            mine = _hydra_value(ours[name])
+        elif transcription["same_as"].get(key) in ours:
+            mine = _hydra_value(ours[transcription["same_as"][key]])
+        elif key in transcription["verl_defaults"]:
+            mine = _hydra_value(transcription["verl_defaults"][key])
+        else:
+            differ.append(key)
+            continue
+        if mine != _hydra_value(item["value"]):
+            differ.append(key)
+    return differ
+
+
+def _module_and_overrides(workdir: Path, model: str, method: str) -> tuple[str, dict[str, str]]:
+    words = shlex.split((workdir / "results" / "paper" / "train" / model / method / "verl_command.txt").read_text())
+    return words[2], dict(word.split("=", 1) for word in words[3:])
+
+
+def test_every_difference_from_the_authors_verl_scripts_has_a_reason_and_is_in_the_table(planned, paper):
+    """Each generated verl_command.txt against the transcription of the authors' script for its
+    model (config/authors/verl_scripts.yaml), key by key: the keys that differ are exactly those
+    with a reason, and the table prints every reason with their value and file:line."""
+    transcription = yaml.safe_load((REPO_ROOT / "config" / "authors" / "verl_scripts.yaml").read_text())
+    assert transcription["commit"].startswith("c5eccd4")
+    for model in ("qwen2.5-math-1.5b", "octothinker-3b-long", "qwen2.5-math-7b"):
+        _, entry, reasons = cfg.authors_verl_script(paper, model)
+        assert len(entry["overrides"]) > 80  # every key of their command, not a selection
+        for method in ("empo", "gspo"):
+            module, overrides = _module_and_overrides(planned, model, method)
+            assert sorted(
+                script_differences(transcription, paper["models"][model]["authors"]["verl_script"], module, overrides)
+            ) == sorted(reasons), (model, method)
+            table = {d["setting"]: d for d in cfg.divergences(paper, model, method)}
+            for key, reason in reasons.items():
+                shown = table[f"verl script, {key}"]
+                assert shown["reason"] == reason
+                if key != "module":
+                    line = {**entry["overrides"], **transcription["recipe_config"]["settings"]}[key]["line"]
+                    assert f":{line})" in shown["theirs"]
+    # the check can fail: a script key changed without a reason, or a reason left for a key that agrees
+    module, overrides = _module_and_overrides(planned, "qwen2.5-math-1.5b", "empo")
+    changed = copy.deepcopy(transcription)
+    changed["scripts"]["qwen2.5-math-1.5b"]["overrides"]["actor_rollout_ref.rollout.n"]["value"] = "8"
+    assert "actor_rollout_ref.rollout.n" in script_differences(changed, "qwen2.5-math-1.5b", module, overrides)
+    agreeing = dict(overrides, **{"actor_rollout_ref.actor.loss_agg_mode": "token-mean"})
+    assert "actor_rollout_ref.actor.loss_agg_mode" not in script_differences(
+        transcription, "qwen2.5-math-1.5b", module, agreeing
+    )
+
+
+def test_a_reason_for_a_key_their_script_does_not_set_is_refused(tmp_path):
+    text = (REPO_ROOT / "config" / "config.yaml").read_text()
+    raw = yaml.safe_load(text)
+    raw["models"]["qwen2.5-math-1.5b"]["authors"]["verl_script_reasons"]["trainer.no_such_key"] = "why"
+    with pytest.raises(cfg.ConfigError, match="does not set trainer.no_such_key"):
+        cfg.validate_config(raw, "test")
+
+
 def test_plan_lists_every_job_with_gpu_hour_estimates(planned):
     plan = (planned / "results" / "paper" / "plan.md").read_text()
     rows = [line for line in plan.splitlines() if line.startswith("| ") and not line.startswith("| model")]
@@ -185,13 +266,20 @@ def test_the_table_lists_every_difference_from_the_authors(paper):
     table = report.build_table(cfg.report_spec(paper), {})
     markdown = report.render_markdown(table)
     section = markdown[markdown.index("## Differences from the authors") :]
-    assert "- llm-judge: ours IAAR-Shanghai/xVerify-8B-I, greedy" in section and "xVerify-8B-SFT" in section
+    assert (
+        "- llm-judge: ours IAAR-Shanghai/xVerify-8B-I, temperature 0.1 (seeded), up to 4096 tokens" in section
+        and "xVerify-8B-SFT" in section
+    )
     three_b = section[section.index("octothinker-3b-long / empo:") :]
     assert three_b.splitlines()[1] == (
         "- start model: ours OctoThinker/OctoThinker-3B-Long-Base; theirs OctoThinker/OctoThinker-3B-Long-Zero"
     )
     assert "octothinker-3b-long / base:" not in section  # the start model concerns trained rows only
-    assert "qwen2.5-math-7b / empo:\n- their script sets trainer.total_train_steps=300" in section
+    seven_b = section[section.index("qwen2.5-math-7b / empo:") :]
+    assert (
+        "- verl script, trainer.total_train_steps: theirs trainer.total_train_steps=300 "
+        "(verl-empo/recipe/empo/scripts/run_empo_qwen2.5_math_7b.sh:180); ours differs: not a verl key"
+    ) in seven_b
     labels = [(row["label_model"], row["label_method"]) for row in table["blocks"][0]["rows"]]
     assert ("qwen2.5-math-1.5b", "empo (released)") in labels
     assert "| qwen2.5-math-1.5b | empo (released) | measured |" in markdown

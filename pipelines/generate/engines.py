@@ -30,9 +30,9 @@ class Engine(Protocol):
     tokenizer: Any
 
     def generate(
-        self, prompts: Sequence[str], decoding: Mapping[str, Any], item_seeds: Sequence[int]
+        self, prompts: Sequence[str | Sequence[int]], decoding: Mapping[str, Any], item_seeds: Sequence[int]
     ) -> list[list[Completion]]:
-        """n completions per prompt, in prompt order."""
+        """n completions per prompt (a text, or token ids: a left-truncated input), in prompt order."""
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -76,7 +76,7 @@ class HFEngine:
         )
 
     def generate(
-        self, prompts: Sequence[str], decoding: Mapping[str, Any], item_seeds: Sequence[int]
+        self, prompts: Sequence[str | Sequence[int]], decoding: Mapping[str, Any], item_seeds: Sequence[int]
     ) -> list[list[Completion]]:
         import torch
         from transformers import GenerationConfig
@@ -101,9 +101,15 @@ class HFEngine:
             stop_strings=list(decoding["stop"]) or None,
         )
         torch.manual_seed(item_seeds[0])
-        encoded = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.device
-        )
+        if all(isinstance(p, str) for p in prompts):
+            encoded = self.tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+        else:  # token ids (left-truncated inputs) beside texts: pad the ids (left, as the tokenizer is set)
+            ids = [
+                self.tokenizer(p, add_special_tokens=False)["input_ids"] if isinstance(p, str) else list(p)
+                for p in prompts
+            ]
+            encoded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+        encoded = encoded.to(self.device)
         with torch.inference_mode():
             output = self.model.generate(**encoded, generation_config=config, tokenizer=self.tokenizer)
         prompt_width = encoded["input_ids"].shape[1]
@@ -170,7 +176,7 @@ class VLLMEngine:
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(
-        self, prompts: Sequence[str], decoding: Mapping[str, Any], item_seeds: Sequence[int]
+        self, prompts: Sequence[str | Sequence[int]], decoding: Mapping[str, Any], item_seeds: Sequence[int]
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
@@ -189,7 +195,8 @@ class VLLMEngine:
             )
             for seed in item_seeds
         ]
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        inputs = [p if isinstance(p, str) else {"prompt_token_ids": list(p)} for p in prompts]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
         return [
             [
                 Completion(

@@ -66,6 +66,18 @@ def render_prompt(messages: Sequence[Mapping[str, str]], tokenizer: Any, prompt:
     return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
 
 
+def left_truncated(prompt: str, tokenizer: Any, max_tokens: int | None) -> tuple[str | list[int], int]:
+    """The model input and how many tokens were cut: with `max_tokens`, a longer input keeps
+    only its last `max_tokens` tokens (verl's dataset, truncation 'left') and goes to the engine
+    as token ids, so no decode/encode round trip changes it."""
+    if not max_tokens:
+        return prompt, 0
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return prompt, 0
+    return list(ids[-max_tokens:]), len(ids) - max_tokens
+
+
 def protocol_of(spec: Mapping[str, Any]) -> dict[str, Any]:
     """How the generations were produced, except the model and the data (the grader is
     recorded by each grade job)."""
@@ -84,12 +96,15 @@ def chunk_items(count: int, chunk_size: int) -> list[range]:
 
 
 def generation_counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {
+    counts = {
         "items": len({int(r["index"]) for r in records}),
         "samples": len(records),
         "truncated": sum(r["finish_reason"] == "length" for r in records),
         "mean_response_tokens": sum(int(r["response_tokens"]) for r in records) / max(1, len(records)),
     }
+    if any("prompt_tokens_cut" in r for r in records):  # prompt.max_prompt_tokens set
+        counts["prompts_cut"] = len({int(r["index"]) for r in records if r.get("prompt_tokens_cut")})
+    return counts
 
 
 def run_generation(
@@ -137,12 +152,14 @@ def run_generation(
         for k in todo:
             chunk_rows = [rows[i] for i in chunks[k]]
             prompts = [render_prompt(row["prompt"], engine.tokenizer, spec["prompt"]) for row in chunk_rows]
+            max_prompt_tokens = spec["prompt"].get("max_prompt_tokens")
+            inputs, cut = zip(*(left_truncated(p, engine.tokenizer, max_prompt_tokens) for p in prompts))
             seeds = (
                 [decoding["seed"] + k] * len(prompts)
                 if spec["engine"] == "hf"
                 else [decoding["seed"] + i for i in chunks[k]]
             )
-            completions = engine.generate(prompts, decoding, seeds)
+            completions = engine.generate(list(inputs), decoding, seeds)
             records = [
                 {
                     "index": i,
@@ -155,9 +172,10 @@ def run_generation(
                     "prompt_tokens": c.prompt_tokens,
                     "response_tokens": c.response_tokens,
                     "finish_reason": c.finish_reason,
+                    **({"prompt_tokens_cut": dropped} if max_prompt_tokens else {}),
                     **options_of(row),
                 }
-                for i, prompt, row, samples in zip(chunks[k], prompts, chunk_rows, completions)
+                for i, prompt, row, samples, dropped in zip(chunks[k], prompts, chunk_rows, completions, cut)
                 for s, c in enumerate(samples)
             ]
             store.append_chunk(records)

@@ -80,6 +80,7 @@ def override_settings(
         "algorithm.adv_estimator": "grpo",
         "algorithm.norm_adv_by_std_in_grpo": True,
         "algorithm.use_kl_in_reward": False,
+        "algorithm.kl_ctrl.kl_coef": 0.0,  # unused with use_kl_in_reward off; the authors' value (verl's: 0.001)
         # Our replay buffer filters and refills groups itself; verl's DAPO filter stays off.
         "algorithm.filter_groups.enable": False,
         "data.train_files": [train_file],
@@ -128,7 +129,7 @@ def override_settings(
         "actor_rollout_ref.rollout.max_num_batched_tokens": max_tokens,
         # Validation is greedy, one sample: the table's protocol (graded against the gold).
         "actor_rollout_ref.rollout.val_kwargs.do_sample": False,
-        "actor_rollout_ref.rollout.val_kwargs.n": 1,
+        "actor_rollout_ref.rollout.val_kwargs.n": verl.get("validation_samples", 1),
         "actor_rollout_ref.rollout.val_kwargs.temperature": 0,
         "reward.custom_reward_function.path": EXTENSION_MODULE,
         "reward.custom_reward_function.name": REWARD_FUNCTION,
@@ -167,6 +168,13 @@ def override_settings(
         settings["actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu"] = 1
     if cpus:
         settings["ray_kwargs.ray_init.num_cpus"] = cpus
+    # Settings left at verl's defaults unless set (commands that do not set them stay as they were).
+    for key, value in verl.get("rollout_engine", {}).items():
+        settings[f"actor_rollout_ref.rollout.{key}"] = value
+    for key, value in verl.get("model_override_config", {}).items():
+        settings[f"+actor_rollout_ref.model.override_config.{key}"] = value
+    if verl.get("data_use_shm"):
+        settings["data.use_shm"] = True
     equivalence = trainer.get("equivalence", "math")
     if equivalence != "math":  # math, the default, is left out: commands from before the key stay equal
         settings["+trainer.v1.sampler.sampler_kwargs.equivalence"] = equivalence

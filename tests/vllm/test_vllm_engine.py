@@ -70,6 +70,19 @@ def test_greedy_outputs_equal_the_hf_engine_token_for_token(engine, tiny_vllm_mo
     assert [item[0].text.rstrip("\ufffd") for item in ours] == [item[0].text.rstrip("\ufffd") for item in reference]
 
 
+def test_a_left_truncated_prompt_reaches_vllm_as_its_token_ids(engine, tiny_vllm_model):
+    """prompt.max_prompt_tokens: a cut input goes to vLLM as token ids (its prompt is exactly the
+    kept tokens) and vLLM generates from them what the hf engine does, token for token."""
+    from pipelines.generate import HFEngine, left_truncated, render_prompt
+
+    question = [{"role": "user", "content": "Let us compute 12 - 5 and 7 + 8."}]
+    ids, cut = left_truncated(render_prompt(question, engine.tokenizer, _spec()["prompt"]), engine.tokenizer, 6)
+    assert cut > 0 and len(ids) == 6
+    ours = engine.generate([ids], DECODING, [0])[0][0]
+    reference = HFEngine(tiny_vllm_model, "float32").generate([ids], DECODING, [0])[0][0]
+    assert ours.prompt_tokens == 6 and ours.token_ids == reference.token_ids
+
+
 def test_every_sampling_knob_reaches_vllm(engine, monkeypatch):
     """The protocol's knobs, exactly, in one SamplingParams per item (its own seed), and nothing
     left for vLLM to fill from the model's generation_config."""
