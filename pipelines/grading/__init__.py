@@ -41,7 +41,7 @@ from pipelines.grading.pool import (
     grade_batch,
     grade_detailed,
     is_equivalent,
-    shared_pool,
+    pool_or_shared,
 )
 
 __all__ = [
@@ -65,5 +65,5 @@ __all__ = [
     "is_equivalent",
     "majority_cluster",
     "normalize_answer",
-    "shared_pool",
+    "pool_or_shared",
 ]

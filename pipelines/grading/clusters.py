@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipelines.grading.extract import normalize_answer
-from pipelines.grading.pool import DEFAULT_TIMEOUT_SECONDS, GradingPool, _shared, _shared_lock, shared_pool
+from pipelines.grading.pool import DEFAULT_TIMEOUT_SECONDS, GradingPool, pool_or_shared
 
 #: The pool rule of the authors' pairwise comparison (`empo_rules.reward_equivalent`).
 AUTHORS_RULE = "empo-rules-reward"
@@ -34,11 +34,8 @@ def cluster_answers(
         step = pool.size if pool is not None else 1
         for start in range(0, len(representatives), step):
             pairs = [(answer, rep) for rep in representatives[start : start + step]]
-            if pool is not None:
-                verdicts = pool.equivalent_many(pairs)
-            else:
-                with _shared_lock:
-                    verdicts = _shared(timeout_seconds).equivalent_many(pairs)
+            with pool_or_shared(pool, timeout_seconds=timeout_seconds) as grader:
+                verdicts = grader.equivalent_many(pairs)
             match = next((offset for offset, (same, _) in enumerate(verdicts) if same), None)
             if match is not None:
                 assigned = start + match
@@ -73,11 +70,8 @@ def cluster_answers_authors(
     verdicts: dict[tuple[str, str], bool] = {}
 
     def ask(pairs: list[tuple[str, str]]) -> None:
-        if pool is not None:
-            outcomes = pool.equivalent_many(pairs)
-        else:
-            with shared_pool(AUTHORS_RULE, timeout_seconds) as shared:
-                outcomes = shared.equivalent_many(pairs)
+        with pool_or_shared(pool, AUTHORS_RULE, timeout_seconds) as grader:
+            outcomes = grader.equivalent_many(pairs)
         verdicts.update((pair, same) for pair, (same, _) in zip(pairs, outcomes))
 
     ids: list[int | None] = [None] * len(answers)

@@ -267,15 +267,21 @@ def _shared(timeout_seconds: float, rule: str = "math-verify") -> GradingPool:
 
 
 @contextmanager
-def shared_pool(rule: str = "math-verify", timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Iterator[GradingPool]:
-    """This process's one-worker pool for `rule`, held for the caller alone (threads wait)."""
+def pool_or_shared(
+    pool: GradingPool | None, rule: str = "math-verify", timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+) -> Iterator[GradingPool]:
+    """`pool` itself, or (None) this process's one-worker pool for `rule`, held for the caller
+    alone while the block runs (other threads wait)."""
+    if pool is not None:
+        yield pool
+        return
     with _shared_lock:
         yield _shared(timeout_seconds, rule)
 
 
 def grade_detailed(response: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> GradeResult:
-    with _shared_lock:
-        return _shared(timeout_seconds).grade_many([response], [gold])[0]
+    with pool_or_shared(None, timeout_seconds=timeout_seconds) as shared:
+        return shared.grade_many([response], [gold])[0]
 
 
 def grade(response: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> bool:
@@ -285,8 +291,8 @@ def grade(response: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SEC
 
 def is_equivalent(prediction: str, gold: str, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> bool:
     """Are two extracted answers the same mathematical object? Timeouts count as no."""
-    with _shared_lock:
-        return _shared(timeout_seconds).equivalent_many([(prediction, gold)])[0][0]
+    with pool_or_shared(None, timeout_seconds=timeout_seconds) as shared:
+        return shared.equivalent_many([(prediction, gold)])[0][0]
 
 
 def grade_batch(

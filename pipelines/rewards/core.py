@@ -60,11 +60,8 @@ def _equivalent_many(
     pairs: Sequence[tuple[str, str]], pool: grading.GradingPool | None, equivalence: str
 ) -> list[bool]:
     """(prediction, gold) verdicts under `equivalence`, timeouts as not equivalent."""
-    rule = _pool_rule(equivalence, pool)
-    if pool is not None:
-        return [same for same, _ in pool.equivalent_many(pairs)]
-    with grading.shared_pool(rule) as shared:
-        return [same for same, _ in shared.equivalent_many(pairs)]
+    with grading.pool_or_shared(pool, _pool_rule(equivalence, pool)) as grader:
+        return [same for same, _ in grader.equivalent_many(pairs)]
 
 
 @dataclass(frozen=True)
@@ -220,13 +217,9 @@ def supervised_rewards(
 ) -> list[float]:
     """The labelled reference: 1 if the completion's answer is equivalent to the gold. With
     `equivalence="empo-rules"` what the authors' `empo_metrics(..., reward_type="gt")` returns."""
-    rule = _pool_rule(equivalence, pool)
-    if pool is None:
-        with grading.shared_pool(rule) as shared:
-            pool_results = shared.grade_many(list(completions), [gold] * len(completions))
-    else:
-        pool_results = pool.grade_many(list(completions), [gold] * len(completions))
-    return [1.0 if r.correct else 0.0 for r in pool_results]
+    with grading.pool_or_shared(pool, _pool_rule(equivalence, pool)) as grader:
+        results = grader.grade_many(list(completions), [gold] * len(completions))
+    return [1.0 if r.correct else 0.0 for r in results]
 
 
 def format_rewards(completions: Sequence[str]) -> list[float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 
 from pipelines.rewards import score_group
@@ -174,7 +175,8 @@ def test_the_authors_reward_reaches_verl_with_equivalence_empo_rules(transfer_qu
     batch, metrics = buffer.sample(global_steps=1, partition_id="train", batch_size=len(groups))
     seen = rewards_verl_reads(transfer_queue, batch)
     key = "entropy" if reward == "empo" else "gt"
-    assert [seen[uid] for uid in uids] == [g[key] for g in groups]
+    # verl's reward tensor is float32, as the authors' (EMPORewardManager's reward_tensor)
+    assert [seen[uid] for uid in uids] == [[float(np.float32(r)) for r in g[key]] for g in groups]
     buffer.pool.close()
 
 
