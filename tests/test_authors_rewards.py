@@ -148,3 +148,46 @@ def test_the_trl_adapter_trains_on_the_authors_reward_and_validates_with_math_ve
             function.close()
     with pytest.raises(ValueError, match="equivalence 'mathverify'"):
         GroupRewardFunction("empo", "empo", num_generations=3, equivalence="mathverify")
+
+
+def test_the_logged_majority_vs_gold_is_the_authors_hit_rate(authors_pool):
+    """group/majority_vs_gold_accuracy under empo-rules is their `label_accuracy`: the majority
+    answer in the prediction's place, the gold in the gold's (an interval gold contains a number
+    answer, not the other way round; both pinned from their empo_metrics)."""
+    box = "So the answer is \\boxed{{{}}}.".format
+    majority_number = score_group(
+        [box("\\frac{5}{3}")] * 2 + [box("7")], "empo", gold="[1.64,1.70]", pool=authors_pool, equivalence="empo-rules"
+    )
+    assert majority_number.diagnostics.majority_correct is True  # theirs: label_accuracy 1.0
+    majority_interval = score_group(
+        [box("[1.64,1.70]")] * 2 + [box("7")], "empo", gold="\\frac{5}{3}", pool=authors_pool, equivalence="empo-rules"
+    )
+    assert majority_interval.diagnostics.majority_correct is False  # theirs: 0.0
+
+
+def test_the_evaluation_grader_reads_a_gold_as_their_evaluation_does():
+    """empo-rules grading (their answer_tag_reward_fn_for_r1) takes a boxed gold's last complete
+    box, falling back past an unclosed one; the reward's comparison (their grade_single_answer)
+    does not fall back, so the same gold is unreadable there (both as their code gives)."""
+    gold = "\\boxed{5} or \\boxed 6"
+    assert empo_rules.equivalent("5", gold)[0] is True  # their evaluation: score 1.0
+    assert empo_rules.reward_equivalent("5", gold)[0] is False  # their reward: 0 (pinned case below)
+    assert CASES["gold_with_unclosed_last_box"]["gt"] == [0.0, 0.0, 0.0]
+    assert empo_rules.reward_equivalent(" ", "") == (False, "rules")  # an empty gold is never matched
+
+
+def test_what_the_clustering_decides_without_the_chain_is_what_the_chain_says():
+    """`reward_equivalent_certainly` only ever says True where their chain does: on every ordered
+    pair of answers of 40 pinned groups plus answers whose gold-side box their grade cannot read."""
+    groups = _pinned("dev")["groups"][:40]
+    answers = sorted({a for g in groups for a in map(empo_rules.extract_answer, g["completions"]) if a})
+    answers += ["\\\\boxed 5", "\\\\boxed{5} or \\\\boxed 6", "\\\\boxed{5}"]
+    decided = 0
+    for a in answers:
+        for b in answers:
+            if empo_rules.reward_equivalent_certainly(a, b):
+                decided += 1
+                assert empo_rules.reward_equivalent(a, b)[0] is True, (a, b)
+    assert decided > len(answers)  # every answer with itself, and the mathd-equal pairs
+    assert empo_rules.reward_equivalent_certainly("\\\\boxed 5", "\\\\boxed 5") is None
+    assert empo_rules.reward_equivalent("\\\\boxed 5", "\\\\boxed 5")[0] is False  # their gold extraction fails
