@@ -125,6 +125,11 @@ def test_verl_commands_are_written_offline_with_each_models_settings(planned):
         assert overrides["actor_rollout_ref.actor.loss_agg_mode"] == "seq-mean-token-mean"
         assert overrides["actor_rollout_ref.actor.policy_loss.loss_mode"] == "gspo"
         assert overrides["data.seed"] == "1"
+        # the authors' recipe and script settings (their ppo_trainer.yaml :152, :440; run_empo_*.sh)
+        assert overrides["actor_rollout_ref.actor.strategy"] == "fsdp2"
+        assert overrides["actor_rollout_ref.rollout.free_cache_engine"] == "false"
+        assert overrides["actor_rollout_ref.rollout.max_num_seqs"] == "1024"
+        assert overrides["+actor_rollout_ref.model.override_config.attention_dropout"] == "0.0"
         assert (
             overrides["data.val_files"]
             == "["
