@@ -537,7 +537,15 @@ def grade_targets(config: dict[str, Any]) -> list[tuple[str, str, str, str, str]
 
 
 def data_job_spec(config: dict[str, Any], dataset: str) -> dict[str, Any]:
-    return {"name": dataset, **copy.deepcopy(config["datasets"][dataset])}
+    """A data job's settings; for a local file source also each file's content digest, so that
+    an edited file changes the spec and reruns the data job and what depends on it (Snakemake
+    would otherwise see no change: the file is no input of the rule)."""
+    spec = {"name": dataset, **copy.deepcopy(config["datasets"][dataset])}
+    if spec["source"]["kind"] == "file":
+        from pipelines.provenance import file_sha256
+
+        spec["source_sha256"] = {str(path): file_sha256(path) for path in dataset_files(spec["source"]["path"])}
+    return spec
 
 
 def model_job_spec(config: dict[str, Any], model: str) -> dict[str, Any]:

@@ -382,6 +382,23 @@ def test_a_missing_metrics_file_replans_its_grade_and_the_table(demo_run):
     assert (demo_run / EASY).is_file() and _cells(demo_run)["add_test"]["value"] == shown
 
 
+def test_an_edited_benchmark_file_reruns_its_data_job_and_what_reads_it(demo_run):
+    """A `kind: file` dataset's content is part of its data job's settings (its digest): after
+    an edit `snakemake` replans the data job, every evaluation on it and the table, and no
+    training; the file as it was plans nothing again."""
+    source = demo_run / "config" / "demo_data" / "add_test.jsonl"
+    original = source.read_bytes()
+    assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml")) == {}
+    try:
+        source.write_bytes(original + b'{"problem": "What is 100 + 1?", "answer": "101"}\n')
+        planned = _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml"))
+        assert planned.get("data") == 1 and planned.get("table") == 1 and planned.get("grade", 0) >= 1, planned
+        assert "train_trl" not in planned and "model" not in planned, planned
+    finally:
+        source.write_bytes(original)
+    assert _planned(_snakemake(demo_run, "-n", "--configfile", "config/demo.yaml")) == {}
+
+
 def test_a_finished_training_job_rerun_only_exports(demo_run):
     """As after `kill -9` of snakemake once training finished: the job reruns, trains no step."""
     manifest_path = demo_run / DEMO / "models" / "tiny-qwen2" / "empo" / "model.json"
