@@ -212,27 +212,36 @@ class _Alarm:
 # Extraction
 
 
+def _last_box_start(text: str) -> int:
+    """Where their scan finds the last box: the last \\boxed, else the last \\fbox; -1 if none."""
+    start = text.rfind("\\boxed")
+    return start if start >= 0 else text.rfind("\\fbox")
+
+
+def _balanced_from(text: str, start: int) -> str | None:
+    """The box starting at `start` up to the brace that balances its first one; None if unclosed."""
+    depth = 0
+    for position in range(start, len(text)):
+        if text[position] == "{":
+            depth += 1
+        elif text[position] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : position + 1]
+    return None
+
+
 def _boxes_from_right(text: str, count: int) -> list[str]:
-    """Their `last_n_boxed_strings`: scanning leftwards for \\boxed (else \\fbox) with balanced braces."""
+    """Their `last_n_boxed_strings`: boxes scanned leftwards, an unclosed one skipped."""
     found: list[str] = []
     rest = text
     while rest and len(found) < count:
-        start = rest.rfind("\\boxed")
-        if start < 0:
-            start = rest.rfind("\\fbox")
+        start = _last_box_start(rest)
         if start < 0:
             break
-        depth, end = 0, None
-        for position in range(start, len(rest)):
-            if rest[position] == "{":
-                depth += 1
-            elif rest[position] == "}":
-                depth -= 1
-                if depth == 0:
-                    end = position
-                    break
-        if end is not None:
-            found.append(rest[start : end + 1])
+        box = _balanced_from(rest, start)
+        if box is not None:
+            found.append(box)
         rest = rest[:start]
     return found[::-1]
 
@@ -721,21 +730,10 @@ def _boxed_gold(gold: str) -> str | None:
 
 
 def _last_box(text: str) -> str | None:
-    """Their `last_boxed_only_string`: the last \\boxed (else \\fbox) with balanced braces, None if unclosed."""
-    start = text.rfind("\\boxed")
-    if start < 0:
-        start = text.rfind("\\fbox")
-        if start < 0:
-            return None
-    depth = 0
-    for position in range(start, len(text)):
-        if text[position] == "{":
-            depth += 1
-        if text[position] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start : position + 1]
-    return None
+    """Their `last_boxed_only_string`: the last box with balanced braces, None if unclosed (no
+    fallback to an earlier box)."""
+    start = _last_box_start(text)
+    return None if start < 0 else _balanced_from(text, start)
 
 
 def split_tails(prediction: str, gold: str) -> tuple[str, str] | None:
