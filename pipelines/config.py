@@ -321,6 +321,13 @@ def _cross_reference_problems(config: dict[str, Any]) -> Iterator[str]:
             )
     for name, model in config["models"].items():
         source = model["source"]
+        if source["kind"] == "local" and not Path(source["path"]).is_dir():
+            # checked before any job: a model job that failed on it would already have had
+            # Snakemake delete the model's outputs (and everything planned from them)
+            yield (
+                f"'models.{name}.source.path': model directory not found: {source['path']} (relative "
+                f"paths are read from the directory snakemake runs in, {Path.cwd()})"
+            )
         if source["kind"] == "demo" and source["corpus"] not in datasets:
             yield f"'models.{name}.source.corpus': unknown dataset '{source['corpus']}'"
         for method in model["methods"]:

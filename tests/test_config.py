@@ -132,6 +132,11 @@ def test_a_grader_change_changes_only_the_grade_spec():
         (lambda c: c["training"]["methods"]["empo"].update(reward="entropy"), "'training.methods.empo.reward'"),
         (lambda c: c["training"]["methods"].update(base={"reward": "empo"}), "'training.methods'"),
         (lambda c: c["training"]["defaults"].update(mini_batch_prompts=3), "multiple of mini_batch_prompts"),
+        (
+            # before any job: a failing model job would have had its outputs deleted first
+            lambda c: c["models"]["tiny-qwen2"].update(source={"kind": "local", "path": "no/such/model"}),
+            "'models.tiny-qwen2.source.path': model directory not found: no/such/model",
+        ),
     ],
 )
 def test_bad_config_names_key_and_file(tmp_path, mutate, expected):
