@@ -23,11 +23,12 @@ Facts this design rests on (measured on math-verify 0.9):
   same parses in a fraction of the time (`_sll_first_latex_parsing`).
 """
 
-from pipelines.grading.clusters import AUTHORS_RULE, cluster_answers, cluster_answers_authors, majority_cluster
+from pipelines.grading.clusters import cluster_answers, cluster_answers_authors, majority_cluster
 from pipelines.grading.equivalence import MATH_VERIFY_VERSION, RULES, WORKER_RULES
 from pipelines.grading.extract import (
     ANSWER_EXTRACTORS,
     ANSWER_RULE,
+    AUTHORS_RULE,
     WORKER_EXTRACTORS,
     extract_answer,
     normalize_answer,

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipelines.grading.extract import normalize_answer
+from pipelines.grading.extract import AUTHORS_RULE, normalize_answer
 from pipelines.grading.pool import DEFAULT_TIMEOUT_SECONDS, GradingPool, pool_or_shared
-
-#: The pool rule of the authors' pairwise comparison (`empo_rules.reward_equivalent`).
-AUTHORS_RULE = "empo-rules-reward"
 
 
 def cluster_answers(

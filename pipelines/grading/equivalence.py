@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
 
-from pipelines.grading.extract import _canonical_integer, normalize_answer
+from pipelines.grading.extract import AUTHORS_RULE, _canonical_integer, normalize_answer
 
 MATH_VERIFY_VERSION = metadata.version("math-verify")
 
@@ -424,7 +424,7 @@ def _empo_rules_reward_rule(answer: str, other: str) -> tuple[bool, str]:
 #: Every comparison a worker can apply: the graders' rules and the reward core's `empo-rules`
 #: comparison (the authors' `grade_single_answer`: pairs of a group's answers, an answer
 #: against the gold; not a grader: evaluation reads the gold as their evaluation does).
-WORKER_RULES = {**RULES, "empo-rules-reward": _empo_rules_reward_rule}
+WORKER_RULES = {**RULES, AUTHORS_RULE: _empo_rules_reward_rule}
 
 
 def _certain_verdict(rule: str, prediction: str, gold: str) -> bool | None:
@@ -433,7 +433,7 @@ def _certain_verdict(rule: str, prediction: str, gold: str) -> bool | None:
     chain's first step (string equality after mathd normalisation) decides."""
     if rule == "math-verify":
         return _fast_verdict(prediction, gold)
-    if rule == "empo-rules-reward":
+    if rule == AUTHORS_RULE:
         from pipelines import empo_rules
 
         return empo_rules.reward_equivalent_certainly(prediction, gold)

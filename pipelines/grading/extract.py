@@ -172,5 +172,8 @@ ANSWER_EXTRACTORS = {
     "empo-rules": _empo_extract,
     "choice-letter": _choice_extract,
 }
+#: The worker rule of the authors' training-reward comparison (their grade_single_answer,
+#: `empo_rules.reward_equivalent`): not a grader, the reward core's `empo-rules` equivalence.
+AUTHORS_RULE = "empo-rules-reward"
 #: Each worker rule's extractor (pipelines.grading.equivalence.WORKER_RULES).
-WORKER_EXTRACTORS = {**ANSWER_EXTRACTORS, "empo-rules-reward": _empo_extract}
+WORKER_EXTRACTORS = {**ANSWER_EXTRACTORS, AUTHORS_RULE: _empo_extract}
